@@ -1,0 +1,68 @@
+# softdev: soft devices for QEMU and Xen.
+#
+#   make          configure if needed, then build QEMU with softdev
+#   make check    build and run every test
+#   make run      build and run the main demo (a guest on a soft-device stack)
+#   make bench    build and run the benchmarks
+#   make install  install under the configured prefix (default
+#                 /usr/local/softdev, beside any distribution QEMU)
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+SHELL := /bin/bash
+SRC := $(CURDIR)
+
+-include config.mak
+
+PY := /usr/bin/python3
+NINJA := ninja
+# ccache: hits survive a fresh clone in another directory.
+export CCACHE_BASEDIR := $(SRC)
+export CCACHE_NOHASHDIR := 1
+
+QEMU_TARGETS := qemu-system-x86_64 qemu-img qemu-io qemu-nbd \
+	storage-daemon/qemu-storage-daemon tests/qtest/softdev-test
+
+GUEST_DIR := $(SRC)/build/guest
+
+.PHONY: all build check check-qtest check-iotests check-unit check-guest \
+	run bench install clean distclean guest
+
+all: build
+
+config.mak: configure patches/qemu-source.sha256
+	./configure
+
+build: config.mak
+	$(SRC)/scripts/overlay.sh $(SRC) $(QEMU_SRC)
+	$(NINJA) -C $(QEMU_BUILD) $(QEMU_TARGETS)
+	$(SRC)/scripts/link-firmware.sh $(QEMU_BUILD)
+
+guest: build
+	$(SRC)/tests/guest/build-guest.sh $(GUEST_DIR)
+
+check: build guest
+	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR)
+
+# Parts of 'make check', for development
+check-qtest check-iotests check-unit check-guest: build guest
+	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR) \
+		$(patsubst check-%,%,$@)
+
+run: build guest
+	$(PY) $(SRC)/scripts/softdev-demo.py --qemu-build $(QEMU_BUILD) \
+		--guest $(GUEST_DIR)
+
+bench: build
+	$(SRC)/bench/run-bench.sh $(QEMU_BUILD)
+
+install: build
+	$(NINJA) -C $(QEMU_BUILD) install
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(SRC)/scripts/softdev_trace.py $(DESTDIR)$(PREFIX)/bin/softdev-trace-dump
+
+clean:
+	-[ -f config.mak ] && $(NINJA) -C $(QEMU_BUILD) clean
+
+distclean:
+	rm -rf build config.mak

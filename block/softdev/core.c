@@ -1,0 +1,418 @@
+/*
+ * softdev block core: turns a SoftdevDriver description into a QEMU block
+ * driver.  Every request passes through softdev_co_request(), which calls
+ * the soft device's hooks, forwards to the child, and keeps per-node
+ * statistics (counts, bytes, errors, a latency histogram).  Alerts become
+ * SOFTDEV_ALERT events.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/qapi-events-softdev.h"
+#include "qapi/qmp/qdict.h"
+#include "qemu/cutils.h"
+#include "qemu/option.h"
+#include "qemu/stats64.h"
+#include "qemu/timer.h"
+#include "softdev/softdev.h"
+#include "trace.h"
+
+/*
+ * Latency histogram: values below 8 ns have a bucket each; above, each
+ * power of two is split into 8 linear buckets, so a bucket is at most
+ * 12.5% wide.  2^40 ns (18 minutes) and more share the last bucket.
+ */
+#define SOFTDEV_HIST_SUB_BITS   3
+#define SOFTDEV_HIST_SUB        (1 << SOFTDEV_HIST_SUB_BITS)
+#define SOFTDEV_HIST_MAX_EXP    40
+#define SOFTDEV_HIST_BUCKETS \
+    ((SOFTDEV_HIST_MAX_EXP - SOFTDEV_HIST_SUB_BITS + 2) * SOFTDEV_HIST_SUB)
+
+typedef struct SoftdevOpCounters {
+    Stat64 ops;
+    Stat64 bytes;
+    Stat64 errors;
+    Stat64 total_ns;
+    Stat64 max_ns;
+    Stat64 hist[SOFTDEV_HIST_BUCKETS];
+} SoftdevOpCounters;
+
+/* bs->opaque of every soft-device node */
+typedef struct SoftdevState {
+    SoftdevDriver *sd;
+    void *opaque;               /* sd->state_size bytes */
+    Stat64 alerts;
+    SoftdevOpCounters stats[SOFTDEV_OP__MAX];
+} SoftdevState;
+
+static unsigned softdev_hist_bucket(uint64_t ns)
+{
+    int exp;
+
+    if (ns < SOFTDEV_HIST_SUB) {
+        return ns;
+    }
+    exp = 63 - clz64(ns);
+    if (exp > SOFTDEV_HIST_MAX_EXP) {
+        return SOFTDEV_HIST_BUCKETS - 1;
+    }
+    return (exp - SOFTDEV_HIST_SUB_BITS + 1) * SOFTDEV_HIST_SUB +
+           ((ns >> (exp - SOFTDEV_HIST_SUB_BITS)) & (SOFTDEV_HIST_SUB - 1));
+}
+
+/* Smallest value that falls into bucket @b */
+static uint64_t softdev_hist_lower(unsigned b)
+{
+    unsigned exp;
+
+    if (b < SOFTDEV_HIST_SUB) {
+        return b;
+    }
+    exp = b / SOFTDEV_HIST_SUB + SOFTDEV_HIST_SUB_BITS - 1;
+    return (1ULL << exp) +
+           ((uint64_t)(b % SOFTDEV_HIST_SUB) << (exp - SOFTDEV_HIST_SUB_BITS));
+}
+
+/*
+ * Value at percentile @pct of the histogram: the upper bound of the
+ * bucket holding it, capped by the largest value seen.
+ */
+static uint64_t softdev_hist_percentile(const uint64_t *hist, uint64_t count,
+                                        uint64_t max, unsigned pct)
+{
+    uint64_t rank, seen = 0;
+    unsigned b;
+
+    if (!count) {
+        return 0;
+    }
+    rank = (count * pct + 99) / 100;
+    for (b = 0; b < SOFTDEV_HIST_BUCKETS; b++) {
+        seen += hist[b];
+        if (seen >= rank) {
+            uint64_t upper = b + 1 < SOFTDEV_HIST_BUCKETS ?
+                             softdev_hist_lower(b + 1) - 1 : max;
+            return MIN(upper, max);
+        }
+    }
+    return max;
+}
+
+void *softdev_opaque(BlockDriverState *bs)
+{
+    SoftdevState *s = bs->opaque;
+
+    return s->opaque;
+}
+
+static void softdev_account(SoftdevState *s, const SoftdevRequest *req,
+                            int ret, uint64_t latency_ns)
+{
+    SoftdevOpCounters *c = &s->stats[req->op];
+
+    stat64_add(&c->ops, 1);
+    if (req->op != SOFTDEV_OP_FLUSH) {
+        stat64_add(&c->bytes, req->bytes);
+    }
+    if (ret < 0) {
+        stat64_add(&c->errors, 1);
+    }
+    stat64_add(&c->total_ns, latency_ns);
+    stat64_max(&c->max_ns, latency_ns);
+    stat64_add(&c->hist[softdev_hist_bucket(latency_ns)], 1);
+}
+
+int coroutine_fn GRAPH_RDLOCK
+softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req)
+{
+    switch (req->op) {
+    case SOFTDEV_OP_READ:
+        return bdrv_co_preadv_part(bs->file, req->offset, req->bytes,
+                                   req->qiov, req->qiov_offset, req->flags);
+    case SOFTDEV_OP_WRITE:
+        return bdrv_co_pwritev_part(bs->file, req->offset, req->bytes,
+                                    req->qiov, req->qiov_offset, req->flags);
+    case SOFTDEV_OP_WRITE_ZEROES:
+        return bdrv_co_pwrite_zeroes(bs->file, req->offset, req->bytes,
+                                     req->flags);
+    case SOFTDEV_OP_DISCARD:
+        return bdrv_co_pdiscard(bs->file, req->offset, req->bytes);
+    case SOFTDEV_OP_FLUSH:
+        return bdrv_co_flush(bs->file->bs);
+    default:
+        g_assert_not_reached();
+    }
+}
+
+/* The one path every request of every soft device takes. */
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_request(BlockDriverState *bs, SoftdevRequest *req)
+{
+    SoftdevState *s = bs->opaque;
+    SoftdevDriver *sd = s->sd;
+    int64_t latency;
+    int ret = SOFTDEV_CONTINUE;
+
+    req->start_ns = get_clock();
+    trace_softdev_request(bs, SoftdevOp_str(req->op), req->offset,
+                          req->bytes);
+    if (sd->co_pre) {
+        ret = sd->co_pre(bs, req);
+    }
+    if (ret == SOFTDEV_CONTINUE) {
+        ret = softdev_co_forward(bs, req);
+    } else if (ret == SOFTDEV_DONE) {
+        ret = 0;
+    }
+    latency = get_clock() - req->start_ns;
+    if (sd->co_post) {
+        ret = sd->co_post(bs, req, ret, latency);
+    }
+    softdev_account(s, req, ret, latency);
+    trace_softdev_complete(bs, SoftdevOp_str(req->op), req->offset,
+                           req->bytes, ret, latency);
+    return ret;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       QEMUIOVector *qiov, size_t qiov_offset,
+                       BdrvRequestFlags flags)
+{
+    SoftdevRequest req = {
+        .op = SOFTDEV_OP_READ, .offset = offset, .bytes = bytes,
+        .qiov = qiov, .qiov_offset = qiov_offset, .flags = flags,
+    };
+    return softdev_co_request(bs, &req);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_pwritev_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        QEMUIOVector *qiov, size_t qiov_offset,
+                        BdrvRequestFlags flags)
+{
+    SoftdevRequest req = {
+        .op = SOFTDEV_OP_WRITE, .offset = offset, .bytes = bytes,
+        .qiov = qiov, .qiov_offset = qiov_offset, .flags = flags,
+    };
+    return softdev_co_request(bs, &req);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         BdrvRequestFlags flags)
+{
+    SoftdevRequest req = {
+        .op = SOFTDEV_OP_WRITE_ZEROES, .offset = offset, .bytes = bytes,
+        .flags = flags,
+    };
+    return softdev_co_request(bs, &req);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    SoftdevRequest req = {
+        .op = SOFTDEV_OP_DISCARD, .offset = offset, .bytes = bytes,
+    };
+    return softdev_co_request(bs, &req);
+}
+
+static int coroutine_fn GRAPH_RDLOCK softdev_co_flush(BlockDriverState *bs)
+{
+    SoftdevRequest req = { .op = SOFTDEV_OP_FLUSH };
+
+    return softdev_co_request(bs, &req);
+}
+
+static int64_t coroutine_fn GRAPH_RDLOCK
+softdev_co_getlength(BlockDriverState *bs)
+{
+    return bdrv_co_getlength(bs->file->bs);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                    PreallocMode prealloc, BdrvRequestFlags flags,
+                    Error **errp)
+{
+    return bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
+}
+
+static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
+                        Error **errp)
+{
+    SoftdevState *s = bs->opaque;
+    SoftdevDriver *sd = container_of(bs->drv, SoftdevDriver, bdrv);
+    QemuOpts *opts = NULL;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+
+    s->sd = sd;
+    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
+    if (ret < 0) {
+        return ret;
+    }
+
+    if (sd->opts) {
+        opts = qemu_opts_create(sd->opts, NULL, 0, &error_abort);
+        if (!qemu_opts_absorb_qdict(opts, options, errp)) {
+            ret = -EINVAL;
+            goto out;
+        }
+    }
+
+    bdrv_graph_rdlock_main_loop();
+    bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED |
+        (BDRV_REQ_FUA & bs->file->bs->supported_write_flags);
+    bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED |
+        ((BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK) &
+         bs->file->bs->supported_zero_flags);
+    bdrv_graph_rdunlock_main_loop();
+
+    s->opaque = g_malloc0(MAX(sd->state_size, 1));
+    if (sd->open) {
+        ret = sd->open(bs, opts, errp);
+        if (ret < 0) {
+            g_free(s->opaque);
+            s->opaque = NULL;
+            goto out;
+        }
+    }
+    trace_softdev_open(bs, sd->name, bs->node_name);
+    ret = 0;
+out:
+    qemu_opts_del(opts);
+    return ret;
+}
+
+/* The soft device made into @drv, or NULL if @drv is not one. */
+static SoftdevDriver *softdev_of(BlockDriver *drv)
+{
+    if (!drv || drv->bdrv_open != softdev_open) {
+        return NULL;
+    }
+    return container_of(drv, SoftdevDriver, bdrv);
+}
+
+SoftdevDriver *softdev_driver(BlockDriverState *bs)
+{
+    return bs ? softdev_of(bs->drv) : NULL;
+}
+
+SoftdevDriver *softdev_find_driver(const char *name)
+{
+    return softdev_of(bdrv_find_format(name));
+}
+
+static void softdev_close(BlockDriverState *bs)
+{
+    SoftdevState *s = bs->opaque;
+
+    trace_softdev_close(bs, s->sd->name);
+    if (s->sd->close) {
+        s->sd->close(bs);
+    }
+    g_free(s->opaque);
+    s->opaque = NULL;
+}
+
+void softdev_register(SoftdevDriver *sd)
+{
+    BlockDriver *drv = &sd->bdrv;
+
+    assert(g_str_has_prefix(sd->name, "softdev-"));
+    *drv = (BlockDriver) {
+        .format_name            = sd->name,
+        .instance_size          = sizeof(SoftdevState),
+        .is_filter              = true,
+
+        .bdrv_open              = softdev_open,
+        .bdrv_close             = softdev_close,
+        .bdrv_child_perm        = bdrv_default_perms,
+
+        .bdrv_co_getlength      = softdev_co_getlength,
+        .bdrv_co_truncate       = softdev_co_truncate,
+
+        .bdrv_co_preadv_part    = softdev_co_preadv_part,
+        .bdrv_co_pwritev_part   = softdev_co_pwritev_part,
+        .bdrv_co_pwrite_zeroes  = softdev_co_pwrite_zeroes,
+        .bdrv_co_pdiscard       = softdev_co_pdiscard,
+        .bdrv_co_flush          = softdev_co_flush,
+
+        .strong_runtime_opts    = sd->strong_runtime_opts,
+    };
+    bdrv_register(drv);
+}
+
+void softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
+                   int64_t offset, int64_t length, const char *path,
+                   const char *fmt, ...)
+{
+    SoftdevState *s = bs->opaque;
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+
+    stat64_add(&s->alerts, 1);
+    trace_softdev_alert(bs, SoftdevSeverity_str(severity), msg);
+    qapi_event_send_softdev_alert(bs->node_name, s->sd->name, severity, msg,
+                                  offset >= 0, offset, length >= 0, length,
+                                  path);
+}
+
+SoftdevInfo *softdev_query_node(BlockDriverState *bs)
+{
+    SoftdevState *s = bs->opaque;
+    SoftdevInfo *info = g_new0(SoftdevInfo, 1);
+    SoftdevOpStatsList **tail = &info->stats;
+    BlockDriverState *child;
+    int op;
+
+    GLOBAL_STATE_CODE();
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+    info->node_name = g_strdup(bs->node_name);
+    info->driver = qapi_enum_parse(&BlockdevDriver_lookup, s->sd->name, -1,
+                                   &error_abort);
+    child = bs->file ? bs->file->bs : NULL;
+    if (child) {
+        info->child = g_strdup(child->node_name);
+    }
+    info->content_preserving = s->sd->content_preserving;
+    info->alerts = stat64_get(&s->alerts);
+
+    for (op = 0; op < SOFTDEV_OP__MAX; op++) {
+        SoftdevOpCounters *c = &s->stats[op];
+        SoftdevOpStats *st = g_new0(SoftdevOpStats, 1);
+        g_autofree uint64_t *hist = g_new(uint64_t, SOFTDEV_HIST_BUCKETS);
+        uint64_t count = 0;
+        unsigned b;
+
+        /* Snapshot the histogram so the percentiles agree with its sum. */
+        for (b = 0; b < SOFTDEV_HIST_BUCKETS; b++) {
+            hist[b] = stat64_get(&c->hist[b]);
+            count += hist[b];
+        }
+        st->op = op;
+        st->ops = stat64_get(&c->ops);
+        st->bytes = stat64_get(&c->bytes);
+        st->errors = stat64_get(&c->errors);
+        st->total_ns = stat64_get(&c->total_ns);
+        st->max_ns = stat64_get(&c->max_ns);
+        st->p50_ns = softdev_hist_percentile(hist, count, st->max_ns, 50);
+        st->p99_ns = softdev_hist_percentile(hist, count, st->max_ns, 99);
+        QAPI_LIST_APPEND(tail, st);
+    }
+
+    if (s->sd->query && s->opaque) {
+        s->sd->query(bs, info);
+    }
+    return info;
+}

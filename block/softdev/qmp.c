@@ -1,0 +1,257 @@
+/*
+ * softdev QMP commands: softdev-insert puts a content-preserving soft
+ * device above a node in use, softdev-remove takes one out again, and
+ * query-softdevs lists soft-device nodes with their users and statistics.
+ * Graph changes happen in drained sections under the graph write lock.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "block/block_int.h"
+#include "block/export.h"
+#include "hw/qdev-core.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-block-core.h"
+#include "qapi/qapi-commands-block-export.h"
+#include "qapi/qapi-commands-softdev.h"
+#include "qapi/qapi-visit-block-core.h"
+#include "qapi/qmp/qdict.h"
+#include "qapi/qobject-output-visitor.h"
+#include "qom/object.h"
+#include "system/block-backend.h"
+#include "softdev/softdev.h"
+#include "trace.h"
+
+/* The 'file' option of @options if it is a reference to a node, or NULL */
+static char *softdev_file_reference(BlockdevOptions *options)
+{
+    g_autoptr(QDict) qdict = NULL;
+    QObject *obj = NULL;
+    Visitor *v = qobject_output_visitor_new(&obj);
+    const char *file;
+
+    visit_type_BlockdevOptions(v, NULL, &options, &error_abort);
+    visit_complete(v, &obj);
+    visit_free(v);
+    qdict = qobject_to(QDict, obj);
+    file = qdict_get_try_str(qdict, "file");
+    return g_strdup(file);
+}
+
+void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
+{
+    ERRP_GUARD();
+    const char *drvname = BlockdevDriver_str(options->driver);
+    SoftdevDriver *sd = softdev_find_driver(drvname);
+    g_autofree char *file = NULL;
+    BlockDriverState *target, *bs;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+
+    if (!sd) {
+        error_setg(errp, "driver '%s' is not a soft device", drvname);
+        return;
+    }
+    if (!sd->content_preserving) {
+        error_setg(errp, "soft device '%s' changes the data it stores, so it "
+                   "cannot be inserted above a node that holds data; create "
+                   "it with blockdev-add instead", drvname);
+        return;
+    }
+    if (!options->node_name) {
+        error_setg(errp, "'node-name' must be specified");
+        return;
+    }
+    if (bdrv_find_node(options->node_name)) {
+        error_setg(errp, "node name '%s' is already in use",
+                   options->node_name);
+        return;
+    }
+    file = softdev_file_reference(options);
+    if (!file) {
+        error_setg(errp, "'file' must be the name of an existing node");
+        return;
+    }
+    target = bdrv_find_node(file);
+    if (!target) {
+        error_setg(errp, "node '%s' not found", file);
+        return;
+    }
+    /* A read-only disk stays read-only behind its soft device. */
+    if (!options->has_read_only && bdrv_is_read_only(target)) {
+        options->has_read_only = true;
+        options->read_only = true;
+    }
+
+    qmp_blockdev_add(options, errp);
+    if (*errp) {
+        return;
+    }
+    bs = bdrv_find_node(options->node_name);
+    assert(bs);
+
+    bdrv_ref(target);
+    bdrv_drained_begin(target);
+    bdrv_drained_begin(bs);
+    bdrv_graph_wrlock();
+    ret = bdrv_replace_node(target, bs, errp);
+    bdrv_graph_wrunlock();
+    bdrv_drained_end(bs);
+    bdrv_drained_end(target);
+    bdrv_unref(target);
+
+    if (ret < 0) {
+        error_prepend(errp, "cannot insert '%s' above '%s': ",
+                      options->node_name, file);
+        qmp_blockdev_del(options->node_name, &error_abort);
+        return;
+    }
+    trace_softdev_insert(bs, drvname, options->node_name, file);
+}
+
+static bool softdev_is_monitor_owned(BlockDriverState *bs)
+{
+    BlockDriverState *it;
+
+    for (it = bdrv_next_monitor_owned(NULL); it;
+         it = bdrv_next_monitor_owned(it)) {
+        if (it == bs) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void qmp_softdev_remove(const char *node_name, Error **errp)
+{
+    BlockDriverState *bs = bdrv_find_node(node_name);
+    BlockDriverState *child;
+    bool monitor_owned;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+
+    if (!bs) {
+        error_setg(errp, "node '%s' not found", node_name);
+        return;
+    }
+    if (!softdev_driver(bs)) {
+        error_setg(errp, "node '%s' is not a soft device (driver '%s')",
+                   node_name, bdrv_get_format_name(bs) ?: "none");
+        return;
+    }
+    bdrv_graph_rdlock_main_loop();
+    child = bdrv_filter_bs(bs);
+    bdrv_graph_rdunlock_main_loop();
+    if (!child) {
+        error_setg(errp, "soft device '%s' has no child to take its place",
+                   node_name);
+        return;
+    }
+    monitor_owned = softdev_is_monitor_owned(bs);
+
+    bdrv_ref(bs);
+    ret = bdrv_drop_filter(bs, errp);
+    if (ret < 0) {
+        error_prepend(errp, "cannot remove '%s': ", node_name);
+        bdrv_unref(bs);
+        return;
+    }
+    if (!QLIST_EMPTY(&bs->parents)) {
+        /* A user that may not be switched (a block job) keeps it alive. */
+        error_setg(errp, "soft device '%s' is still used by %s; its other "
+                   "users now use '%s'", node_name,
+                   QLIST_FIRST(&bs->parents)->name, child->node_name);
+        bdrv_unref(bs);
+        return;
+    }
+    trace_softdev_remove(bs, node_name, child->node_name);
+    bdrv_unref(bs);
+    if (monitor_owned) {
+        qmp_blockdev_del(node_name, errp);
+    }
+}
+
+/* The id of the export that uses @blk, or NULL */
+static char *softdev_export_id(BlockBackend *blk)
+{
+    g_autoptr(BlockExportInfoList) exports = qmp_query_block_exports(NULL);
+    BlockExportInfoList *e;
+
+    for (e = exports; e; e = e->next) {
+        BlockExport *exp = blk_exp_find(e->value->id);
+
+        if (exp && exp->blk == blk) {
+            return g_strdup(e->value->id);
+        }
+    }
+    return NULL;
+}
+
+static SoftdevParentList *softdev_query_parents(BlockDriverState *bs)
+{
+    SoftdevParentList *head = NULL, **tail = &head;
+    BlockBackend *blk;
+    BdrvChild *c;
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
+        SoftdevParent *p;
+        DeviceState *dev;
+        char *export_id;
+
+        if (blk_bs(blk) != bs) {
+            continue;
+        }
+        p = g_new0(SoftdevParent, 1);
+        dev = blk_get_attached_dev(blk);
+        if (dev) {
+            p->kind = SOFTDEV_PARENT_KIND_DEVICE;
+            p->name = blk_get_attached_dev_id(blk);
+            p->qom_path = object_get_canonical_path(OBJECT(dev));
+        } else if ((export_id = softdev_export_id(blk))) {
+            p->kind = SOFTDEV_PARENT_KIND_EXPORT;
+            p->name = export_id;
+        } else {
+            p->kind = SOFTDEV_PARENT_KIND_BACKEND;
+            p->name = g_strdup(blk_name(blk));
+        }
+        QAPI_LIST_APPEND(tail, p);
+    }
+
+    QLIST_FOREACH(c, &bs->parents, next_parent) {
+        if (c->klass->parent_is_bds) {
+            BlockDriverState *parent = c->opaque;
+            SoftdevParent *p = g_new0(SoftdevParent, 1);
+
+            p->kind = SOFTDEV_PARENT_KIND_NODE;
+            p->name = g_strdup(parent->node_name);
+            p->child = g_strdup(c->name);
+            QAPI_LIST_APPEND(tail, p);
+        }
+    }
+    return head;
+}
+
+SoftdevInfoList *qmp_query_softdevs(Error **errp)
+{
+    SoftdevInfoList *head = NULL, **tail = &head;
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+
+    for (bs = bdrv_next_all_states(NULL); bs; bs = bdrv_next_all_states(bs)) {
+        SoftdevInfo *info;
+
+        if (!softdev_driver(bs)) {
+            continue;
+        }
+        info = softdev_query_node(bs);
+        info->parents = softdev_query_parents(bs);
+        QAPI_LIST_APPEND(tail, info);
+    }
+    return head;
+}

@@ -1,0 +1,369 @@
+/*
+ * softdev-trace: a content-preserving soft device that records every
+ * request (start time, op, offset, length, latency, result and optionally
+ * a CRC-32C of the data) to a binary trace file, docs/specs/softdev-trace.rst.
+ * Records are buffered and written by a thread of the node's own, so the
+ * request path never waits for the file; if the file falls more than
+ * SOFTDEV_TRACE_MAX_QUEUED behind, records are dropped and counted.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/bswap.h"
+#include "qemu/crc32c.h"
+#include "qemu/cutils.h"
+#include "qemu/iov.h"
+#include "qemu/module.h"
+#include "qemu/option.h"
+#include "qemu/queue.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "softdev/softdev.h"
+#include "trace.h"
+
+#define SOFTDEV_TRACE_MAGIC         "SDTRACE"     /* 8 bytes with the NUL */
+#define SOFTDEV_TRACE_VERSION       1
+#define SOFTDEV_TRACE_BUF_SIZE      (64 * KiB)
+#define SOFTDEV_TRACE_MAX_QUEUED    (16 * MiB)
+#define SOFTDEV_TRACE_FLUSH_MS      1000
+
+#define SOFTDEV_TRACE_HDR_HASH      (1u << 0)
+
+#define SOFTDEV_TRACE_REC_HASH      (1u << 0)
+#define SOFTDEV_TRACE_REC_FUA       (1u << 1)
+#define SOFTDEV_TRACE_REC_UNMAP     (1u << 2)
+
+/* On-disk structures, little endian */
+typedef struct QEMU_PACKED SoftdevTraceHeader {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t record_size;
+    uint32_t flags;
+    uint64_t start_realtime_ns;     /* wall clock when the trace began */
+    uint64_t start_monotonic_ns;    /* same instant, clock of the records */
+    char node_name[32];
+    uint64_t reserved;
+} SoftdevTraceHeader;
+
+typedef struct QEMU_PACKED SoftdevTraceRecord {
+    uint64_t time_ns;               /* monotonic start of the request */
+    uint64_t offset;
+    uint64_t length;
+    uint64_t latency_ns;
+    int32_t result;                 /* 0 or -errno */
+    uint16_t op;                    /* SoftdevOp */
+    uint16_t flags;                 /* SOFTDEV_TRACE_REC_* */
+    uint32_t crc32c;                /* of the data, if REC_HASH */
+    uint32_t reserved;
+} SoftdevTraceRecord;
+
+QEMU_BUILD_BUG_ON(sizeof(SoftdevTraceHeader) != 80);
+QEMU_BUILD_BUG_ON(sizeof(SoftdevTraceRecord) != 48);
+
+typedef struct SoftdevTraceBuf {
+    QSIMPLEQ_ENTRY(SoftdevTraceBuf) next;
+    size_t used;
+    uint8_t data[SOFTDEV_TRACE_BUF_SIZE];
+} SoftdevTraceBuf;
+
+typedef struct SoftdevTrace {
+    char *path;
+    bool hash;
+    int fd;                         /* -1 without a trace file */
+
+    /* Shared with the writer thread, under @lock */
+    QemuMutex lock;
+    QemuCond cond;
+    QemuThread thread;
+    SoftdevTraceBuf *cur;
+    QSIMPLEQ_HEAD(, SoftdevTraceBuf) full;
+    size_t queued;
+    bool stop;
+    bool write_failed;
+    bool alerted;
+    uint64_t records;
+    uint64_t dropped;
+} SoftdevTrace;
+
+static QemuOptsList softdev_trace_opts = {
+    .name = "softdev-trace",
+    .head = QTAILQ_HEAD_INITIALIZER(softdev_trace_opts.head),
+    .desc = {
+        {
+            .name = "trace-file",
+            .type = QEMU_OPT_STRING,
+            .help = "binary trace file to create",
+        },
+        {
+            .name = "hash",
+            .type = QEMU_OPT_BOOL,
+            .help = "record a CRC-32C of read and written data",
+        },
+        { /* end of list */ }
+    },
+};
+
+/* Write all of @buf or fail; the writer thread is the only user of @fd. */
+static int softdev_trace_write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void *softdev_trace_writer(void *opaque)
+{
+    SoftdevTrace *t = opaque;
+
+    qemu_mutex_lock(&t->lock);
+    for (;;) {
+        SoftdevTraceBuf *buf;
+
+        while (!t->stop && QSIMPLEQ_EMPTY(&t->full)) {
+            if (!qemu_cond_timedwait(&t->cond, &t->lock,
+                                     SOFTDEV_TRACE_FLUSH_MS) &&
+                t->cur && t->cur->used) {
+                /* Idle for a while: let a partial buffer reach the file */
+                QSIMPLEQ_INSERT_TAIL(&t->full, t->cur, next);
+                t->queued += sizeof(*t->cur);
+                t->cur = NULL;
+            }
+        }
+        if (t->stop && t->cur) {
+            QSIMPLEQ_INSERT_TAIL(&t->full, t->cur, next);
+            t->queued += sizeof(*t->cur);
+            t->cur = NULL;
+        }
+        buf = QSIMPLEQ_FIRST(&t->full);
+        if (!buf) {
+            break;      /* stopped and everything written */
+        }
+        QSIMPLEQ_REMOVE_HEAD(&t->full, next);
+
+        qemu_mutex_unlock(&t->lock);
+        int ret = t->write_failed ? -EIO :
+                  softdev_trace_write_all(t->fd, buf->data, buf->used);
+        qemu_mutex_lock(&t->lock);
+
+        t->queued -= sizeof(*buf);
+        if (ret < 0) {
+            t->write_failed = true;
+            t->dropped += buf->used / sizeof(SoftdevTraceRecord);
+        } else {
+            t->records += buf->used / sizeof(SoftdevTraceRecord);
+        }
+        g_free(buf);
+    }
+    qemu_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static uint32_t softdev_trace_crc(QEMUIOVector *qiov, size_t offset,
+                                  size_t bytes)
+{
+    uint32_t crc = 0xffffffff;
+    int i;
+
+    for (i = 0; i < qiov->niov && bytes; i++) {
+        size_t len = qiov->iov[i].iov_len;
+
+        if (offset >= len) {
+            offset -= len;
+            continue;
+        }
+        len = MIN(len - offset, bytes);
+        crc = crc32c(crc, (uint8_t *)qiov->iov[i].iov_base + offset, len) ^
+              0xffffffff;
+        bytes -= len;
+        offset = 0;
+    }
+    return crc ^ 0xffffffff;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_trace_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
+                      int64_t latency_ns)
+{
+    SoftdevTrace *t = softdev_opaque(bs);
+    SoftdevTraceRecord rec = {
+        .time_ns = cpu_to_le64(req->start_ns),
+        .latency_ns = cpu_to_le64(latency_ns),
+        .result = cpu_to_le32(ret < 0 ? ret : 0),
+        .op = cpu_to_le16(req->op),
+    };
+    uint16_t flags = 0;
+    bool alert = false;
+
+    if (t->fd < 0) {
+        return ret;
+    }
+    if (req->op != SOFTDEV_OP_FLUSH) {
+        rec.offset = cpu_to_le64(req->offset);
+        rec.length = cpu_to_le64(req->bytes);
+    }
+    if (req->flags & BDRV_REQ_FUA) {
+        flags |= SOFTDEV_TRACE_REC_FUA;
+    }
+    if (req->flags & BDRV_REQ_MAY_UNMAP) {
+        flags |= SOFTDEV_TRACE_REC_UNMAP;
+    }
+    if (t->hash && req->qiov && ret >= 0) {
+        rec.crc32c = cpu_to_le32(softdev_trace_crc(req->qiov,
+                                                   req->qiov_offset,
+                                                   req->bytes));
+        flags |= SOFTDEV_TRACE_REC_HASH;
+    }
+    rec.flags = cpu_to_le16(flags);
+
+    qemu_mutex_lock(&t->lock);
+    if (t->write_failed) {
+        t->dropped++;
+        alert = !t->alerted;
+        t->alerted = true;
+    } else if (!t->cur && t->queued >= SOFTDEV_TRACE_MAX_QUEUED) {
+        t->dropped++;
+    } else {
+        if (!t->cur) {
+            t->cur = g_new(SoftdevTraceBuf, 1);
+            t->cur->used = 0;
+        }
+        memcpy(t->cur->data + t->cur->used, &rec, sizeof(rec));
+        t->cur->used += sizeof(rec);
+        if (t->cur->used + sizeof(rec) > SOFTDEV_TRACE_BUF_SIZE) {
+            QSIMPLEQ_INSERT_TAIL(&t->full, t->cur, next);
+            t->queued += sizeof(*t->cur);
+            t->cur = NULL;
+            qemu_cond_signal(&t->cond);
+        }
+    }
+    qemu_mutex_unlock(&t->lock);
+
+    if (alert) {
+        softdev_alert(bs, SOFTDEV_SEVERITY_WARNING, -1, -1, t->path,
+                      "cannot write trace file, records are dropped");
+    }
+    return ret;
+}
+
+static int softdev_trace_open(BlockDriverState *bs, QemuOpts *opts,
+                              Error **errp)
+{
+    SoftdevTrace *t = softdev_opaque(bs);
+    const char *path = qemu_opt_get(opts, "trace-file");
+    SoftdevTraceHeader hdr = {
+        .magic = SOFTDEV_TRACE_MAGIC,
+        .version = cpu_to_le32(SOFTDEV_TRACE_VERSION),
+        .header_size = cpu_to_le32(sizeof(SoftdevTraceHeader)),
+        .record_size = cpu_to_le32(sizeof(SoftdevTraceRecord)),
+    };
+    int ret;
+
+    t->fd = -1;
+    t->hash = qemu_opt_get_bool(opts, "hash", false);
+    if (!path) {
+        return 0;
+    }
+    if (!*path) {
+        error_setg(errp, "trace-file must not be empty");
+        return -EINVAL;
+    }
+
+    t->fd = qemu_create(path, O_WRONLY | O_TRUNC | O_CLOEXEC, 0600, errp);
+    if (t->fd < 0) {
+        error_prepend(errp, "softdev-trace: ");
+        return -errno;
+    }
+    hdr.flags = cpu_to_le32(t->hash ? SOFTDEV_TRACE_HDR_HASH : 0);
+    hdr.start_realtime_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_HOST));
+    hdr.start_monotonic_ns = cpu_to_le64(get_clock());
+    pstrcpy(hdr.node_name, sizeof(hdr.node_name), bs->node_name);
+    ret = softdev_trace_write_all(t->fd, &hdr, sizeof(hdr));
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "softdev-trace: cannot write '%s'",
+                         path);
+        close(t->fd);
+        t->fd = -1;
+        return ret;
+    }
+
+    t->path = g_strdup(path);
+    qemu_mutex_init(&t->lock);
+    qemu_cond_init(&t->cond);
+    QSIMPLEQ_INIT(&t->full);
+    qemu_thread_create(&t->thread, "softdev-trace", softdev_trace_writer, t,
+                       QEMU_THREAD_JOINABLE);
+    trace_softdev_trace_open(bs, path, t->hash);
+    return 0;
+}
+
+static void softdev_trace_close(BlockDriverState *bs)
+{
+    SoftdevTrace *t = softdev_opaque(bs);
+
+    if (t->fd < 0) {
+        return;
+    }
+    qemu_mutex_lock(&t->lock);
+    t->stop = true;
+    qemu_cond_signal(&t->cond);
+    qemu_mutex_unlock(&t->lock);
+    qemu_thread_join(&t->thread);
+
+    trace_softdev_trace_close(bs, t->records, t->dropped);
+    if (fsync(t->fd) < 0 || close(t->fd) < 0) {
+        warn_report("softdev-trace: closing '%s' failed: %s", t->path,
+                    strerror(errno));
+    }
+    t->fd = -1;
+    qemu_cond_destroy(&t->cond);
+    qemu_mutex_destroy(&t->lock);
+    g_free(t->path);
+}
+
+static void softdev_trace_query(BlockDriverState *bs, SoftdevInfo *info)
+{
+    SoftdevTrace *t = softdev_opaque(bs);
+    SoftdevTraceInfo *ti = &info->u.softdev_trace;
+
+    ti->hash = t->hash;
+    if (t->fd < 0) {
+        return;
+    }
+    ti->trace_file = g_strdup(t->path);
+    qemu_mutex_lock(&t->lock);
+    ti->records = t->records;
+    ti->dropped = t->dropped;
+    qemu_mutex_unlock(&t->lock);
+}
+
+static SoftdevDriver softdev_trace = {
+    .name               = "softdev-trace",
+    .content_preserving = true,
+    .state_size         = sizeof(SoftdevTrace),
+    .opts               = &softdev_trace_opts,
+    .open               = softdev_trace_open,
+    .close              = softdev_trace_close,
+    .co_post            = softdev_trace_co_post,
+    .query              = softdev_trace_query,
+};
+
+static void softdev_trace_init(void)
+{
+    softdev_register(&softdev_trace);
+}
+
+block_init(softdev_trace_init);

@@ -1,0 +1,110 @@
+/*
+ * softdev block core: what a soft device implements and what the core
+ * gives it.  A soft device is a block driver whose requests pass through
+ * the core (block/softdev/core.c), which counts them, measures their
+ * latency, calls the soft device's hooks and forwards to the child.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef SOFTDEV_SOFTDEV_H
+#define SOFTDEV_SOFTDEV_H
+
+#include "block/block_int.h"
+#include "qapi/qapi-types-softdev.h"
+
+/* One request as a soft device sees it. */
+typedef struct SoftdevRequest {
+    SoftdevOp op;
+    int64_t offset;             /* unused for flush */
+    int64_t bytes;              /* unused for flush */
+    QEMUIOVector *qiov;         /* read and write only */
+    size_t qiov_offset;
+    BdrvRequestFlags flags;
+    int64_t start_ns;           /* QEMU_CLOCK_REALTIME, set by the core */
+} SoftdevRequest;
+
+/* Return values of SoftdevDriver.co_pre besides -errno */
+enum {
+    SOFTDEV_CONTINUE = 0,       /* go on and forward the request */
+    SOFTDEV_DONE = 1,           /* the soft device completed it itself */
+};
+
+typedef struct SoftdevDriver SoftdevDriver;
+
+struct SoftdevDriver {
+    /* "softdev-<noun>", also the BlockdevDriver name */
+    const char *name;
+
+    /*
+     * True if the soft device keeps its child's content unchanged, so
+     * that softdev-insert may put it above a node holding data.
+     */
+    bool content_preserving;
+
+    /* Size of the soft device's state, see softdev_opaque() */
+    size_t state_size;
+
+    /* Driver options; the core absorbs them from the node's options. */
+    QemuOptsList *opts;
+
+    /* Options that change what the guest sees (for json: filenames) */
+    const char *const *strong_runtime_opts;
+
+    /* Called after the child is open; undo everything on failure. */
+    int (*open)(BlockDriverState *bs, QemuOpts *opts, Error **errp);
+    void (*close)(BlockDriverState *bs);
+
+    /*
+     * Before a request: return SOFTDEV_CONTINUE to have it forwarded to
+     * the child, SOFTDEV_DONE if the soft device completed it, or -errno
+     * to fail it.  May change @req (offset, data) before forwarding.
+     */
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_pre)(BlockDriverState *bs,
+                                                SoftdevRequest *req);
+
+    /*
+     * After a request, with its result: return the result the guest
+     * sees.  Called for every request, including failed ones.
+     */
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_post)(BlockDriverState *bs,
+                                                 SoftdevRequest *req,
+                                                 int ret,
+                                                 int64_t latency_ns);
+
+    /* Fill the driver-specific part of a query-softdevs entry. */
+    void (*query)(BlockDriverState *bs, SoftdevInfo *info);
+
+    /* Private to the core: the BlockDriver made from this description. */
+    BlockDriver bdrv;
+};
+
+/* Register a soft device; call from a block_init() function. */
+void softdev_register(SoftdevDriver *sd);
+
+/* The soft device behind @bs, or NULL if @bs is not a soft device. */
+SoftdevDriver *softdev_driver(BlockDriverState *bs);
+
+/* The soft device registered as @name, or NULL. */
+SoftdevDriver *softdev_find_driver(const char *name);
+
+/* The soft device's own state (SoftdevDriver.state_size bytes). */
+void *softdev_opaque(BlockDriverState *bs);
+
+/* Forward @req unchanged to the child (the default action). */
+int coroutine_fn GRAPH_RDLOCK
+softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req);
+
+/*
+ * Emit a SOFTDEV_ALERT event for @bs.  @offset and @length are left out
+ * of the event when negative, @path when NULL.
+ */
+void G_GNUC_PRINTF(6, 7)
+softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
+              int64_t offset, int64_t length, const char *path,
+              const char *fmt, ...);
+
+/* Fill a query-softdevs entry for @bs (the core's part and the driver's). */
+SoftdevInfo *softdev_query_node(BlockDriverState *bs);
+
+#endif /* SOFTDEV_SOFTDEV_H */
