@@ -11,7 +11,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-events-softdev.h"
-#include "qapi/qmp/qdict.h"
+#include "qobject/qdict.h"
 #include "qemu/cutils.h"
 #include "qemu/option.h"
 #include "qemu/stats64.h"
@@ -328,7 +328,8 @@ void softdev_register(SoftdevDriver *sd)
     *drv = (BlockDriver) {
         .format_name            = sd->name,
         .instance_size          = sizeof(SoftdevState),
-        .is_filter              = true,
+        /* Only a content-preserving soft device is a filter. */
+        .is_filter              = sd->content_preserving,
 
         .bdrv_open              = softdev_open,
         .bdrv_close             = softdev_close,

@@ -16,7 +16,7 @@
 #include "qapi/qapi-commands-block-export.h"
 #include "qapi/qapi-commands-softdev.h"
 #include "qapi/qapi-visit-block-core.h"
-#include "qapi/qmp/qdict.h"
+#include "qobject/qdict.h"
 #include "qapi/qobject-output-visitor.h"
 #include "qom/object.h"
 #include "system/block-backend.h"
@@ -128,6 +128,7 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
 {
     BlockDriverState *bs = bdrv_find_node(node_name);
     BlockDriverState *child;
+    SoftdevDriver *sd;
     bool monitor_owned;
     int ret;
 
@@ -137,9 +138,15 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
         error_setg(errp, "node '%s' not found", node_name);
         return;
     }
-    if (!softdev_driver(bs)) {
+    sd = softdev_driver(bs);
+    if (!sd) {
         error_setg(errp, "node '%s' is not a soft device (driver '%s')",
                    node_name, bdrv_get_format_name(bs) ?: "none");
+        return;
+    }
+    if (!sd->content_preserving) {
+        error_setg(errp, "soft device '%s' changes the data it stores, so "
+                   "its users cannot be switched to its child", node_name);
         return;
     }
     bdrv_graph_rdlock_main_loop();

@@ -10,7 +10,9 @@
 #ifndef SOFTDEV_SOFTDEV_H
 #define SOFTDEV_SOFTDEV_H
 
+#include "block/block-io.h"
 #include "block/block_int.h"
+#include "qemu/units.h"
 #include "qapi/qapi-types-softdev.h"
 
 /* One request as a soft device sees it. */
