@@ -25,18 +25,20 @@ QEMU_TARGETS := qemu-system-x86_64 qemu-img qemu-io qemu-nbd \
 
 GUEST_DIR := $(SRC)/build/guest
 
-.PHONY: all build check check-qtest check-iotests check-unit check-guest \
+.PHONY: all build check check-qtest check-iotests check-stock check-unit \
+	check-guest \
 	run bench install clean distclean guest
 
 all: build
 
+# Re-run configure (with the options it was given) when it changes.
 config.mak: configure patches/qemu-source.sha256
-	./configure
+	./configure $(CONFIGURE_ARGS)
 
 build: config.mak
 	$(SRC)/scripts/overlay.sh $(SRC) $(QEMU_SRC)
 	$(NINJA) -C $(QEMU_BUILD) $(QEMU_TARGETS)
-	$(SRC)/scripts/link-firmware.sh $(QEMU_BUILD)
+	$(SRC)/scripts/link-firmware.sh $(QEMU_BUILD)/qemu-bundle$(PREFIX)/share/qemu
 
 guest: build
 	$(SRC)/tests/guest/build-guest.sh $(GUEST_DIR)
@@ -45,7 +47,10 @@ check: build guest
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR)
 
 # Parts of 'make check', for development
-check-qtest check-iotests check-unit check-guest: build guest
+check-unit:
+	cd $(SRC) && $(PY) -m unittest discover -s tests/unit -p 'test_*.py' -v
+
+check-qtest check-iotests check-stock check-guest: build guest
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR) \
 		$(patsubst check-%,%,$@)
 
@@ -58,6 +63,7 @@ bench: build
 
 install: build
 	$(NINJA) -C $(QEMU_BUILD) install
+	$(SRC)/scripts/link-firmware.sh $(DESTDIR)$(PREFIX)/share/qemu
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(SRC)/scripts/softdev_trace.py $(DESTDIR)$(PREFIX)/bin/softdev-trace-dump
 

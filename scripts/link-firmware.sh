@@ -1,13 +1,14 @@
 #!/bin/sh
-# link-firmware.sh QEMU_BUILD: a QEMU binary run from its build tree looks
-# for firmware only in QEMU_BUILD/qemu-bundle/usr/share/qemu.  The Debian
-# source package has no firmware blobs, so link Debian's seabios and
-# qemu-system-data files there (files the build made are left alone).
+# link-firmware.sh DIR: link Debian's firmware (seabios, qemu-system-data,
+# ipxe-qemu) into DIR, a QEMU data directory.  The Debian source package
+# has no firmware blobs; a QEMU binary run from its build tree looks only
+# in BUILD/qemu-bundle/usr/share/qemu, an installed one in PREFIX/share/qemu.
+# Files the build made are left alone.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 set -eu
-dest="$1/qemu-bundle/usr/share/qemu"
+dest="$1"
 mkdir -p "$dest"
 for dir in /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu; do
     [ -d "$dir" ] || continue

@@ -22,7 +22,7 @@
 /*
  * Latency histogram: values below 8 ns have a bucket each; above, each
  * power of two is split into 8 linear buckets, so a bucket is at most
- * 12.5% wide.  2^40 ns (18 minutes) and more share the last bucket.
+ * 12.5% wide.  2^41 ns (36 minutes) and more share the last bucket.
  */
 #define SOFTDEV_HIST_SUB_BITS   3
 #define SOFTDEV_HIST_SUB        (1 << SOFTDEV_HIST_SUB_BITS)
@@ -324,7 +324,9 @@ void softdev_register(SoftdevDriver *sd)
 {
     BlockDriver *drv = &sd->bdrv;
 
+    /* A soft device needs its entry in QAPI's BlockdevDriver. */
     assert(g_str_has_prefix(sd->name, "softdev-"));
+    assert(qapi_enum_parse(&BlockdevDriver_lookup, sd->name, -1, NULL) >= 0);
     *drv = (BlockDriver) {
         .format_name            = sd->name,
         .instance_size          = sizeof(SoftdevState),

@@ -12,6 +12,7 @@
 #include "block/export.h"
 #include "hw/qdev-core.h"
 #include "qapi/error.h"
+#include "qemu/error-report.h"
 #include "qapi/qapi-commands-block-core.h"
 #include "qapi/qapi-commands-block-export.h"
 #include "qapi/qapi-commands-softdev.h"
@@ -79,10 +80,17 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
         error_setg(errp, "node '%s' not found", file);
         return;
     }
-    /* A read-only disk stays read-only behind its soft device. */
+    /*
+     * The users of @target must not notice the soft device: a read-only
+     * disk stays read-only and guest discards still reach the disk.
+     */
     if (!options->has_read_only && bdrv_is_read_only(target)) {
         options->has_read_only = true;
         options->read_only = true;
+    }
+    if (!options->has_discard && (target->open_flags & BDRV_O_UNMAP)) {
+        options->has_discard = true;
+        options->discard = BLOCKDEV_DISCARD_OPTIONS_UNMAP;
     }
 
     qmp_blockdev_add(options, errp);
@@ -103,9 +111,15 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
     bdrv_unref(target);
 
     if (ret < 0) {
+        Error *local_err = NULL;
+
         error_prepend(errp, "cannot insert '%s' above '%s': ",
                       options->node_name, file);
-        qmp_blockdev_del(options->node_name, &error_abort);
+        /* Nothing uses the new node yet, so it can go again. */
+        qmp_blockdev_del(options->node_name, &local_err);
+        if (local_err) {
+            warn_report_err(local_err);
+        }
         return;
     }
     trace_softdev_insert(bs, drvname, options->node_name, file);
@@ -197,6 +211,24 @@ static char *softdev_export_id(BlockBackend *blk)
     return NULL;
 }
 
+/*
+ * The id users gave the device: virtio-blk-pci attaches its backend
+ * (which has no id) to the disk, so look up the QOM tree for the proxy.
+ */
+static char *softdev_device_name(DeviceState *dev)
+{
+    Object *obj;
+
+    for (obj = OBJECT(dev); obj; obj = obj->parent) {
+        DeviceState *d = (DeviceState *)object_dynamic_cast(obj, TYPE_DEVICE);
+
+        if (d && d->id) {
+            return g_strdup(d->id);
+        }
+    }
+    return object_get_canonical_path(OBJECT(dev));
+}
+
 static SoftdevParentList *softdev_query_parents(BlockDriverState *bs)
 {
     SoftdevParentList *head = NULL, **tail = &head;
@@ -215,11 +247,12 @@ static SoftdevParentList *softdev_query_parents(BlockDriverState *bs)
         }
         p = g_new0(SoftdevParent, 1);
         dev = blk_get_attached_dev(blk);
+        export_id = dev ? NULL : softdev_export_id(blk);
         if (dev) {
             p->kind = SOFTDEV_PARENT_KIND_DEVICE;
-            p->name = blk_get_attached_dev_id(blk);
+            p->name = softdev_device_name(dev);
             p->qom_path = object_get_canonical_path(OBJECT(dev));
-        } else if ((export_id = softdev_export_id(blk))) {
+        } else if (export_id) {
             p->kind = SOFTDEV_PARENT_KIND_EXPORT;
             p->name = export_id;
         } else {

@@ -73,6 +73,7 @@ typedef struct SoftdevTrace {
     char *path;
     bool hash;
     int fd;                         /* -1 without a trace file */
+    SoftdevTraceHeader header;      /* written first by the writer thread */
 
     /* Shared with the writer thread, under @lock */
     QemuMutex lock;
@@ -128,8 +129,13 @@ static int softdev_trace_write_all(int fd, const void *buf, size_t len)
 static void *softdev_trace_writer(void *opaque)
 {
     SoftdevTrace *t = opaque;
+    int hdr_ret = softdev_trace_write_all(t->fd, &t->header,
+                                          sizeof(t->header));
 
     qemu_mutex_lock(&t->lock);
+    if (hdr_ret < 0) {
+        t->write_failed = true;
+    }
     for (;;) {
         SoftdevTraceBuf *buf;
 
@@ -264,13 +270,7 @@ static int softdev_trace_open(BlockDriverState *bs, QemuOpts *opts,
 {
     SoftdevTrace *t = softdev_opaque(bs);
     const char *path = qemu_opt_get(opts, "trace-file");
-    SoftdevTraceHeader hdr = {
-        .magic = SOFTDEV_TRACE_MAGIC,
-        .version = cpu_to_le32(SOFTDEV_TRACE_VERSION),
-        .header_size = cpu_to_le32(sizeof(SoftdevTraceHeader)),
-        .record_size = cpu_to_le32(sizeof(SoftdevTraceRecord)),
-    };
-    int ret;
+    int flags;
 
     t->fd = -1;
     t->hash = qemu_opt_get_bool(opts, "hash", false);
@@ -282,23 +282,37 @@ static int softdev_trace_open(BlockDriverState *bs, QemuOpts *opts,
         return -EINVAL;
     }
 
-    t->fd = qemu_create(path, O_WRONLY | O_TRUNC | O_CLOEXEC, 0600, errp);
+    /*
+     * O_NONBLOCK so that a FIFO without a reader fails at once instead of
+     * blocking the main loop; writes happen in the writer thread, blocking.
+     */
+    t->fd = qemu_create(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK,
+                        0600, errp);
     if (t->fd < 0) {
         error_prepend(errp, "softdev-trace: ");
-        return -errno;
+        return -EINVAL;
     }
-    hdr.flags = cpu_to_le32(t->hash ? SOFTDEV_TRACE_HDR_HASH : 0);
-    hdr.start_realtime_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_HOST));
-    hdr.start_monotonic_ns = cpu_to_le64(get_clock());
-    pstrcpy(hdr.node_name, sizeof(hdr.node_name), bs->node_name);
-    ret = softdev_trace_write_all(t->fd, &hdr, sizeof(hdr));
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "softdev-trace: cannot write '%s'",
-                         path);
+    flags = fcntl(t->fd, F_GETFL);
+    if (flags < 0 || fcntl(t->fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        error_setg_errno(errp, errno, "softdev-trace: cannot use '%s'", path);
         close(t->fd);
         t->fd = -1;
-        return ret;
+        return -EINVAL;
     }
+    /*
+     * All writes to the file, the header's too, happen in the writer
+     * thread; a failure there shows as dropped records and an alert.
+     */
+    t->header = (SoftdevTraceHeader) {
+        .magic = SOFTDEV_TRACE_MAGIC,
+        .version = cpu_to_le32(SOFTDEV_TRACE_VERSION),
+        .header_size = cpu_to_le32(sizeof(SoftdevTraceHeader)),
+        .record_size = cpu_to_le32(sizeof(SoftdevTraceRecord)),
+        .flags = cpu_to_le32(t->hash ? SOFTDEV_TRACE_HDR_HASH : 0),
+        .start_realtime_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_HOST)),
+        .start_monotonic_ns = cpu_to_le64(get_clock()),
+    };
+    pstrcpy(t->header.node_name, sizeof(t->header.node_name), bs->node_name);
 
     t->path = g_strdup(path);
     qemu_mutex_init(&t->lock);
@@ -324,7 +338,12 @@ static void softdev_trace_close(BlockDriverState *bs)
     qemu_thread_join(&t->thread);
 
     trace_softdev_trace_close(bs, t->records, t->dropped);
-    if (fsync(t->fd) < 0 || close(t->fd) < 0) {
+    /* EINVAL: the file cannot be synced (a pipe or device); fine. */
+    if (fsync(t->fd) < 0 && errno != EINVAL) {
+        warn_report("softdev-trace: syncing '%s' failed: %s", t->path,
+                    strerror(errno));
+    }
+    if (close(t->fd) < 0) {
         warn_report("softdev-trace: closing '%s' failed: %s", t->path,
                     strerror(errno));
     }

@@ -94,7 +94,13 @@ softdev_xor_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         return softdev_xor_co_write(bs, req);
     case SOFTDEV_OP_WRITE_ZEROES:
         /* Zeroes are stored as key bytes, unless the key is zero. */
-        return x->key ? softdev_xor_co_write(bs, req) : SOFTDEV_CONTINUE;
+        if (!x->key) {
+            return SOFTDEV_CONTINUE;
+        }
+        if (req->flags & BDRV_REQ_NO_FALLBACK) {
+            return -ENOTSUP;    /* there is no fast way to write them */
+        }
+        return softdev_xor_co_write(bs, req);
     default:
         /* Reads are decoded after the fact; discard and flush pass. */
         return SOFTDEV_CONTINUE;

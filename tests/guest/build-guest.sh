@@ -1,0 +1,410 @@
+#!/bin/sh
+# Build a cached Linux guest (kernel + busybox initramfs) for softdev TCG tests,
+# made only from Debian 12 (bookworm) packages: linux-image-6.1.0-*-amd64 and
+# busybox-static.  Usage: build-guest.sh OUTDIR  (writes OUTDIR/vmlinuz,
+# OUTDIR/initrd.img, OUTDIR/manifest.txt; no-op if the stamp is current).
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+set -eu
+
+usage() {
+    echo "usage: $0 OUTDIR" >&2
+    echo "  env SOFTDEV_KERNEL_PKG=linux-image-6.1.0-N-amd64 pins the kernel" >&2
+    exit 2
+}
+[ $# -eq 1 ] || usage
+case "$1" in -h|--help) usage ;; esac
+
+OUT=$1
+SELF=$(readlink -f "$0")
+SCRIPT_SHA=$(sha256sum "$SELF" | cut -d' ' -f1)
+STAMP_WANT="script-sha256=$SCRIPT_SHA kpkg=${SOFTDEV_KERNEL_PKG:-auto}"
+STAMP="$OUT/.build-guest.stamp"
+
+# ---- cache check ---------------------------------------------------------
+if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ] && [ -f "$STAMP" ] &&
+   [ "$(cat "$STAMP")" = "$STAMP_WANT" ]; then
+    echo "build-guest: $OUT is up to date"
+    exit 0
+fi
+
+# Modules to put into the initramfs (dependencies are added automatically),
+# in the order /init loads them.
+MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
+virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4"
+
+# Fixed timestamp for reproducible archives.
+EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+
+for tool in apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "build-guest: missing host tool '$tool'" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/softdev-guest.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+
+# ---- pick the kernel package ---------------------------------------------
+pick_kpkg() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' |
+        sort -V | tail -n 1
+}
+KPKG=${SOFTDEV_KERNEL_PKG:-}
+if [ -z "$KPKG" ]; then
+    KPKG=$(pick_kpkg)
+    if [ -z "$KPKG" ]; then
+        apt-get update >&2
+        KPKG=$(pick_kpkg)
+    fi
+fi
+case "$KPKG" in
+    linux-image-6.1.0-*-amd64) ;;
+    *) echo "build-guest: cannot determine kernel package (got '$KPKG')" >&2
+       exit 1 ;;
+esac
+KVER=${KPKG#linux-image-}
+echo "build-guest: kernel package $KPKG"
+
+# ---- download --------------------------------------------------------------
+download() {
+    (cd "$TMP/debs" && apt-get -q -o APT::Sandbox::User=root download "$@") \
+        >"$TMP/apt.log" 2>&1
+}
+mkdir -p "$TMP/debs"
+if ! download "$KPKG" busybox-static; then
+    if grep -q "Unable to locate" "$TMP/apt.log"; then
+        apt-get update >&2
+        download "$KPKG" busybox-static || { cat "$TMP/apt.log" >&2; exit 1; }
+    else
+        cat "$TMP/apt.log" >&2
+        exit 1
+    fi
+fi
+
+KDEB=$(ls "$TMP"/debs/"$KPKG"_*.deb)
+BDEB=$(ls "$TMP"/debs/busybox-static_*.deb)
+KDEB_VER=$(dpkg-deb -f "$KDEB" Version)
+BDEB_VER=$(dpkg-deb -f "$BDEB" Version)
+
+# ---- extract -------------------------------------------------------------
+dpkg-deb -x "$KDEB" "$TMP/k"
+dpkg-deb -x "$BDEB" "$TMP/bb"
+
+VMLINUZ="$TMP/k/boot/vmlinuz-$KVER"
+[ -f "$VMLINUZ" ] || { echo "build-guest: no $VMLINUZ in $KDEB" >&2; exit 1; }
+
+# Normalise to <root>/lib/modules/KVER so depmod/modprobe -d find it.
+if [ ! -d "$TMP/k/lib/modules/$KVER" ] && [ -d "$TMP/k/usr/lib/modules/$KVER" ]; then
+    mkdir -p "$TMP/k/lib/modules"
+    mv "$TMP/k/usr/lib/modules/$KVER" "$TMP/k/lib/modules/$KVER"
+fi
+KMOD="$TMP/k/lib/modules/$KVER"
+[ -d "$KMOD" ] || { echo "build-guest: no modules for $KVER" >&2; exit 1; }
+
+# Debian ships no modules.dep: generate it.
+depmod -b "$TMP/k" "$KVER"
+
+# ---- resolve module dependencies (load order) ----------------------------
+: >"$TMP/modlist"
+for m in $MODULES; do
+    modprobe -d "$TMP/k" -S "$KVER" --show-depends "$m" >"$TMP/dep" 2>"$TMP/dep.err" || {
+        echo "build-guest: cannot resolve module $m:" >&2
+        cat "$TMP/dep.err" >&2
+        exit 1
+    }
+    # "insmod /path/x.ko [params]" or "builtin x"
+    sed -n "s|^insmod $KMOD/\([^ ]*\).*|\1|p" "$TMP/dep" |
+    while read -r rel; do
+        grep -qxF "$rel" "$TMP/modlist" || echo "$rel" >>"$TMP/modlist"
+    done
+done
+
+# ---- assemble the initramfs tree ------------------------------------------
+R="$TMP/root"
+mkdir -p "$R/bin" "$R/sbin" "$R/usr/bin" "$R/usr/sbin" "$R/etc" \
+         "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/mnt" "$R/root" "$R/run"
+cp "$TMP/bb/bin/busybox" "$R/bin/busybox"
+chmod 755 "$R/bin/busybox"
+# Pre-made applet links (the binary is static x86-64, runs on the host).
+"$R/bin/busybox" --list-full | while read -r app; do
+    [ "$app" = bin/busybox ] && continue
+    dir=$(dirname "$app")
+    case "$dir" in
+        bin) target=busybox ;;
+        sbin|usr/bin) target=../bin/busybox ;;
+        usr/sbin) target=../../bin/busybox ;;
+        *) continue ;;
+    esac
+    [ -e "$R/$app" ] || ln -s "$target" "$R/$app"
+done
+[ -e "$R/bin/sh" ] || ln -s busybox "$R/bin/sh"
+
+RM="$R/lib/modules/$KVER"
+mkdir -p "$RM"
+: >"$R/etc/softdev-modules"
+while read -r rel; do
+    case "$rel" in
+        *.ko) ;;
+        *.ko.xz) mkdir -p "$RM/$(dirname "$rel")"
+                 xz -dc "$KMOD/$rel" >"$RM/${rel%.xz}"
+                 echo "${rel%.xz}" >>"$R/etc/softdev-modules"; continue ;;
+        *.ko.zst) mkdir -p "$RM/$(dirname "$rel")"
+                  zstd -qdc "$KMOD/$rel" >"$RM/${rel%.zst}"
+                  echo "${rel%.zst}" >>"$R/etc/softdev-modules"; continue ;;
+        *) echo "build-guest: unexpected module file $rel" >&2; exit 1 ;;
+    esac
+    mkdir -p "$RM/$(dirname "$rel")"
+    cp "$KMOD/$rel" "$RM/$rel"
+    echo "$rel" >>"$R/etc/softdev-modules"
+done <"$TMP/modlist"
+for f in modules.order modules.builtin modules.builtin.modinfo; do
+    [ -f "$KMOD/$f" ] && cp "$KMOD/$f" "$RM/$f"
+done
+depmod -b "$R" "$KVER"
+echo "$KVER" >"$R/etc/softdev-kver"
+
+# ---- /init -------------------------------------------------------------------
+cat >"$R/init" <<'EOF_INIT'
+#!/bin/sh
+# softdev guest /init: load virtio modules, then run the test selected by
+# softdev.mode= on the kernel command line (verify, pattern, pattern-check,
+# shell) and report on the console with SOFTDEV-* marker lines.
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root
+umask 022
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+echo "SOFTDEV-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+KVER=$(cat /etc/softdev-kver)
+while read -r m; do
+    insmod "/lib/modules/$KVER/$m" 2>/tmp/insmod.err ||
+        grep -q 'File exists' /tmp/insmod.err ||
+        echo "SOFTDEV-WARN insmod $m: $(head -n 1 /tmp/insmod.err)"
+done </etc/softdev-modules
+
+MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+        softdev.mode=*)   MODE=${w#*=} ;;
+        softdev.dev=*)    DEV=${w#*=} ;;
+        softdev.rounds=*) ROUNDS=${w#*=} ;;
+        softdev.mib=*)    MIB=${w#*=} ;;
+        softdev.slots=*)  SLOTS=${w#*=} ;;
+        softdev.start=*)  START=${w#*=} ;;
+    esac
+done
+
+MB=1048576
+ERRORS=0
+
+finish() {
+    sync
+    poweroff -f
+    sleep 5
+    echo o >/proc/sysrq-trigger
+}
+
+# Wait up to 10 s for the block device; sets DEVBYTES.
+wait_dev() {
+    i=0
+    while [ ! -b "$DEV" ] && [ $i -lt 100 ]; do
+        usleep 100000; i=$((i + 1))
+    done
+    [ -b "$DEV" ] || return 1
+    DEVBYTES=$(( $(cat "/sys/class/block/${DEV##*/}/size") * 512 ))
+}
+
+md5_of() {
+    set -- $(md5sum <"$1")
+    echo "$1"
+}
+
+# Report kernel I/O errors; adds them to ERRORS.
+check_dmesg() {
+    dmesg | grep -i 'I/O error' >/tmp/ioerr || true
+    while read -r line; do
+        echo "SOFTDEV-IOERROR $line"
+        ERRORS=$((ERRORS + 1))
+    done </tmp/ioerr
+}
+
+result() {
+    if [ "$ERRORS" -eq 0 ]; then
+        echo "SOFTDEV-RESULT PASS rounds=$ROUNDS errors=0"
+    else
+        echo "SOFTDEV-RESULT FAIL errors=$ERRORS"
+    fi
+}
+
+# read_md5 OFFSET_MIB COUNT_MIB -> prints md5 of device bytes (O_DIRECT)
+read_md5() {
+    dd if="$DEV" of=/tmp/rb bs=$MB skip="$1" count="$2" iflag=direct \
+       status=none 2>/tmp/dd.err || return 1
+    [ "$(stat -c %s /tmp/rb)" -eq $(( $2 * MB )) ] || {
+        echo "short read" >/tmp/dd.err; return 1; }
+    md5_of /tmp/rb
+    rm -f /tmp/rb
+}
+
+mode_verify() {
+    wait_dev || { echo "SOFTDEV-RESULT FAIL errors=1 (no device $DEV)"; return; }
+    len=$((MIB * MB))
+    K=$((DEVBYTES / len))
+    if [ -n "$SLOTS" ] && [ "$SLOTS" -lt "$K" ]; then K=$SLOTS; fi
+    if [ "$K" -lt 1 ]; then
+        echo "SOFTDEV-RESULT FAIL errors=1 (device too small: $DEVBYTES bytes)"
+        return
+    fi
+    echo "SOFTDEV-INFO dev=$DEV bytes=$DEVBYTES rounds=$ROUNDS mib=$MIB slots=$K"
+    : >/tmp/regions                      # lines: offset length md5
+    r=1
+    while [ "$r" -le "$ROUNDS" ]; do
+        reason=
+        slot=$(( (r - 1) % K ))
+        off=$((slot * len))
+        if ! dd if=/dev/urandom of=/tmp/data bs=$MB count="$MIB" \
+                iflag=fullblock status=none 2>/tmp/dd.err; then
+            reason="generate: $(head -n 1 /tmp/dd.err)"
+        fi
+        if [ -z "$reason" ]; then
+            md5=$(md5_of /tmp/data)
+            # The region's expected content is unknown until the write succeeds.
+            grep -v "^$off " /tmp/regions >/tmp/regions.new || true
+            mv /tmp/regions.new /tmp/regions
+            # conv=fsync: the disk sees a flush after every round's write,
+            # as it would under a real application's fsync().
+            if dd if=/tmp/data of="$DEV" bs=$MB seek=$((slot * MIB)) \
+                  count="$MIB" oflag=direct conv=notrunc,fsync status=none \
+                  2>/tmp/dd.err; then
+                echo "$off $len $md5" >>/tmp/regions
+            else
+                reason="write off=$off: $(head -n 1 /tmp/dd.err)"
+            fi
+        fi
+        rm -f /tmp/data
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+        bad=0
+        while read -r o l m; do
+            if ! got=$(read_md5 $((o / MB)) $((l / MB))); then
+                bad=$((bad + 1))
+                [ -n "$reason" ] ||
+                    reason="read off=$o: $(head -n 1 /tmp/dd.err)"
+            elif [ "$got" != "$m" ]; then
+                bad=$((bad + 1))
+                [ -n "$reason" ] ||
+                    reason="mismatch off=$o want=$m got=$got"
+            fi
+        done </tmp/regions
+        if [ -z "$reason" ]; then
+            echo "SOFTDEV-ROUND $r ok"
+        else
+            [ "$bad" -le 1 ] || reason="$reason (+$((bad - 1)) more bad regions)"
+            echo "SOFTDEV-ROUND $r FAIL $reason"
+            ERRORS=$((ERRORS + 1))
+        fi
+        r=$((r + 1))
+    done
+    sort -n /tmp/regions | while read -r o l m; do
+        echo "SOFTDEV-REGION $o $l $m"
+    done
+    check_dmesg
+    result
+}
+
+# MiB number N of the deterministic pattern: 32768 lines of 32 bytes,
+# "SOFTDEV PATTERN MIB %011d\n" with N the absolute MiB index on the device.
+pattern_block() {
+    yes "$(printf 'SOFTDEV PATTERN MIB %011d' "$1")" | head -c $MB >/tmp/pat
+    [ "$(stat -c %s /tmp/pat)" -eq $MB ]
+}
+
+# mode_pattern WRITE(1|0): write (optional) then verify the pattern over
+# MiB START .. START+MIB-1 (softdev.mib=0 or past the end: up to end of disk).
+mode_pattern() {
+    wait_dev || { echo "SOFTDEV-RESULT FAIL errors=1 (no device $DEV)"; return; }
+    total=$((DEVBYTES / MB))
+    n=$MIB
+    if [ "$n" -eq 0 ] || [ $((START + n)) -gt "$total" ]; then
+        n=$((total - START))
+    fi
+    ROUNDS=1
+    echo "SOFTDEV-INFO dev=$DEV bytes=$DEVBYTES pattern start=$START mib=$n write=$1"
+    i=$START
+    end=$((START + n))
+    if [ "$1" = 1 ]; then
+        while [ $i -lt $end ]; do
+            if ! pattern_block $i ||
+               ! dd if=/tmp/pat of="$DEV" bs=$MB seek=$i count=1 oflag=direct \
+                    conv=notrunc status=none 2>/tmp/dd.err; then
+                echo "SOFTDEV-MISMATCH mib=$i write: $(head -n 1 /tmp/dd.err)"
+                ERRORS=$((ERRORS + 1))
+            fi
+            i=$((i + 1))
+        done
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+    i=$START
+    while [ $i -lt $end ]; do
+        pattern_block $i
+        want=$(md5_of /tmp/pat)
+        if ! got=$(read_md5 $i 1); then
+            echo "SOFTDEV-MISMATCH mib=$i read: $(head -n 1 /tmp/dd.err)"
+            ERRORS=$((ERRORS + 1))
+        elif [ "$got" != "$want" ]; then
+            echo "SOFTDEV-MISMATCH mib=$i want=$want got=$got"
+            ERRORS=$((ERRORS + 1))
+        fi
+        i=$((i + 1))
+    done
+    rm -f /tmp/pat
+    echo "SOFTDEV-PATTERN start=$START mib=$n"
+    check_dmesg
+    result
+}
+
+echo "SOFTDEV-READY mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)"
+case "$MODE" in
+    verify)        mode_verify ;;
+    pattern)       mode_pattern 1 ;;
+    pattern-check) mode_pattern 0 ;;
+    shell)
+        echo "SOFTDEV-SHELL (exit the shell to power off)"
+        setsid cttyhack sh -l || sh
+        ;;
+    *)
+        echo "SOFTDEV-RESULT FAIL errors=1 (unknown softdev.mode=$MODE)"
+        ;;
+esac
+finish
+EOF_INIT
+chmod 755 "$R/init"
+
+# ---- pack ------------------------------------------------------------------
+find "$R" -exec touch -h -d "@$EPOCH" {} +
+(cd "$R" && find . -mindepth 1 | LC_ALL=C sort |
+    cpio --quiet -o -H newc -R 0:0 --reproducible) | gzip -n -9 >"$TMP/initrd.img"
+
+mkdir -p "$OUT"
+rm -f "$STAMP"
+cp "$VMLINUZ" "$OUT/vmlinuz.tmp"
+mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+mv "$TMP/initrd.img" "$OUT/initrd.img.tmp"
+mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
+{
+    echo "kernel-package $KPKG $KDEB_VER"
+    echo "busybox-package busybox-static $BDEB_VER"
+    echo "kernel-version $KVER"
+    echo "modules $(tr '\n' ' ' <"$R/etc/softdev-modules")"
+    (cd "$OUT" && sha256sum vmlinuz initrd.img)
+} >"$OUT/manifest.txt"
+echo "$STAMP_WANT" >"$STAMP"
+echo "build-guest: wrote $OUT/vmlinuz $OUT/initrd.img ($KPKG $KDEB_VER)"

@@ -1,0 +1,438 @@
+#!/usr/bin/python3
+# Boot the softdev test guest (built by build-guest.sh) under QEMU/TCG, capture
+# its serial console, and talk QMP to the VM.  Library (GuestBed, QMP) and CLI:
+#   guestbed.py --qemu Q --kernel K --initrd I --disk IMG [--mode verify ...]
+# Python 3.11 standard library only.
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+# Debian's packaged firmware (packages seabios, qemu-system-data), so that a
+# QEMU binary run from its build tree does not depend on <builddir>/qemu-bundle.
+FIRMWARE_DIRS = ("/usr/share/seabios", "/usr/share/qemu")
+
+BASE_APPEND = "console=ttyS0 quiet panic=-1"
+
+MIB = 1024 * 1024
+
+# Terminal control sequences SeaBIOS/Linux put on the serial line.
+ANSI_RE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])")
+
+
+class GuestError(Exception):
+    """The guest/QEMU died or misbehaved while we were waiting for it."""
+
+
+class QMPError(Exception):
+    """A QMP command returned an error; .desc is the error description."""
+
+    def __init__(self, desc, klass=None):
+        super().__init__(desc)
+        self.desc = desc
+        self.klass = klass
+
+
+class QMP:
+    """Minimal synchronous QMP client over a unix socket (JSON lines)."""
+
+    def __init__(self, path, timeout=30.0, connect_timeout=30.0):
+        self.path = path
+        self.timeout = timeout
+        self.events = []
+        self.greeting = None
+        self._buf = b""
+        self._id = 0
+        self._sock = None
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._sock = s
+        self.greeting = self._recv(time.monotonic() + self.timeout)
+        if "QMP" not in self.greeting:
+            raise QMPError("bad QMP greeting: %r" % (self.greeting,))
+        self.cmd("qmp_capabilities")
+
+    def close(self):
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _recv(self, deadline):
+        """Return the next JSON object from the socket."""
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("QMP: no data from %s" % self.path)
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise GuestError("QMP: connection closed by QEMU")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        line = line.strip()
+        if not line:
+            return self._recv(deadline)
+        return json.loads(line)
+
+    def cmd_raw(self, name, args=None):
+        """Execute a command, return the whole reply dict (return or error)."""
+        self._id += 1
+        msg = {"execute": name, "id": self._id}
+        if args:
+            msg["arguments"] = args
+        self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            obj = self._recv(deadline)
+            if "event" in obj:
+                self.events.append(obj)
+            elif obj.get("id") == self._id:
+                return obj
+
+    def cmd(self, _name, _args=None, **kwargs):
+        """Execute a command.  Arguments come from the dict _args (for names
+        with '-') and/or keyword arguments.  Returns the 'return' value or
+        raises QMPError."""
+        args = dict(_args or {})
+        args.update(kwargs)
+        reply = self.cmd_raw(_name, args)
+        if "error" in reply:
+            err = reply["error"]
+            raise QMPError(err.get("desc", str(err)), err.get("class"))
+        return reply.get("return")
+
+    def hmp(self, command_line):
+        """Run a human monitor command, return its text output."""
+        return self.cmd("human-monitor-command", {"command-line": command_line})
+
+    def wait_event(self, name, timeout=30.0):
+        """Return (and remove from .events) the first event called name,
+        reading more from QEMU until it arrives or timeout expires."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("event") == name:
+                    return self.events.pop(i)
+            obj = self._recv(deadline)
+            if "event" in obj:
+                self.events.append(obj)
+
+
+def qemu_argv(qemu, kernel, initrd, append="", extra_args=(), qmp_path=None,
+              memory=512):
+    """QEMU command line for the test guest (TCG, serial console on stdio)."""
+    # -nodefaults: without it q35 gets an empty AHCI CD-ROM that SeaBIOS
+    # probes for ~30 s under TCG before booting the kernel.
+    args = [qemu, "-nodefaults",
+            "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+            "-m", str(memory),
+            "-nographic", "-display", "none", "-no-reboot",
+            "-serial", "stdio", "-nic", "none"]
+    if qmp_path:
+        args += ["-qmp", "unix:%s,server=on,wait=off" % qmp_path]
+    else:
+        args += ["-monitor", "none"]
+    for d in FIRMWARE_DIRS:
+        args += ["-L", d]
+    args += list(extra_args)
+    args += ["-kernel", kernel, "-initrd", initrd,
+             "-append", (BASE_APPEND + " " + append).strip()]
+    return args
+
+
+class GuestBed:
+    """One QEMU/TCG run of the softdev guest.
+
+    The serial console goes to QEMU's stdout; a background thread appends each
+    line (with a monotonic timestamp) to an in-memory list and to log_path.
+    """
+
+    def __init__(self, qemu, kernel, initrd, append="", extra_args=(),
+                 qmp_path=None, log_path=None, memory=512, echo=False):
+        self.workdir = tempfile.mkdtemp(prefix="guestbed-")
+        self.qmp_path = qmp_path or os.path.join(self.workdir, "qmp.sock")
+        self.log_path = log_path or os.path.join(self.workdir, "console.log")
+        self.echo = echo
+        self._lines = []            # (monotonic time, text)
+        self._cursor = 0            # next line wait_for() looks at
+        self._cond = threading.Condition()
+        self._eof = False
+        self._qmp = None
+        self.stderr_lines = []
+        self.args = qemu_argv(qemu, kernel, initrd, append, extra_args,
+                              self.qmp_path, memory)
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self.start_time = time.monotonic()
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self._threads = [
+            threading.Thread(target=self._read_console, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # -- background readers ------------------------------------------------
+    def _add_line(self, text):
+        text = ANSI_RE.sub("", text).rstrip("\r")
+        with self._cond:
+            self._lines.append((time.monotonic(), text))
+            self._log.write(text + "\n")
+            self._log.flush()
+            self._cond.notify_all()
+        if self.echo:
+            print(text, flush=True)
+
+    def _read_console(self):
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._add_line(line.decode("utf-8", "replace"))
+        if buf:
+            self._add_line(buf.decode("utf-8", "replace"))
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.stderr_lines.append(text)
+            with self._cond:
+                self._log.write("[qemu stderr] " + text + "\n")
+                self._log.flush()
+            if self.echo:
+                print("[qemu stderr] " + text, file=sys.stderr, flush=True)
+
+    # -- console -------------------------------------------------------------
+    def lines(self):
+        """All console lines so far (without timestamps)."""
+        with self._cond:
+            return [t for _, t in self._lines]
+
+    def timed_lines(self):
+        """All console lines so far as (seconds since QEMU start, text)."""
+        with self._cond:
+            return [(ts - self.start_time, t) for ts, t in self._lines]
+
+    def wait_for(self, regex, timeout=60.0):
+        """Wait for a console line (after the previous match) matching regex;
+        return the re.Match.  Raises TimeoutError, or GuestError if QEMU's
+        output ends first."""
+        pat = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._cursor < len(self._lines):
+                    text = self._lines[self._cursor][1]
+                    self._cursor += 1
+                    m = pat.search(text)
+                    if m:
+                        return m
+                if self._eof:
+                    raise GuestError("QEMU exited (rc=%s) before %r; %s"
+                                     % (self.proc.poll(), regex, self._tail()))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timeout (%ss) waiting for %r; %s"
+                                       % (timeout, regex, self._tail()))
+                self._cond.wait(left)
+
+    def _tail(self, n=15):
+        out = [t for _, t in self._lines[-n:]] + \
+              ["[qemu stderr] " + t for t in self.stderr_lines[-5:]]
+        return "last output:\n  " + "\n  ".join(out)
+
+    def write(self, text):
+        """Send text to the guest console (serial input)."""
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    # -- QMP / lifetime -----------------------------------------------------------
+    def qmp(self):
+        """The QMP connection (connected on first use)."""
+        if self._qmp is None:
+            self._qmp = QMP(self.qmp_path)
+        return self._qmp
+
+    def wait_exit(self, timeout=60.0):
+        """Wait for QEMU to exit; return its exit code (TimeoutError if not)."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("QEMU still running after %ss" % timeout)
+        for t in self._threads:
+            t.join(5)
+        return rc
+
+    def kill(self):
+        """Stop QEMU (SIGTERM, then SIGKILL) and release resources."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for t in self._threads:
+            t.join(5)
+        if self._qmp:
+            self._qmp.close()
+            self._qmp = None
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+# -- helpers for tests -------------------------------------------------------
+def parse_regions(lines):
+    """[(offset, length, md5)] from SOFTDEV-REGION console lines."""
+    out = []
+    for line in lines:
+        m = re.search(r"SOFTDEV-REGION (\d+) (\d+) ([0-9a-f]{32})", line)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
+    return out
+
+
+def check_regions(image, regions):
+    """Compare SOFTDEV-REGION md5s with a raw image; return list of errors."""
+    errors = []
+    with open(image, "rb") as f:
+        for off, length, md5 in regions:
+            f.seek(off)
+            got = hashlib.md5(f.read(length)).hexdigest()
+            if got != md5:
+                errors.append("region %d+%d: guest %s, image %s"
+                              % (off, length, md5, got))
+    return errors
+
+
+def pattern_block(mib_index):
+    """The 1 MiB the guest's pattern mode writes at MiB mib_index."""
+    return (b"SOFTDEV PATTERN MIB %011d\n" % mib_index) * 32768
+
+
+def disk_args(image, fmt="raw", cache_direct=False, node="disk0"):
+    """-blockdev/-device arguments for a virtio-blk disk (device id disk0)."""
+    direct = "on" if cache_direct else "off"
+    return ["-blockdev",
+            "driver=file,filename=%s,node-name=%s-file,cache.direct=%s"
+            % (image, node, direct),
+            "-blockdev",
+            "driver=%s,file=%s-file,node-name=%s" % (fmt, node, node),
+            "-device", "virtio-blk-pci,drive=%s,id=disk0" % node]
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Boot the softdev test guest under QEMU/TCG; exit 0 iff "
+                    "the guest reports SOFTDEV-RESULT PASS.")
+    ap.add_argument("--qemu", required=True)
+    ap.add_argument("--guest-dir",
+                    help="directory from build-guest.sh (default for "
+                         "--kernel/--initrd)")
+    ap.add_argument("--kernel")
+    ap.add_argument("--initrd")
+    ap.add_argument("--disk", help="disk image (virtio-blk, /dev/vda)")
+    ap.add_argument("--format", default="raw", help="block driver (raw)")
+    ap.add_argument("--mode", default="verify",
+                    choices=["verify", "pattern", "pattern-check", "shell"])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mib", type=int, default=4)
+    ap.add_argument("--append", default="", help="extra kernel parameters")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--log", help="console log file")
+    ap.add_argument("--no-image-check", action="store_true",
+                    help="skip comparing SOFTDEV-REGION md5s to the image")
+    ap.add_argument("extra", nargs="*", help="extra QEMU arguments (after --)")
+    a = ap.parse_args()
+    kernel = a.kernel or (a.guest_dir and os.path.join(a.guest_dir, "vmlinuz"))
+    initrd = a.initrd or (a.guest_dir and
+                          os.path.join(a.guest_dir, "initrd.img"))
+    if not kernel or not initrd:
+        ap.error("need --kernel and --initrd (or --guest-dir)")
+
+    append = "softdev.mode=%s softdev.dev=/dev/vda softdev.rounds=%d " \
+             "softdev.mib=%d %s" % (a.mode, a.rounds, a.mib, a.append)
+    extra = disk_args(a.disk, a.format) if a.disk else []
+    extra += a.extra
+
+    if a.mode == "shell":
+        # Interactive: QEMU's serial console on this terminal.
+        with tempfile.TemporaryDirectory(prefix="guestbed-") as d:
+            return subprocess.call(qemu_argv(a.qemu, kernel, initrd, append,
+                                             extra, os.path.join(d, "qmp")))
+
+    t0 = time.monotonic()
+    ok = False
+    with GuestBed(a.qemu, kernel, initrd, append, extra,
+                  log_path=a.log, echo=True) as bed:
+        try:
+            m = bed.wait_for(r"SOFTDEV-RESULT (PASS|FAIL)", a.timeout)
+            ok = m.group(1) == "PASS"
+            rc = bed.wait_exit(60)
+            print("guestbed: QEMU exit code %d, %.1f s"
+                  % (rc, time.monotonic() - t0))
+        except (TimeoutError, GuestError) as e:
+            print("guestbed: %s" % e, file=sys.stderr)
+            ok = False
+        regions = parse_regions(bed.lines())
+    if ok and a.mode == "verify" and a.disk and a.format == "raw" \
+            and not a.no_image_check:
+        errors = check_regions(a.disk, regions)
+        for e in errors:
+            print("guestbed: IMAGE MISMATCH " + e)
+        print("guestbed: image check: %d regions, %d mismatches"
+              % (len(regions), len(errors)))
+        ok = ok and not errors
+    print("guestbed: %s" % ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+/*
+ * QMP tests of softdev's live graph control: softdev-insert above the
+ * root node of a virtio-blk device (and below a format node and beside an
+ * export), query-block / query-named-block-nodes / query-softdevs while
+ * inserted, softdev-remove back to the original graph, and every error.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+
+/*
+ * New reference to the entry of @cmd's returned list whose string member
+ * @key equals @value, or NULL; the list's length goes to *@count.
+ */
+static QDict *qmp_find(QTestState *qts, const char *cmd, const char *key,
+                       const char *value, int *count)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': %s}", cmd);
+    QListEntry *e;
+    QDict *found = NULL;
+    int n = 0;
+
+    g_assert(qdict_haskey(resp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(resp, "return"), e) {
+        QDict *entry = qobject_to(QDict, e->value);
+
+        n++;
+        if (!found &&
+            g_str_equal(qdict_get_try_str(entry, key) ?: "", value)) {
+            found = qobject_ref(entry);
+        }
+    }
+    qobject_unref(resp);
+    if (count) {
+        *count = n;
+    }
+    return found;
+}
+
+/* Root node name of the BlockBackend of device @qdev (QOM path). */
+static char *root_node_of(QTestState *qts, const char *qdev)
+{
+    QDict *blk = qmp_find(qts, "query-block", "qdev", qdev, NULL);
+    char *name;
+
+    g_assert(blk);
+    name = g_strdup(qdict_get_str(qdict_get_qdict(blk, "inserted"),
+                                  "node-name"));
+    qobject_unref(blk);
+    return name;
+}
+
+/* Driver of node @node in query-named-block-nodes, or NULL if absent. */
+static char *node_driver(QTestState *qts, const char *node)
+{
+    QDict *n = qmp_find(qts, "query-named-block-nodes", "node-name", node,
+                        NULL);
+    char *drv = n ? g_strdup(qdict_get_str(n, "drv")) : NULL;
+
+    qobject_unref(n);
+    return drv;
+}
+
+/* The query-softdevs entry of @node (new reference) or NULL. */
+static QDict *softdev_entry(QTestState *qts, const char *node, int *count)
+{
+    return qmp_find(qts, "query-softdevs", "node-name", node, count);
+}
+
+/* Statistics of @op in a query-softdevs entry */
+static QDict *op_stats(QDict *entry, const char *op)
+{
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(entry, "stats"), e) {
+        QDict *st = qobject_to(QDict, e->value);
+
+        if (g_str_equal(qdict_get_str(st, "op"), op)) {
+            return st;
+        }
+    }
+    g_assert_not_reached();
+}
+
+#define VD0_QDEV "/machine/peripheral/vd0/virtio-backend"
+
+/* Run a qemu-io command on the BlockBackend of device @qdev_id */
+static void hmp_qemu_io(QTestState *qts, const char *qdev_id, const char *cmd)
+{
+    g_autofree char *out = qtest_hmp(qts, "qemu-io -d %s \"%s\"", qdev_id,
+                                     cmd);
+
+    g_assert_null(strcasestr(out, "error"));
+}
+
+static void G_GNUC_PRINTF(3, 4)
+assert_qmp_error(QTestState *qts, const char *expect,
+                             const char *fmt, ...)
+{
+    va_list ap;
+    QDict *resp;
+    const char *desc;
+
+    va_start(ap, fmt);
+    resp = qtest_vqmp(qts, fmt, ap);
+    va_end(ap);
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    if (!strstr(desc, expect)) {
+        g_test_message("error '%s' lacks '%s'", desc, expect);
+        g_assert_not_reached();
+    }
+    qobject_unref(resp);
+}
+
+/*
+ * Insert above a device's root node, do I/O through it, remove it; five
+ * times, checking the graph each time.
+ */
+static void test_insert_remove_root(void)
+{
+    QTestState *qts = qtest_init(
+        "-blockdev driver=null-co,node-name=disk0,size=67108864,"
+        "read-zeroes=on "
+        "-device virtio-blk-pci,drive=disk0,id=vd0");
+    int round;
+
+    for (round = 0; round < 5; round++) {
+        g_autofree char *root = NULL;
+        g_autofree char *drv = NULL;
+        QDict *entry, *parent, *st;
+        QList *parents;
+        int count;
+
+        qtest_qmp_assert_success(qts,
+            "{'execute': 'softdev-insert', 'arguments': {"
+            " 'driver': 'softdev-trace', 'node-name': 'sd0',"
+            " 'file': 'disk0'}}");
+
+        root = root_node_of(qts, VD0_QDEV);
+        g_assert_cmpstr(root, ==, "sd0");
+        drv = node_driver(qts, "sd0");
+        g_assert_cmpstr(drv, ==, "softdev-trace");
+
+        /* Requests of the device pass through the soft device. */
+        hmp_qemu_io(qts, VD0_QDEV, "write -P 0x5a 4096 8192");
+        hmp_qemu_io(qts, VD0_QDEV, "read 0 4096");
+        hmp_qemu_io(qts, VD0_QDEV, "flush");
+
+        entry = softdev_entry(qts, "sd0", &count);
+        g_assert(entry);
+        g_assert_cmpint(count, ==, 1);
+        g_assert_cmpstr(qdict_get_str(entry, "driver"), ==, "softdev-trace");
+        g_assert_cmpstr(qdict_get_str(entry, "child"), ==, "disk0");
+        g_assert(qdict_get_bool(entry, "content-preserving"));
+        parents = qdict_get_qlist(entry, "parents");
+        g_assert_cmpint(qlist_size(parents), ==, 1);
+        parent = qobject_to(QDict, qlist_peek(parents));
+        g_assert_cmpstr(qdict_get_str(parent, "kind"), ==, "device");
+        g_assert_cmpstr(qdict_get_str(parent, "name"), ==, "vd0");
+        g_assert_cmpstr(qdict_get_str(parent, "qom-path"), ==, VD0_QDEV);
+        st = op_stats(entry, "write");
+        g_assert_cmpint(qdict_get_int(st, "ops"), ==, 1);
+        g_assert_cmpint(qdict_get_int(st, "bytes"), ==, 8192);
+        g_assert_cmpint(qdict_get_int(st, "errors"), ==, 0);
+        g_assert_cmpint(qdict_get_int(st, "p50-ns"), <=,
+                        qdict_get_int(st, "max-ns"));
+        st = op_stats(entry, "read");
+        g_assert_cmpint(qdict_get_int(st, "ops"), ==, 1);
+        g_assert_cmpint(qdict_get_int(st, "bytes"), ==, 4096);
+        g_assert_cmpint(qdict_get_int(st, "p99-ns"), >, 0);
+        st = op_stats(entry, "flush");
+        g_assert_cmpint(qdict_get_int(st, "ops"), >=, 1);
+        g_assert_cmpint(qdict_get_int(entry, "alerts"), ==, 0);
+        g_assert(!qdict_haskey(entry, "trace-file"));
+        qobject_unref(entry);
+
+        qtest_qmp_assert_success(qts,
+            "{'execute': 'softdev-remove',"
+            " 'arguments': {'node-name': 'sd0'}}");
+
+        g_free(root);
+        root = root_node_of(qts, VD0_QDEV);
+        g_assert_cmpstr(root, ==, "disk0");
+        g_free(drv);
+        drv = node_driver(qts, "sd0");
+        g_assert_null(drv);
+        entry = softdev_entry(qts, "sd0", &count);
+        g_assert_null(entry);
+        g_assert_cmpint(count, ==, 0);
+    }
+
+    /* The device still works on the original node. */
+    hmp_qemu_io(qts, VD0_QDEV, "read 0 4096");
+    qtest_quit(qts);
+}
+
+/*
+ * Insert below a format node and beside an NBD export: every parent of
+ * the node moves to the soft device, and query-softdevs names them.
+ */
+static void test_insert_all_parents(void)
+{
+    g_autofree char *sock = g_strdup_printf("%s/softdev-test-%d.sock",
+                                            g_get_tmp_dir(), getpid());
+    QTestState *qts = qtest_initf(
+        "-blockdev driver=null-co,node-name=disk0,size=67108864,"
+        "read-zeroes=on "
+        "-blockdev driver=raw,node-name=fmt0,file=disk0 "
+        "-device virtio-blk-pci,drive=fmt0,id=vd0,share-rw=on");
+    QDict *entry;
+    QListEntry *e;
+    bool seen_node = false, seen_export = false;
+    int count;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'nbd-server-start', 'arguments': {"
+        " 'addr': {'type': 'unix', 'data': {'path': %s}}}}", sock);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'block-export-add', 'arguments': {"
+        " 'type': 'nbd', 'id': 'exp0', 'node-name': 'disk0'}}");
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'sd0', 'file': 'disk0'}}");
+
+    entry = softdev_entry(qts, "sd0", &count);
+    g_assert(entry);
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(entry, "parents"), e) {
+        QDict *p = qobject_to(QDict, e->value);
+        const char *kind = qdict_get_str(p, "kind");
+
+        if (g_str_equal(kind, "node")) {
+            g_assert_cmpstr(qdict_get_str(p, "name"), ==, "fmt0");
+            g_assert_cmpstr(qdict_get_str(p, "child"), ==, "file");
+            seen_node = true;
+        } else if (g_str_equal(kind, "export")) {
+            g_assert_cmpstr(qdict_get_str(p, "name"), ==, "exp0");
+            seen_export = true;
+        } else {
+            g_test_message("unexpected parent kind %s", kind);
+            g_assert_not_reached();
+        }
+    }
+    g_assert(seen_node && seen_export);
+    qobject_unref(entry);
+
+    /* The root of the device is still the format node. */
+    g_autofree char *root = root_node_of(qts, VD0_QDEV);
+    g_assert_cmpstr(root, ==, "fmt0");
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'softdev-remove', 'arguments': {'node-name': 'sd0'}}");
+    g_assert_null(softdev_entry(qts, "sd0", &count));
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'block-export-del', 'arguments': {'id': 'exp0'}}");
+    qtest_quit(qts);
+    unlink(sock);
+}
+
+/*
+ * A trace file that cannot be written must not hurt the guest: requests
+ * keep succeeding, the node raises one SOFTDEV_ALERT and counts the
+ * records it drops.
+ */
+static void test_trace_alert(void)
+{
+    QTestState *qts = qtest_init(
+        "-blockdev driver=null-co,node-name=disk0,size=67108864,"
+        "read-zeroes=on "
+        "-device virtio-blk-pci,drive=disk0,id=vd0");
+    QDict *ev = NULL, *data, *entry;
+    int i, count;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'sd0', 'file': 'disk0',"
+        " 'trace-file': '/dev/full'}}");
+
+    /* The writer thread fails on its own time: retry until it has. */
+    for (i = 0; i < 200 && !ev; i++) {
+        hmp_qemu_io(qts, VD0_QDEV, "write -P 0x11 0 4096");
+        ev = qtest_qmp_event_ref(qts, "SOFTDEV_ALERT");
+        if (!ev) {
+            g_usleep(10 * 1000);
+        }
+    }
+    g_assert(ev);
+    data = qdict_get_qdict(ev, "data");
+    g_assert_cmpstr(qdict_get_str(data, "node-name"), ==, "sd0");
+    g_assert_cmpstr(qdict_get_str(data, "driver"), ==, "softdev-trace");
+    g_assert_cmpstr(qdict_get_str(data, "severity"), ==, "warning");
+    g_assert_cmpstr(qdict_get_str(data, "path"), ==, "/dev/full");
+    g_assert(!qdict_haskey(data, "offset"));
+    qobject_unref(ev);
+
+    /* Still one alert only, however many records are dropped. */
+    hmp_qemu_io(qts, VD0_QDEV, "write -P 0x11 0 4096");
+    entry = softdev_entry(qts, "sd0", &count);
+    g_assert_cmpint(qdict_get_int(entry, "alerts"), ==, 1);
+    g_assert_cmpint(qdict_get_int(entry, "dropped"), >=, 1);
+    g_assert_cmpint(qdict_get_int(entry, "records"), ==, 0);
+    g_assert_cmpint(qdict_get_int(op_stats(entry, "write"), "errors"), ==, 0);
+    qobject_unref(entry);
+    qtest_quit(qts);
+}
+
+static void test_errors(void)
+{
+    QTestState *qts = qtest_init(
+        "-blockdev driver=null-co,node-name=disk0,size=67108864 "
+        "-device virtio-blk-pci,drive=disk0,id=vd0");
+    int count;
+
+    assert_qmp_error(qts, "driver 'raw' is not a soft device",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'raw', 'node-name': 'x', 'file': 'disk0'}}");
+    assert_qmp_error(qts, "node 'nope' not found",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'x', 'file': 'nope'}}");
+    assert_qmp_error(qts, "node name 'disk0' is already in use",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'disk0',"
+        " 'file': 'disk0'}}");
+    assert_qmp_error(qts, "'node-name' must be specified",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'file': 'disk0'}}");
+    assert_qmp_error(qts, "'file' must be the name of an existing node",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'x',"
+        " 'file': {'driver': 'null-co'}}}");
+    assert_qmp_error(qts, "changes the data it stores",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-xor', 'node-name': 'x', 'file': 'disk0',"
+        " 'key': 90}}");
+    assert_qmp_error(qts, "softdev-trace: Could not create",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'x', 'file': 'disk0',"
+        " 'trace-file': '/nonexistent-dir/t.sdtrace'}}");
+    assert_qmp_error(qts, "node 'nope' not found",
+        "{'execute': 'softdev-remove', 'arguments': {'node-name': 'nope'}}");
+    assert_qmp_error(qts,
+        "node 'disk0' is not a soft device (driver 'null-co')",
+        "{'execute': 'softdev-remove', 'arguments': {'node-name': 'disk0'}}");
+    assert_qmp_error(qts, "Parameter 'bogus' is unexpected",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'x', 'file': 'disk0',"
+        " 'bogus': 1}}");
+
+    /* Nothing was left behind by the failures. */
+    g_assert_null(node_driver(qts, "x"));
+    g_assert_null(softdev_entry(qts, "x", &count));
+    g_assert_cmpint(count, ==, 0);
+    g_autofree char *root = root_node_of(qts, VD0_QDEV);
+    g_assert_cmpstr(root, ==, "disk0");
+    qtest_quit(qts);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    if (!qtest_has_device("virtio-blk-pci")) {
+        g_test_skip("virtio-blk-pci not available");
+        return g_test_run();
+    }
+    qtest_add_func("/softdev/insert-remove-root", test_insert_remove_root);
+    qtest_add_func("/softdev/insert-all-parents", test_insert_all_parents);
+    qtest_add_func("/softdev/trace-alert", test_trace_alert);
+    qtest_add_func("/softdev/errors", test_errors);
+    return g_test_run();
+}
