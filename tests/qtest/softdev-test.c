@@ -125,7 +125,7 @@ static void test_insert_remove_root(void)
 {
     QTestState *qts = qtest_init(
         "-blockdev driver=null-co,node-name=disk0,size=67108864,"
-        "read-zeroes=on "
+        "read-zeroes=on,discard=unmap "
         "-device virtio-blk-pci,drive=disk0,id=vd0");
     int round;
 
@@ -150,6 +150,8 @@ static void test_insert_remove_root(void)
         hmp_qemu_io(qts, VD0_QDEV, "write -P 0x5a 4096 8192");
         hmp_qemu_io(qts, VD0_QDEV, "read 0 4096");
         hmp_qemu_io(qts, VD0_QDEV, "flush");
+        /* Discards still reach the disk (the node inherits discard=unmap) */
+        hmp_qemu_io(qts, VD0_QDEV, "discard 65536 65536");
 
         entry = softdev_entry(qts, "sd0", &count);
         g_assert(entry);
@@ -173,6 +175,9 @@ static void test_insert_remove_root(void)
         g_assert_cmpint(qdict_get_int(st, "ops"), ==, 1);
         g_assert_cmpint(qdict_get_int(st, "bytes"), ==, 4096);
         g_assert_cmpint(qdict_get_int(st, "p99-ns"), >, 0);
+        st = op_stats(entry, "discard");
+        g_assert_cmpint(qdict_get_int(st, "ops"), ==, 1);
+        g_assert_cmpint(qdict_get_int(st, "bytes"), ==, 65536);
         st = op_stats(entry, "flush");
         g_assert_cmpint(qdict_get_int(st, "ops"), >=, 1);
         g_assert_cmpint(qdict_get_int(entry, "alerts"), ==, 0);
