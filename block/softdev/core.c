@@ -163,8 +163,8 @@ softdev_co_request(BlockDriverState *bs, SoftdevRequest *req)
     }
     if (ret == SOFTDEV_CONTINUE) {
         ret = softdev_co_forward(bs, req);
-    } else if (ret == SOFTDEV_DONE) {
-        ret = 0;
+    } else if (ret > 0) {
+        ret = 0;        /* SOFTDEV_DONE: completed by the soft device */
     }
     latency = get_clock() - req->start_ns;
     if (sd->co_post) {

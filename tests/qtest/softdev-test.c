@@ -205,6 +205,45 @@ static void test_insert_remove_root(void)
 }
 
 /*
+ * The same with the disk in an iothread: the soft device joins the
+ * disk's AioContext, and requests still pass through it.
+ */
+static void test_insert_remove_iothread(void)
+{
+    QTestState *qts = qtest_init(
+        "-object iothread,id=io0 "
+        "-blockdev driver=null-co,node-name=disk0,size=67108864,"
+        "read-zeroes=on "
+        "-device virtio-blk-pci,drive=disk0,id=vd0,iothread=io0");
+    int round, count;
+
+    for (round = 0; round < 3; round++) {
+        g_autofree char *root = NULL;
+        QDict *entry;
+
+        qtest_qmp_assert_success(qts,
+            "{'execute': 'softdev-insert', 'arguments': {"
+            " 'driver': 'softdev-trace', 'node-name': 'sd0',"
+            " 'file': 'disk0'}}");
+        root = root_node_of(qts, VD0_QDEV);
+        g_assert_cmpstr(root, ==, "sd0");
+        hmp_qemu_io(qts, VD0_QDEV, "write -P 0x5a 0 4096");
+        hmp_qemu_io(qts, VD0_QDEV, "read -P 0x5a 0 4096");
+        entry = softdev_entry(qts, "sd0", &count);
+        g_assert_cmpint(qdict_get_int(op_stats(entry, "write"), "ops"), ==, 1);
+        g_assert_cmpint(qdict_get_int(op_stats(entry, "read"), "ops"), ==, 1);
+        qobject_unref(entry);
+        qtest_qmp_assert_success(qts,
+            "{'execute': 'softdev-remove',"
+            " 'arguments': {'node-name': 'sd0'}}");
+        g_free(root);
+        root = root_node_of(qts, VD0_QDEV);
+        g_assert_cmpstr(root, ==, "disk0");
+    }
+    qtest_quit(qts);
+}
+
+/*
  * Insert below a format node and beside an NBD export: every parent of
  * the node moves to the soft device, and query-softdevs names them.
  */
@@ -375,6 +414,8 @@ int main(int argc, char **argv)
         return g_test_run();
     }
     qtest_add_func("/softdev/insert-remove-root", test_insert_remove_root);
+    qtest_add_func("/softdev/insert-remove-iothread",
+                   test_insert_remove_iothread);
     qtest_add_func("/softdev/insert-all-parents", test_insert_all_parents);
     qtest_add_func("/softdev/trace-alert", test_trace_alert);
     qtest_add_func("/softdev/errors", test_errors);
