@@ -117,6 +117,38 @@ assert_qmp_error(QTestState *qts, const char *expect,
     qobject_unref(resp);
 }
 
+/* softdev-insert softdev-trace 'sd0' above 'disk0', the root of vd0 */
+static void insert_sd0(QTestState *qts)
+{
+    g_autofree char *root = NULL;
+    g_autofree char *drv = NULL;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-trace', 'node-name': 'sd0', 'file': 'disk0'}}");
+    root = root_node_of(qts, VD0_QDEV);
+    g_assert_cmpstr(root, ==, "sd0");
+    drv = node_driver(qts, "sd0");
+    g_assert_cmpstr(drv, ==, "softdev-trace");
+}
+
+/* softdev-remove 'sd0': vd0 is back on 'disk0' and 'sd0' is gone */
+static void remove_sd0(QTestState *qts)
+{
+    g_autofree char *root = NULL;
+    g_autofree char *drv = NULL;
+    int count;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'softdev-remove', 'arguments': {'node-name': 'sd0'}}");
+    root = root_node_of(qts, VD0_QDEV);
+    g_assert_cmpstr(root, ==, "disk0");
+    drv = node_driver(qts, "sd0");
+    g_assert_null(drv);
+    g_assert_null(softdev_entry(qts, "sd0", &count));
+    g_assert_cmpint(count, ==, 0);
+}
+
 /*
  * Insert above a device's root node, do I/O through it, remove it; five
  * times, checking the graph each time.
@@ -130,21 +162,11 @@ static void test_insert_remove_root(void)
     int round;
 
     for (round = 0; round < 5; round++) {
-        g_autofree char *root = NULL;
-        g_autofree char *drv = NULL;
         QDict *entry, *parent, *st;
         QList *parents;
         int count;
 
-        qtest_qmp_assert_success(qts,
-            "{'execute': 'softdev-insert', 'arguments': {"
-            " 'driver': 'softdev-trace', 'node-name': 'sd0',"
-            " 'file': 'disk0'}}");
-
-        root = root_node_of(qts, VD0_QDEV);
-        g_assert_cmpstr(root, ==, "sd0");
-        drv = node_driver(qts, "sd0");
-        g_assert_cmpstr(drv, ==, "softdev-trace");
+        insert_sd0(qts);
 
         /* Requests of the device pass through the soft device. */
         hmp_qemu_io(qts, VD0_QDEV, "write -P 0x5a 4096 8192");
@@ -184,19 +206,7 @@ static void test_insert_remove_root(void)
         g_assert(!qdict_haskey(entry, "trace-file"));
         qobject_unref(entry);
 
-        qtest_qmp_assert_success(qts,
-            "{'execute': 'softdev-remove',"
-            " 'arguments': {'node-name': 'sd0'}}");
-
-        g_free(root);
-        root = root_node_of(qts, VD0_QDEV);
-        g_assert_cmpstr(root, ==, "disk0");
-        g_free(drv);
-        drv = node_driver(qts, "sd0");
-        g_assert_null(drv);
-        entry = softdev_entry(qts, "sd0", &count);
-        g_assert_null(entry);
-        g_assert_cmpint(count, ==, 0);
+        remove_sd0(qts);
     }
 
     /* The device still works on the original node. */
@@ -218,27 +228,16 @@ static void test_insert_remove_iothread(void)
     int round, count;
 
     for (round = 0; round < 3; round++) {
-        g_autofree char *root = NULL;
         QDict *entry;
 
-        qtest_qmp_assert_success(qts,
-            "{'execute': 'softdev-insert', 'arguments': {"
-            " 'driver': 'softdev-trace', 'node-name': 'sd0',"
-            " 'file': 'disk0'}}");
-        root = root_node_of(qts, VD0_QDEV);
-        g_assert_cmpstr(root, ==, "sd0");
+        insert_sd0(qts);
         hmp_qemu_io(qts, VD0_QDEV, "write -P 0x5a 0 4096");
         hmp_qemu_io(qts, VD0_QDEV, "read -P 0x5a 0 4096");
         entry = softdev_entry(qts, "sd0", &count);
         g_assert_cmpint(qdict_get_int(op_stats(entry, "write"), "ops"), ==, 1);
         g_assert_cmpint(qdict_get_int(op_stats(entry, "read"), "ops"), ==, 1);
         qobject_unref(entry);
-        qtest_qmp_assert_success(qts,
-            "{'execute': 'softdev-remove',"
-            " 'arguments': {'node-name': 'sd0'}}");
-        g_free(root);
-        root = root_node_of(qts, VD0_QDEV);
-        g_assert_cmpstr(root, ==, "disk0");
+        remove_sd0(qts);
     }
     qtest_quit(qts);
 }
