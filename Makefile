@@ -48,6 +48,7 @@ check: build guest
 
 # Parts of 'make check', for development
 check-unit:
+	$(SRC)/tests/unit/run-c-tests.sh $(SRC)
 	cd $(SRC) && $(PY) -m unittest discover -s tests/unit -p 'test_*.py' -v
 
 check-qtest check-iotests check-stock check-guest: build guest

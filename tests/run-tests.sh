@@ -39,6 +39,7 @@ suite() {
 }
 
 run_unit() {
+    "$SRC/tests/unit/run-c-tests.sh" "$SRC" &&
     (cd "$SRC" && $PY -m unittest discover -s tests/unit -p 'test_*.py' -v)
 }
 
@@ -75,7 +76,7 @@ run_guest() {
 
 for s in $SUITES; do
     case $s in
-    unit) suite "unit tests (trace reader)" run_unit ;;
+    unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     iotests) suite "iotests softdev-stack (tools, stacks, traces)" \
         run_iotests ;;
