@@ -17,3 +17,8 @@ cflags="-std=gnu11 -Wall -Wextra -Werror -Wno-missing-field-initializers -g
 $cc $cflags "$src/tests/unit/tap-protocol-test.c" \
     "$src/libsoftdev/tap-protocol.c" -o "$out/tap-protocol-test"
 "$out/tap-protocol-test"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/tap-protocol.c" \
+    -o "$out/tap-vectors"
+"$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1
+echo "tap-vectors: libsoftdev decodes what it encodes"

@@ -1,0 +1,504 @@
+"""
+Wire format of the softdev tap protocol (docs/specs/softdev-tap.rst):
+constants, one dataclass per message, encoders, and a strict incremental
+Decoder that checks every rule of the spec and raises ProtocolError.
+There are no sockets here, so a fuzzer can drive Decoder.feed() directly.
+
+SPDX-License-Identifier: GPL-2.0-or-later
+
+A Decoder belongs to one side (DEVICE or CLIENT) and decodes what the
+other side sends.  The rules depend on the connection's state (handshake,
+negotiated values, outstanding handles), so every message the owner sends
+goes through Decoder.sending(msg), which checks it by the same rules,
+records it and returns its wire bytes.  For example, to fuzz a device:
+
+    dec = Decoder(DEVICE)
+    dec.feed(encode(Hello(features=F_ALL, lower_size=1 << 20)))
+    dec.sending(HelloReply(features=F_ALL, size=0, max_data=65536))
+    dec.feed(fuzz_input)        # a list of messages, or ProtocolError
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+MAGIC = 0x50544453              # the bytes "SDTP"
+VERSION = 1
+CLASS_BLOCK = 1                 # 2 net and 3 USB are reserved
+
+TYPE_HELLO = 1
+TYPE_HELLO_REPLY = 2
+TYPE_REQUEST = 16
+TYPE_REPLY = 17
+TYPE_LOWER_REQUEST = 32
+TYPE_LOWER_REPLY = 33
+TYPE_NAMES = {
+    TYPE_HELLO: 'HELLO', TYPE_HELLO_REPLY: 'HELLO_REPLY',
+    TYPE_REQUEST: 'REQUEST', TYPE_REPLY: 'REPLY',
+    TYPE_LOWER_REQUEST: 'LOWER_REQUEST', TYPE_LOWER_REPLY: 'LOWER_REPLY',
+}
+
+OP_READ = 0
+OP_WRITE = 1
+OP_WRITE_ZEROES = 2
+OP_DISCARD = 3
+OP_FLUSH = 4
+OP_NAMES = {OP_READ: 'READ', OP_WRITE: 'WRITE',
+            OP_WRITE_ZEROES: 'WRITE_ZEROES', OP_DISCARD: 'DISCARD',
+            OP_FLUSH: 'FLUSH'}
+
+REQ_FUA = 1 << 0
+REQ_MAY_UNMAP = 1 << 1
+REQ_ALL = REQ_FUA | REQ_MAY_UNMAP
+
+F_FLUSH = 1 << 0
+F_DISCARD = 1 << 1
+F_ZEROES = 1 << 2
+F_FUA = 1 << 3
+F_LOWER = 1 << 4
+F_SHM = 1 << 5                  # reserved: no version-1 peer may set it
+F_ALL = F_FLUSH | F_DISCARD | F_ZEROES | F_FUA | F_LOWER
+FEATURE_NAMES = {F_FLUSH: 'SOFTDEV_TAP_F_FLUSH',
+                 F_DISCARD: 'SOFTDEV_TAP_F_DISCARD',
+                 F_ZEROES: 'SOFTDEV_TAP_F_ZEROES', F_FUA: 'SOFTDEV_TAP_F_FUA',
+                 F_LOWER: 'SOFTDEV_TAP_F_LOWER', F_SHM: 'SOFTDEV_TAP_F_SHM'}
+# Requests of these ops reach the device only if it accepted the bit.
+OP_FEATURE = {OP_FLUSH: F_FLUSH, OP_DISCARD: F_DISCARD,
+              OP_WRITE_ZEROES: F_ZEROES}
+
+ACTION_COMPLETE = 0
+ACTION_FORWARD = 1
+
+HEADER = struct.Struct('<IHHQII')       # magic type flags handle length rsvd
+HELLO = struct.Struct('<IIQQIIQ')
+HELLO_REPLY = struct.Struct('<IIQQII')
+REQUEST = struct.Struct('<HHIQQ')       # REQUEST and LOWER_REQUEST
+REPLY = struct.Struct('<iIQQ')
+LOWER_REPLY = struct.Struct('<iIQ')
+HEADER_SIZE = HEADER.size               # 24
+FIXED_SIZE = {TYPE_HELLO: HELLO.size, TYPE_HELLO_REPLY: HELLO_REPLY.size,
+              TYPE_REQUEST: REQUEST.size, TYPE_REPLY: REPLY.size,
+              TYPE_LOWER_REQUEST: REQUEST.size,
+              TYPE_LOWER_REPLY: LOWER_REPLY.size}
+
+MIN_MAX_DATA = 65536            # the least max_data a client may offer
+HANDSHAKE_MAX_LENGTH = 4096     # length bound before the handshake is done
+MAX_RANGE = 1 << 31             # most bytes of a WRITE_ZEROES or DISCARD
+MAX_ERRNO = 4095                # results are 0 or -1 .. -MAX_ERRNO
+
+DEVICE = 'device'
+CLIENT = 'client'
+SENDS = {CLIENT: (TYPE_HELLO, TYPE_REQUEST, TYPE_LOWER_REPLY),
+         DEVICE: (TYPE_HELLO_REPLY, TYPE_REPLY, TYPE_LOWER_REQUEST)}
+
+
+class ProtocolError(Exception):
+    """The peer (or, from Decoder.sending, we) broke a rule of the spec."""
+
+
+@dataclass
+class Hello:
+    TYPE: ClassVar[int] = TYPE_HELLO
+    features: int
+    lower_size: int
+    max_data: int = MIN_MAX_DATA
+    version: int = VERSION
+    device_class: int = CLASS_BLOCK
+    handle: int = 0
+
+    def payload(self) -> bytes:
+        return HELLO.pack(self.version, self.device_class, self.features,
+                          self.lower_size, self.max_data, 0, 0)
+
+
+@dataclass
+class HelloReply:
+    TYPE: ClassVar[int] = TYPE_HELLO_REPLY
+    features: int
+    size: int                   # 0: the size of the node below
+    max_data: int
+    version: int = VERSION
+    device_class: int = CLASS_BLOCK
+    handle: int = 0
+
+    def payload(self) -> bytes:
+        return HELLO_REPLY.pack(self.version, self.device_class,
+                                self.features, self.size, self.max_data, 0)
+
+
+@dataclass
+class Request:
+    """A REQUEST; `length` is the wire field `bytes`."""
+    TYPE: ClassVar[int] = TYPE_REQUEST
+    handle: int
+    op: int
+    offset: int = 0
+    length: int = 0
+    flags: int = 0
+    data: bytes = b''
+
+    def payload(self) -> bytes:
+        return REQUEST.pack(self.op, self.flags, 0, self.offset,
+                            self.length) + self.data
+
+
+@dataclass
+class LowerRequest(Request):
+    TYPE: ClassVar[int] = TYPE_LOWER_REQUEST
+
+
+@dataclass
+class Reply:
+    """A REPLY; the wire field `bytes` is len(data)."""
+    TYPE: ClassVar[int] = TYPE_REPLY
+    handle: int
+    result: int = 0
+    action: int = ACTION_COMPLETE
+    offset: int = 0
+    data: bytes = b''
+
+    def payload(self) -> bytes:
+        return REPLY.pack(self.result, self.action, self.offset,
+                          len(self.data)) + self.data
+
+
+@dataclass
+class LowerReply:
+    """A LOWER_REPLY; the wire field `bytes` is len(data)."""
+    TYPE: ClassVar[int] = TYPE_LOWER_REPLY
+    handle: int
+    result: int = 0
+    data: bytes = b''
+
+    def payload(self) -> bytes:
+        return LOWER_REPLY.pack(self.result, 0, len(self.data)) + self.data
+
+
+Message = Union[Hello, HelloReply, Request, LowerRequest, Reply, LowerReply]
+
+
+def encode(msg: Message) -> bytes:
+    """Wire bytes of msg, without checking any rule (tests use it to build
+    bad input; real peers use Decoder.sending)."""
+    payload = msg.payload()
+    return HEADER.pack(MAGIC, msg.TYPE, 0, msg.handle, len(payload),
+                       0) + payload
+
+
+def _name(msg_or_type) -> str:
+    t = msg_or_type if isinstance(msg_or_type, int) else msg_or_type.TYPE
+    return TYPE_NAMES.get(t, f'type {t}')
+
+
+def parse(t: int, handle: int, p: bytes) -> Message:
+    """Build the message of type t from its payload, checking the rules
+    that need no connection state: fixed size, reserved fields, and the
+    `bytes` field of replies against the data that follows."""
+    name, fixed = _name(t), FIXED_SIZE[t]
+    if t in (TYPE_HELLO, TYPE_HELLO_REPLY) and len(p) != fixed:
+        raise ProtocolError(f'{name} payload is {len(p)} bytes, '
+                            f'must be {fixed}')
+    if len(p) < fixed:
+        raise ProtocolError(f'{name} payload is {len(p)} bytes, shorter '
+                            f'than its {fixed}-byte fixed part')
+    if t == TYPE_HELLO:
+        version, cls, features, lower_size, max_data, r1, r2 = \
+            HELLO.unpack(p)
+        if r1 or r2:
+            raise ProtocolError('HELLO reserved fields must be 0')
+        return Hello(features, lower_size, max_data, version, cls, handle)
+    if t == TYPE_HELLO_REPLY:
+        version, cls, features, size, max_data, r1 = HELLO_REPLY.unpack(p)
+        if r1:
+            raise ProtocolError('HELLO_REPLY reserved field must be 0')
+        return HelloReply(features, size, max_data, version, cls, handle)
+    if t in (TYPE_REQUEST, TYPE_LOWER_REQUEST):
+        op, flags, r1, offset, length = REQUEST.unpack_from(p)
+        if r1:
+            raise ProtocolError(f'{name} reserved field must be 0')
+        cls = Request if t == TYPE_REQUEST else LowerRequest
+        return cls(handle, op, offset, length, flags, p[fixed:])
+    if t == TYPE_REPLY:
+        result, action, offset, nbytes = REPLY.unpack_from(p)
+        r1 = 0
+    else:
+        result, r1, nbytes = LOWER_REPLY.unpack_from(p)
+        if r1:
+            raise ProtocolError('LOWER_REPLY reserved field must be 0')
+    if nbytes != len(p) - fixed:
+        raise ProtocolError(f'{name} bytes field says {nbytes} but '
+                            f'{len(p) - fixed} data bytes follow')
+    if t == TYPE_REPLY:
+        return Reply(handle, result, action, offset, p[fixed:])
+    return LowerReply(handle, result, p[fixed:])
+
+
+class Decoder:
+    """Strict incremental decoder of what the peer of `side` sends.
+
+    feed(data) returns the complete messages in data (keeping any partial
+    one for the next call) and raises ProtocolError at the first rule
+    broken; the decoder then stays failed.  sending(msg) checks a message
+    the owner is about to send, records it and returns its wire bytes; a
+    ProtocolError from it means the message must not be sent (and nothing
+    was recorded).  Thread-safe: one reader may feed while others send.
+
+    After the handshake, hello, hello_reply, features, max_data, size (of
+    the device) and lower_size hold the negotiated values; requests and
+    lower_requests map the outstanding handles to their requests.
+    """
+
+    def __init__(self, side: str):
+        if side not in (DEVICE, CLIENT):
+            raise ValueError(f'side must be {DEVICE!r} or {CLIENT!r}')
+        self.side = side
+        self.peer = CLIENT if side == DEVICE else DEVICE
+        self.hello: Hello | None = None
+        self.hello_reply: HelloReply | None = None
+        self.features = self.max_data = self.size = self.lower_size = 0
+        self.requests: dict[int, Request] = {}
+        self.lower_requests: dict[int, LowerRequest] = {}
+        self.error: str | None = None
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+
+    def feed(self, data: bytes) -> list[Message]:
+        with self._lock:
+            if self.error is not None:
+                raise ProtocolError(f'decoder already failed: {self.error}')
+            self._buf += data
+            out = []
+            try:
+                while len(self._buf) >= HEADER_SIZE:
+                    t, handle, length = self._check_header(
+                        *HEADER.unpack_from(self._buf))
+                    end = HEADER_SIZE + length
+                    if len(self._buf) < end:
+                        break
+                    payload = bytes(self._buf[HEADER_SIZE:end])
+                    del self._buf[:end]
+                    msg = parse(t, handle, payload)
+                    self._check(msg, self.peer)
+                    out.append(msg)
+            except ProtocolError as e:
+                self.error = str(e)
+                raise
+            return out
+
+    def sending(self, msg: Message) -> bytes:
+        with self._lock:
+            try:
+                wire = encode(msg)
+            except (struct.error, TypeError) as e:
+                raise ProtocolError(f'cannot encode {_name(msg)}: {e}')
+            self._check(msg, self.side)
+            return wire
+
+    # -- rules ----------------------------------------------------------
+
+    def _check_header(self, magic, t, flags, handle, length, reserved):
+        if magic != MAGIC:
+            raise ProtocolError(f'bad magic {magic:#010x} (must be '
+                                f'{MAGIC:#010x}, "SDTP")')
+        if flags:
+            raise ProtocolError(f'header flags must be 0, not {flags:#x}')
+        if reserved:
+            raise ProtocolError(f'header reserved field must be 0, '
+                                f'not {reserved:#x}')
+        if t not in TYPE_NAMES:
+            raise ProtocolError(f'unknown message type {t}')
+        if t not in SENDS[self.peer]:
+            raise ProtocolError(f'{_name(t)} is sent by the {self.side}, '
+                                f'not the {self.peer}')
+        if self.hello_reply is None:
+            if length > HANDSHAKE_MAX_LENGTH:
+                raise ProtocolError(f'{_name(t)} length {length} exceeds '
+                                    f'{HANDSHAKE_MAX_LENGTH} before the '
+                                    f'handshake is complete')
+        elif length > self.max_data + FIXED_SIZE[t]:
+            raise ProtocolError(f'{_name(t)} length {length} exceeds '
+                                f'max_data {self.max_data} + '
+                                f'{FIXED_SIZE[t]}')
+        return t, handle, length
+
+    def _check(self, msg: Message, sender: str):
+        """Check msg as sent by `sender`; record it only if it is valid."""
+        name = _name(msg)
+        if msg.TYPE not in SENDS[sender]:
+            raise ProtocolError(f'{name} is not sent by the {sender}')
+        if isinstance(msg, Hello):
+            if self.hello is not None:
+                raise ProtocolError('second HELLO')
+            self._check_hello(msg)
+            self.hello = msg
+            return
+        if self.hello is None:
+            raise ProtocolError(f'{name} before HELLO')
+        if isinstance(msg, HelloReply):
+            if self.hello_reply is not None:
+                raise ProtocolError('second HELLO_REPLY')
+            self._check_hello_reply(msg)
+            self.hello_reply = msg
+            self.features, self.max_data = msg.features, msg.max_data
+            self.lower_size = self.hello.lower_size
+            self.size = msg.size or self.lower_size
+            return
+        if self.hello_reply is None:
+            raise ProtocolError(f'{name} before the handshake is complete')
+        if isinstance(msg, LowerRequest):
+            if not self.features & F_LOWER:
+                raise ProtocolError('LOWER_REQUEST but SOFTDEV_TAP_F_LOWER '
+                                    'was not negotiated')
+            self._check_request(msg, self.lower_size, 'the lower node size')
+            if msg.handle in self.lower_requests:
+                raise ProtocolError(f'LOWER_REQUEST handle {msg.handle} is '
+                                    f'already outstanding')
+            self.lower_requests[msg.handle] = msg
+        elif isinstance(msg, Request):
+            gate = OP_FEATURE.get(msg.op, 0)
+            if gate and not self.features & gate:
+                raise ProtocolError(f'REQUEST {OP_NAMES[msg.op]} but '
+                                    f'{FEATURE_NAMES[gate]} was not '
+                                    f'negotiated')
+            if msg.flags & REQ_FUA and not self.features & F_FUA:
+                raise ProtocolError('REQUEST carries FUA but '
+                                    'SOFTDEV_TAP_F_FUA was not negotiated')
+            self._check_request(msg, self.size, 'the device size')
+            if msg.handle in self.requests:
+                raise ProtocolError(f'REQUEST handle {msg.handle} is '
+                                    f'already outstanding')
+            self.requests[msg.handle] = msg
+        elif isinstance(msg, Reply):
+            req = self.requests.get(msg.handle)
+            if req is None:
+                raise ProtocolError(f'REPLY to handle {msg.handle}, which '
+                                    f'is not an outstanding REQUEST')
+            self._check_reply(msg, req)
+            del self.requests[msg.handle]
+        else:
+            req = self.lower_requests.get(msg.handle)
+            if req is None:
+                raise ProtocolError(f'LOWER_REPLY to handle {msg.handle}, '
+                                    f'which is not an outstanding '
+                                    f'LOWER_REQUEST')
+            _check_result('LOWER_REPLY', msg.result)
+            want = req.length if (req.op == OP_READ and msg.result == 0) \
+                else 0
+            if len(msg.data) != want:
+                raise ProtocolError(
+                    f'LOWER_REPLY to a {OP_NAMES[req.op]} with result '
+                    f'{msg.result} carries {len(msg.data)} data bytes, '
+                    f'must be {want}')
+            del self.lower_requests[msg.handle]
+
+    def _check_hello(self, msg: Hello):
+        if msg.handle:
+            raise ProtocolError(f'HELLO handle must be 0, not {msg.handle}')
+        if msg.version != VERSION:
+            raise ProtocolError(f'HELLO version {msg.version}, only '
+                                f'{VERSION} is known')
+        if msg.device_class != CLASS_BLOCK:
+            raise ProtocolError(f'HELLO device class {msg.device_class} is '
+                                f'not 1 (block); 2 and 3 are reserved')
+        if msg.max_data < MIN_MAX_DATA:
+            raise ProtocolError(f'HELLO max_data {msg.max_data} is below '
+                                f'{MIN_MAX_DATA}')
+        if msg.features & F_SHM:
+            raise ProtocolError('HELLO offers SOFTDEV_TAP_F_SHM, which '
+                                'version 1 reserves')
+
+    def _check_hello_reply(self, msg: HelloReply):
+        hello = self.hello
+        if msg.handle:
+            raise ProtocolError(f'HELLO_REPLY handle must be 0, not '
+                                f'{msg.handle}')
+        if msg.version != VERSION:
+            raise ProtocolError(f'HELLO_REPLY version {msg.version}, only '
+                                f'{VERSION} is known')
+        if msg.device_class != hello.device_class:
+            raise ProtocolError(f'HELLO_REPLY device class '
+                                f'{msg.device_class} differs from the '
+                                f"client's {hello.device_class}")
+        if msg.features & ~hello.features:
+            raise ProtocolError(f'HELLO_REPLY accepts feature bits '
+                                f'{msg.features & ~hello.features:#x} '
+                                f'that were not offered')
+        if not MIN_MAX_DATA <= msg.max_data <= hello.max_data:
+            raise ProtocolError(f'HELLO_REPLY max_data {msg.max_data} is '
+                                f'not {MIN_MAX_DATA} to the offered '
+                                f'{hello.max_data}')
+        if msg.size == 0 and hello.lower_size == 0:
+            raise ProtocolError('HELLO_REPLY size 0 (the size of the node '
+                                'below) but there is no node below')
+
+    def _check_request(self, msg: Request, size: int, size_name: str):
+        name = _name(msg)
+        op = OP_NAMES.get(msg.op)
+        if op is None:
+            raise ProtocolError(f'{name} has unknown op {msg.op}')
+        if msg.flags & ~REQ_ALL:
+            raise ProtocolError(f'{name} req_flags {msg.flags:#x} has '
+                                f'undefined bits')
+        if msg.op in (OP_READ, OP_WRITE):
+            if not 1 <= msg.length <= self.max_data:
+                raise ProtocolError(f'{name} {op} of {msg.length} bytes: '
+                                    f'must be 1 to max_data '
+                                    f'{self.max_data}')
+        elif msg.op == OP_FLUSH:
+            if msg.offset or msg.length or msg.flags:
+                raise ProtocolError(f'{name} FLUSH must have offset, bytes '
+                                    f'and req_flags 0')
+        elif msg.length > MAX_RANGE:
+            raise ProtocolError(f'{name} {op} of {msg.length} bytes: more '
+                                f'than 2^31')
+        want = msg.length if msg.op == OP_WRITE else 0
+        if len(msg.data) != want:
+            raise ProtocolError(f'{name} {op} carries {len(msg.data)} data '
+                                f'bytes, must be {want}')
+        if msg.offset + msg.length > size:
+            raise ProtocolError(f'{name} {op} at {msg.offset}+{msg.length} '
+                                f'exceeds {size_name} {size}')
+
+    def _check_reply(self, msg: Reply, req: Request):
+        op = OP_NAMES[req.op]
+        _check_result('REPLY', msg.result)
+        if msg.action == ACTION_COMPLETE:
+            if msg.offset:
+                raise ProtocolError(f'COMPLETE must have offset 0, not '
+                                    f'{msg.offset}')
+            want = req.length if (req.op == OP_READ and msg.result == 0) \
+                else 0
+            if len(msg.data) != want:
+                raise ProtocolError(f'COMPLETE of a {op} with result '
+                                    f'{msg.result} carries {len(msg.data)} '
+                                    f'data bytes, must be {want}')
+        elif msg.action == ACTION_FORWARD:
+            if msg.result:
+                raise ProtocolError(f'FORWARD result must be 0, not '
+                                    f'{msg.result}')
+            if not self.lower_size:
+                raise ProtocolError('FORWARD but there is no node below')
+            if req.op == OP_WRITE and len(msg.data) in (0, req.length):
+                pass
+            elif msg.data:
+                raise ProtocolError(f'FORWARD of a {op} carries '
+                                    f'{len(msg.data)} data bytes')
+            if req.op == OP_FLUSH:
+                if msg.offset:
+                    raise ProtocolError('FORWARD of a FLUSH must have '
+                                        'offset 0')
+            elif msg.offset + req.length > self.lower_size:
+                raise ProtocolError(f'FORWARD of a {op} to {msg.offset}+'
+                                    f'{req.length} exceeds the lower node '
+                                    f'size {self.lower_size}')
+        else:
+            raise ProtocolError(f'REPLY has unknown action {msg.action}')
+
+
+def _check_result(name: str, result: int):
+    if not -MAX_ERRNO <= result <= 0:
+        raise ProtocolError(f'{name} result must be 0 or a negative errno '
+                            f'(-1 to -{MAX_ERRNO}), not {result}')

@@ -1,0 +1,991 @@
+"""
+Unit tests of the Python tap-protocol package (python/softdev): message
+round-trips, every validation rule of the strict decoder, a bounded fuzz,
+the example devices driven by TestClient, and the server's survival of
+broken clients, reconnects and its command line.  No QEMU is needed.
+
+SPDX-License-Identifier: GPL-2.0-or-later
+"""
+
+import errno
+import logging
+import os
+import random
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+PYTHON_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
+                                          '..', 'python'))
+sys.path.insert(0, PYTHON_DIR)
+
+from softdev import (BlockDevice, DeviceError, Forward, Server,  # noqa: E402
+                     parse_size, serve)
+from softdev import protocol as p  # noqa: E402
+from softdev.examples.latency import Latency  # noqa: E402
+from softdev.examples.logger import Logger  # noqa: E402
+from softdev.examples.passthrough import Passthrough  # noqa: E402
+from softdev.examples.ramdisk import RamDisk  # noqa: E402
+from softdev.examples.xor import Xor  # noqa: E402
+from softdev.testclient import TestClient  # noqa: E402
+
+MiB = 1 << 20
+
+
+# -- building (possibly broken) wire bytes ---------------------------------
+
+def raw(t, payload=b'', handle=0, magic=p.MAGIC, flags=0, reserved=0,
+        length=None):
+    length = len(payload) if length is None else length
+    return p.HEADER.pack(magic, t, flags, handle, length, reserved) + payload
+
+
+def hello_payload(version=1, cls=1, features=p.F_ALL, lower_size=MiB,
+                  max_data=65536, r1=0, r2=0):
+    return p.HELLO.pack(version, cls, features, lower_size, max_data, r1, r2)
+
+
+def reply_payload(version=1, cls=1, features=0, size=MiB, max_data=65536,
+                  r1=0):
+    return p.HELLO_REPLY.pack(version, cls, features, size, max_data, r1)
+
+
+def request_payload(op, offset=0, length=0, flags=0, reserved=0, data=b''):
+    return p.REQUEST.pack(op, flags, reserved, offset, length) + data
+
+
+def lreply_payload(result=0, reserved=0, nbytes=None, data=b''):
+    nbytes = len(data) if nbytes is None else nbytes
+    return p.LOWER_REPLY.pack(result, reserved, nbytes) + data
+
+
+def rpl_payload(result=0, action=0, offset=0, nbytes=None, data=b''):
+    nbytes = len(data) if nbytes is None else nbytes
+    return p.REPLY.pack(result, action, offset, nbytes) + data
+
+
+def fresh_device():
+    return p.Decoder(p.DEVICE)
+
+
+def ready_device(features=p.F_ALL, lower_size=MiB, size=0, max_data=65536,
+                 offered_max=65536):
+    """A device-side decoder after a handshake."""
+    d = p.Decoder(p.DEVICE)
+    d.feed(p.encode(p.Hello(p.F_ALL, lower_size, offered_max)))
+    d.sending(p.HelloReply(features, size, max_data))
+    return d
+
+
+def ready_client(features=p.F_ALL, lower_size=MiB, size=0, max_data=65536):
+    """A client-side decoder after a handshake."""
+    c = p.Decoder(p.CLIENT)
+    c.sending(p.Hello(p.F_ALL, lower_size, 65536))
+    c.feed(p.encode(p.HelloReply(features, size, max_data)))
+    return c
+
+
+def with_lower(op, length=4, flags=0):
+    """A device decoder with LOWER_REQUEST handle 1 outstanding."""
+    def make():
+        d = ready_device()
+        d.sending(p.LowerRequest(1, op, 0, length, flags,
+                                 bytes(length) if op == p.OP_WRITE else b''))
+        return d
+    return make
+
+
+def with_request(op, length=4, lower_size=MiB, size=0):
+    """A client decoder with REQUEST handle 1 outstanding."""
+    def make():
+        c = ready_client(lower_size=lower_size, size=size)
+        c.sending(p.Request(1, op, 0, length, 0,
+                            bytes(length) if op == p.OP_WRITE else b''))
+        return c
+    return make
+
+
+def _hello_sent(features=p.F_ALL, lower_size=MiB):
+    """A client decoder that has sent HELLO."""
+    c = p.Decoder(p.CLIENT)
+    c.sending(p.Hello(features, lower_size, 65536))
+    return c
+
+
+def req(op, offset=0, length=0, flags=0, handle=1, data=b'', t=p.TYPE_REQUEST,
+        reserved=0):
+    return raw(t, request_payload(op, offset, length, flags, reserved, data),
+               handle)
+
+
+class RoundTripTest(unittest.TestCase):
+    def transfer(self, sender, receiver, msg):
+        wire = sender.sending(msg)
+        self.assertEqual(wire, p.encode(msg))
+        self.assertEqual(receiver.feed(wire), [msg])
+
+    def test_every_message_type(self):
+        dev, cli = p.Decoder(p.DEVICE), p.Decoder(p.CLIENT)
+        self.transfer(cli, dev, p.Hello(p.F_ALL, 1 << 32, 1 << 17))
+        self.transfer(dev, cli, p.HelloReply(p.F_FLUSH | p.F_LOWER | p.F_FUA,
+                                             4 * MiB, 65536))
+        self.assertEqual((dev.size, dev.lower_size, dev.max_data),
+                         (4 * MiB, 1 << 32, 65536))
+        self.assertEqual((cli.size, cli.features), (4 * MiB, 0x19))
+        self.transfer(cli, dev, p.Request(5, p.OP_WRITE, 512, 3, p.REQ_FUA,
+                                          b'abc'))
+        self.transfer(cli, dev, p.Request(6, p.OP_READ, 4 * MiB - 2, 2))
+        self.transfer(cli, dev, p.Request(7, p.OP_FLUSH))
+        self.transfer(dev, cli, p.LowerRequest(5, p.OP_READ, (1 << 32) - 9, 9))
+        self.transfer(dev, cli, p.LowerRequest(6, p.OP_WRITE_ZEROES, 0,
+                                               1 << 31, p.REQ_MAY_UNMAP))
+        self.transfer(cli, dev, p.LowerReply(5, 0, b'123456789'))
+        self.transfer(cli, dev, p.LowerReply(6, -errno.ENOSPC))
+        self.transfer(dev, cli, p.Reply(6, 0, p.ACTION_COMPLETE, 0, b'xy'))
+        self.transfer(dev, cli, p.Reply(5, 0, p.ACTION_FORWARD, 4096, b'ABC'))
+        self.transfer(dev, cli, p.Reply(7, -errno.EIO))
+        self.assertEqual((dev.requests, cli.requests, dev.lower_requests,
+                          cli.lower_requests), ({}, {}, {}, {}))
+
+    def test_layout(self):
+        wire = p.encode(p.Request(0x1122334455667788, p.OP_WRITE, 0x200, 2,
+                                  p.REQ_FUA, b'hi'))
+        self.assertEqual(wire[:4], b'SDTP')
+        self.assertEqual(len(wire), 24 + 24 + 2)
+        self.assertEqual(wire[4:6], b'\x10\x00')                 # type 16
+        self.assertEqual(wire[8:16], bytes.fromhex('8877665544332211'))
+        self.assertEqual(wire[16:20], (26).to_bytes(4, 'little'))
+        self.assertEqual(wire[24:28], b'\x01\x00\x01\x00')        # op, FUA
+        self.assertEqual(wire[-2:], b'hi')
+        self.assertEqual(len(p.encode(p.Hello(0, 0))), 24 + 40)
+        self.assertEqual(len(p.encode(p.HelloReply(0, 1, 1))), 24 + 32)
+        self.assertEqual(len(p.encode(p.LowerReply(1))), 24 + 16)
+        self.assertEqual(p.encode(p.Reply(1, -5))[24:28],
+                         (-5).to_bytes(4, 'little', signed=True))
+
+    def test_incremental_and_batched(self):
+        msgs = [p.Request(h, p.OP_WRITE, h * 10, 5, 0, b'%05d' % h)
+                for h in range(1, 20)]
+        stream = b''.join(map(p.encode, msgs))
+        d = ready_device()
+        out = []
+        for i in range(len(stream)):                    # byte by byte
+            out += d.feed(stream[i:i + 1])
+        self.assertEqual(out, msgs)
+        d = ready_device()
+        self.assertEqual(d.feed(stream), msgs)          # all at once
+
+    def test_handle_reusable_after_reply(self):
+        d = ready_device()
+        d.feed(req(p.OP_READ, 0, 4, handle=3))
+        d.sending(p.Reply(3, -5))
+        self.assertEqual(len(d.feed(req(p.OP_READ, 0, 4, handle=3))), 1)
+
+    def test_sending_checks_without_recording(self):
+        d = ready_device()
+        d.feed(req(p.OP_READ, 0, 4, handle=3))
+        with self.assertRaisesRegex(p.ProtocolError, 'must be 4'):
+            d.sending(p.Reply(3, 0, data=b'abc'))
+        self.assertIn(3, d.requests)
+        d.sending(p.Reply(3, 0, data=b'abcd'))
+        self.assertNotIn(3, d.requests)
+        with self.assertRaisesRegex(p.ProtocolError, 'cannot encode'):
+            d.sending(p.LowerRequest(-1, p.OP_FLUSH))
+
+    def test_decoder_stays_failed(self):
+        d = fresh_device()
+        with self.assertRaises(p.ProtocolError):
+            d.feed(b'X' * 24)
+        with self.assertRaisesRegex(p.ProtocolError, 'already failed'):
+            d.feed(p.encode(p.Hello(0, MiB)))
+
+
+# Each case: decoder factory, bytes fed to it, regex of the ProtocolError.
+DEVICE_CASES = {
+    'bad_magic': (fresh_device, raw(1, hello_payload(), magic=0x50544454),
+                  'bad magic 0x50544454'),
+    'header_flags': (fresh_device, raw(1, hello_payload(), flags=1),
+                     'header flags must be 0'),
+    'header_reserved': (fresh_device, raw(1, hello_payload(), reserved=9),
+                        'header reserved field must be 0'),
+    'unknown_type': (fresh_device, raw(99, b''), 'unknown message type 99'),
+    'reply_from_client': (ready_device, raw(p.TYPE_REPLY, rpl_payload()),
+                          'REPLY is sent by the device, not the client'),
+    'request_before_hello': (fresh_device, req(p.OP_READ, 0, 1),
+                             'REQUEST before HELLO'),
+    'oversize_before_handshake': (fresh_device, raw(1, length=4097),
+                                  'length 4097 exceeds 4096 before'),
+    'hello_short': (fresh_device, raw(1, hello_payload()[:39]),
+                    'HELLO payload is 39 bytes, must be 40'),
+    'hello_long': (fresh_device, raw(1, hello_payload() + b'\0'),
+                   'HELLO payload is 41 bytes, must be 40'),
+    'hello_version': (fresh_device, raw(1, hello_payload(version=2)),
+                      'HELLO version 2'),
+    'hello_class': (fresh_device, raw(1, hello_payload(cls=2)),
+                    'device class 2 is not 1'),
+    'hello_max_data': (fresh_device, raw(1, hello_payload(max_data=65535)),
+                       'max_data 65535 is below 65536'),
+    'hello_reserved': (fresh_device, raw(1, hello_payload(r2=1)),
+                       'HELLO reserved fields must be 0'),
+    'hello_shm': (fresh_device, raw(1, hello_payload(features=p.F_SHM)),
+                  'SOFTDEV_TAP_F_SHM'),
+    'hello_handle': (fresh_device, raw(1, hello_payload(), handle=4),
+                     'HELLO handle must be 0'),
+    'request_before_hello_reply': (fresh_device, raw(1, hello_payload()) +
+                                   req(p.OP_READ, 0, 1),
+                                   'REQUEST before the handshake is '
+                                   'complete'),
+    'second_hello': (ready_device, raw(1, hello_payload()), 'second HELLO'),
+    'oversize_after_handshake': (ready_device,
+                                 raw(16, length=65536 + 24 + 1),
+                                 r'exceeds max_data 65536 \+ 24'),
+    'request_short': (ready_device, raw(16, request_payload(0)[:23]),
+                      'REQUEST payload is 23 bytes, shorter than its '
+                      '24-byte fixed part'),
+    'request_reserved': (ready_device, req(p.OP_READ, 0, 1, reserved=1),
+                         'REQUEST reserved field must be 0'),
+    'unknown_op': (ready_device, req(5, 0, 1), 'unknown op 5'),
+    'req_flags': (ready_device, req(p.OP_WRITE, 0, 1, flags=4, data=b'x'),
+                  'req_flags 0x4 has undefined bits'),
+    'fua_not_negotiated': (lambda: ready_device(p.F_ALL & ~p.F_FUA),
+                           req(p.OP_WRITE, 0, 1, p.REQ_FUA, data=b'x'),
+                           'FUA but SOFTDEV_TAP_F_FUA was not negotiated'),
+    'op_not_negotiated': (lambda: ready_device(p.F_LOWER),
+                          req(p.OP_FLUSH),
+                          'FLUSH but SOFTDEV_TAP_F_FLUSH was not'),
+    'read_zero_bytes': (ready_device, req(p.OP_READ, 0, 0),
+                        'READ of 0 bytes: must be 1 to max_data 65536'),
+    'read_over_max_data': (ready_device, req(p.OP_READ, 0, 65537),
+                           'READ of 65537 bytes: must be 1 to max_data'),
+    'write_over_negotiated_max_data': (
+        lambda: ready_device(offered_max=1 << 20),
+        req(p.OP_WRITE, 0, 65537, data=bytes(65537)),
+        r'exceeds max_data 65536 \+ 24'),
+    'write_data_size': (ready_device, req(p.OP_WRITE, 0, 10, data=bytes(9)),
+                        'WRITE carries 9 data bytes, must be 10'),
+    'read_with_data': (ready_device, req(p.OP_READ, 0, 4, data=b'abcd'),
+                       'READ carries 4 data bytes, must be 0'),
+    'discard_with_data': (ready_device, req(p.OP_DISCARD, 0, 1, data=b'a'),
+                          'DISCARD carries 1 data bytes, must be 0'),
+    'flush_offset': (ready_device, req(p.OP_FLUSH, 512, 0),
+                     'FLUSH must have offset, bytes and req_flags 0'),
+    'flush_bytes': (ready_device, req(p.OP_FLUSH, 0, 512),
+                    'FLUSH must have offset, bytes and req_flags 0'),
+    'flush_flags': (ready_device, req(p.OP_FLUSH, 0, 0, p.REQ_FUA),
+                    'FLUSH must have offset, bytes and req_flags 0'),
+    'discard_over_2g': (lambda: ready_device(size=1 << 40),
+                        req(p.OP_DISCARD, 0, (1 << 31) + 1),
+                        r'more than 2\^31'),
+    'beyond_lower_size': (ready_device, req(p.OP_READ, MiB - 1, 2),
+                          'READ at 1048575\\+2 exceeds the device size '
+                          '1048576'),
+    'beyond_device_size': (lambda: ready_device(size=8192),
+                           req(p.OP_WRITE_ZEROES, 4096, 4097),
+                           'exceeds the device size 8192'),
+    'huge_offset': (ready_device, req(p.OP_DISCARD, (1 << 64) - 1, 1),
+                    'exceeds the device size'),
+    'duplicate_handle': (ready_device, req(p.OP_READ, 0, 1, handle=7) +
+                         req(p.OP_READ, 8, 1, handle=7),
+                         'REQUEST handle 7 is already outstanding'),
+    'lower_reply_unknown': (ready_device,
+                            raw(33, lreply_payload(), handle=9),
+                            'LOWER_REPLY to handle 9, which is not an '
+                            'outstanding LOWER_REQUEST'),
+    'lower_reply_positive': (with_lower(p.OP_FLUSH, 0),
+                             raw(33, lreply_payload(5), handle=1),
+                             'result must be 0 or a negative errno '
+                             r'\(-1 to -4095\), not 5'),
+    'lower_reply_result_range': (with_lower(p.OP_FLUSH, 0),
+                                 raw(33, lreply_payload(-4096), handle=1),
+                                 'LOWER_REPLY result must be 0 or a '
+                                 'negative errno'),
+    'lower_reply_reserved': (with_lower(p.OP_FLUSH, 0),
+                             raw(33, lreply_payload(reserved=1), handle=1),
+                             'LOWER_REPLY reserved field must be 0'),
+    'lower_reply_bytes_field': (with_lower(p.OP_READ),
+                                raw(33, lreply_payload(nbytes=4,
+                                                       data=b'abc'),
+                                    handle=1),
+                                'bytes field says 4 but 3 data bytes'),
+    'lower_reply_read_size': (with_lower(p.OP_READ),
+                              raw(33, lreply_payload(data=b'abc'), handle=1),
+                              'LOWER_REPLY to a READ with result 0 carries '
+                              '3 data bytes, must be 4'),
+    'lower_reply_error_with_data': (with_lower(p.OP_READ),
+                                    raw(33, lreply_payload(-5, data=b'abcd'),
+                                        handle=1),
+                                    'result -5 carries 4 data bytes, must '
+                                    'be 0'),
+    'lower_reply_write_with_data': (with_lower(p.OP_WRITE),
+                                    raw(33, lreply_payload(data=b'abcd'),
+                                        handle=1),
+                                    'LOWER_REPLY to a WRITE with result 0 '
+                                    'carries 4'),
+}
+
+CLIENT_CASES = {
+    'hello_reply_before_hello': (lambda: p.Decoder(p.CLIENT),
+                                 raw(2, reply_payload()),
+                                 'HELLO_REPLY before HELLO'),
+    'hello_from_device': (ready_client, raw(1, hello_payload()),
+                          'HELLO is sent by the client, not the device'),
+    'hello_reply_unoffered_feature': (
+        lambda: _hello_sent(features=p.F_FLUSH),
+        raw(2, reply_payload(features=p.F_FLUSH | p.F_DISCARD)),
+        'feature bits 0x2 that were not offered'),
+    'hello_reply_class': (lambda: _hello_sent(),
+                          raw(2, reply_payload(cls=2)),
+                          "device class 2 differs from the client's 1"),
+    'hello_reply_version': (lambda: _hello_sent(),
+                            raw(2, reply_payload(version=3)),
+                            'HELLO_REPLY version 3'),
+    'hello_reply_max_data_big': (lambda: _hello_sent(),
+                                 raw(2, reply_payload(max_data=65537)),
+                                 'max_data 65537 is not 65536 to the '
+                                 'offered 65536'),
+    'hello_reply_max_data_small': (lambda: _hello_sent(),
+                                   raw(2, reply_payload(max_data=65535)),
+                                   'max_data 65535 is not 65536 to'),
+    'hello_reply_size_without_lower': (lambda: _hello_sent(lower_size=0),
+                                       raw(2, reply_payload(size=0)),
+                                       'no node below'),
+    'hello_reply_short': (lambda: _hello_sent(),
+                          raw(2, reply_payload()[:31]),
+                          'HELLO_REPLY payload is 31 bytes, must be 32'),
+    'hello_reply_reserved': (lambda: _hello_sent(),
+                             raw(2, reply_payload(r1=1)),
+                             'HELLO_REPLY reserved field must be 0'),
+    'hello_reply_handle': (lambda: _hello_sent(),
+                           raw(2, reply_payload(), handle=1),
+                           'HELLO_REPLY handle must be 0'),
+    'second_hello_reply': (ready_client, raw(2, reply_payload()),
+                           'second HELLO_REPLY'),
+    'request_from_device': (ready_client, req(p.OP_READ, 0, 1),
+                            'REQUEST is sent by the client'),
+    'reply_unknown_handle': (ready_client, raw(17, rpl_payload(), handle=3),
+                             'REPLY to handle 3, which is not an '
+                             'outstanding REQUEST'),
+    'reply_positive_result': (with_request(p.OP_READ),
+                              raw(17, rpl_payload(1), handle=1),
+                              'REPLY result must be 0 or a negative errno'),
+    'reply_result_range': (with_request(p.OP_READ),
+                           raw(17, rpl_payload(-(1 << 31)), handle=1),
+                           'not -2147483648'),
+    'complete_with_offset': (with_request(p.OP_WRITE),
+                             raw(17, rpl_payload(offset=4096), handle=1),
+                             'COMPLETE must have offset 0, not 4096'),
+    'reply_unknown_action': (with_request(p.OP_FLUSH, 0),
+                             raw(17, rpl_payload(action=2), handle=1),
+                             'unknown action 2'),
+    'reply_bytes_field': (with_request(p.OP_READ),
+                          raw(17, rpl_payload(nbytes=5, data=b'abcd'),
+                              handle=1),
+                          'REPLY bytes field says 5 but 4 data bytes'),
+    'oversize_reply': (ready_client, raw(17, length=65536 + 25),
+                       r'exceeds max_data 65536 \+ 24'),
+    'complete_read_size': (with_request(p.OP_READ),
+                           raw(17, rpl_payload(data=b'abc'), handle=1),
+                           'COMPLETE of a READ with result 0 carries 3 data '
+                           'bytes, must be 4'),
+    'complete_error_with_data': (with_request(p.OP_READ),
+                                 raw(17, rpl_payload(-5, data=b'abcd'),
+                                     handle=1),
+                                 'result -5 carries 4 data bytes, must be 0'),
+    'complete_write_with_data': (with_request(p.OP_WRITE),
+                                 raw(17, rpl_payload(data=b'abcd'),
+                                     handle=1),
+                                 'COMPLETE of a WRITE with result 0 carries '
+                                 '4'),
+    'forward_with_result': (with_request(p.OP_READ),
+                            raw(17, rpl_payload(-5, 1), handle=1),
+                            'FORWARD result must be 0, not -5'),
+    'forward_without_lower': (with_request(p.OP_READ, lower_size=0,
+                                           size=4096),
+                              raw(17, rpl_payload(0, 1), handle=1),
+                              'FORWARD but there is no node below'),
+    'forward_read_with_data': (with_request(p.OP_READ),
+                               raw(17, rpl_payload(0, 1, data=b'abcd'),
+                                   handle=1),
+                               'FORWARD of a READ carries 4 data bytes'),
+    'forward_write_data_size': (with_request(p.OP_WRITE),
+                                raw(17, rpl_payload(0, 1, data=b'abc'),
+                                    handle=1),
+                                'FORWARD of a WRITE carries 3 data bytes'),
+    'forward_beyond_lower': (with_request(p.OP_READ),
+                             raw(17, rpl_payload(0, 1, MiB - 3), handle=1),
+                             'FORWARD of a READ to 1048573\\+4 exceeds the '
+                             'lower node size 1048576'),
+    'forward_flush_offset': (with_request(p.OP_FLUSH, 0),
+                             raw(17, rpl_payload(0, 1, 512), handle=1),
+                             'FORWARD of a FLUSH must have offset 0'),
+    'lower_request_not_negotiated': (lambda: ready_client(p.F_FLUSH),
+                                     req(p.OP_READ, 0, 1, t=32),
+                                     'SOFTDEV_TAP_F_LOWER was not '
+                                     'negotiated'),
+    'lower_request_beyond_lower': (lambda: ready_client(size=4 * MiB),
+                                   req(p.OP_READ, MiB, 1, t=32),
+                                   'exceeds the lower node size 1048576'),
+    'lower_request_unknown_op': (ready_client, req(9, 0, 1, t=32),
+                                 'LOWER_REQUEST has unknown op 9'),
+    'lower_request_duplicate': (ready_client,
+                                req(p.OP_READ, 0, 1, t=32) +
+                                req(p.OP_FLUSH, t=32),
+                                'LOWER_REQUEST handle 1 is already '
+                                'outstanding'),
+}
+
+
+class ValidationTest(unittest.TestCase):
+    """One test per rule; generated from DEVICE_CASES and CLIENT_CASES."""
+
+    def check_rejected(self, make, data, regex):
+        with self.assertRaisesRegex(p.ProtocolError, regex):
+            make().feed(data)
+
+    def test_valid_inputs_of_the_cases_pass(self):
+        # The rules are not vacuous: near-identical input is accepted.
+        self.assertEqual(len(ready_device().feed(req(p.OP_READ, MiB - 1,
+                                                     1))), 1)
+        self.assertEqual(len(with_lower(p.OP_READ)().feed(
+            raw(33, lreply_payload(data=b'abcd'), handle=1))), 1)
+        self.assertEqual(len(with_request(p.OP_WRITE)().feed(
+            raw(17, rpl_payload(0, 1, MiB - 4, data=b'abcd'), handle=1))), 1)
+        self.assertEqual(len(ready_device(size=1 << 40).feed(
+            req(p.OP_DISCARD, 0, 1 << 31))), 1)
+        self.assertEqual(len(ready_device(p.F_ALL & ~p.F_FUA).feed(
+            req(p.OP_WRITE_ZEROES, 0, 9, p.REQ_MAY_UNMAP))), 1)
+
+
+def _add_cases(prefix, cases):
+    for name, (make, data, regex) in cases.items():
+        def test(self, make=make, data=data, regex=regex):
+            self.check_rejected(make, data, regex)
+        setattr(ValidationTest, f'test_{prefix}_rejects_{name}', test)
+
+
+_add_cases('device', DEVICE_CASES)
+_add_cases('client', CLIENT_CASES)
+
+
+class FuzzTest(unittest.TestCase):
+    """Arbitrary input only ever raises ProtocolError (bounded, seeded)."""
+
+    def feed_all(self, make, inputs):
+        for data in inputs:
+            d = make()
+            try:
+                d.feed(data)
+                d.feed(data)
+            except p.ProtocolError:
+                pass
+
+    def test_random_bytes(self):
+        rng = random.Random(1)
+        inputs = [rng.randbytes(rng.randrange(0, 300)) for _ in range(200)]
+        for make in (fresh_device, ready_device, lambda: _hello_sent(),
+                     ready_client):
+            self.feed_all(make, inputs)
+
+    def test_random_headers(self):
+        # Valid magic, random rest: reaches the payload checks.
+        rng = random.Random(2)
+        types = list(p.TYPE_NAMES)
+        inputs = []
+        for _ in range(200):
+            payload = rng.randbytes(rng.choice([16, 24, 32, 40, 48, 70]))
+            inputs.append(raw(rng.choice(types), payload,
+                              rng.choice([0, 1, 2, 7])))
+        for make in (fresh_device, ready_device, with_lower(p.OP_READ),
+                     ready_client, with_request(p.OP_WRITE)):
+            self.feed_all(make, inputs)
+
+    def test_mutated_valid_stream(self):
+        rng = random.Random(3)
+        stream = b''.join([
+            req(p.OP_WRITE, 0, 8, p.REQ_FUA, 1, b'abcdefgh'),
+            req(p.OP_READ, 4096, 512, 0, 2), req(p.OP_FLUSH, handle=3),
+            req(p.OP_WRITE_ZEROES, 0, 1 << 20, p.REQ_MAY_UNMAP, 4),
+            raw(33, lreply_payload(data=b'abcd'), handle=1)])
+        inputs = []
+        for _ in range(200):
+            data = bytearray(stream)
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            inputs.append(bytes(data))
+        self.feed_all(with_lower(p.OP_READ), inputs)
+
+
+# -- devices driven by TestClient over a socketpair ------------------------
+
+class DeviceTestCase(unittest.TestCase):
+    def start(self, device, lower=None, **handshake):
+        ours, theirs = socket.socketpair()
+        thread = threading.Thread(target=serve, args=(device, theirs),
+                                  daemon=True)
+        thread.start()
+        client = TestClient(ours, lower=lower)
+        self.addCleanup(self.stop, client, thread)
+        client.handshake(**handshake)
+        return client
+
+    def stop(self, client, thread):
+        client.close()
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
+
+
+class ExampleDeviceTest(DeviceTestCase):
+    def test_passthrough(self):
+        lower = bytearray(os.urandom(MiB))
+        model = bytearray(lower)
+        c = self.start(Passthrough(), lower)
+        self.assertEqual(c.features, p.F_LOWER)     # overrides nothing
+        self.assertEqual(c.size, MiB)
+        rng = random.Random(4)
+        for _ in range(20):
+            off, n = rng.randrange(MiB - 65536), rng.randrange(1, 65537)
+            data = rng.randbytes(n)
+            self.assertEqual(c.write(off, data), (0, b''))
+            model[off:off + n] = data
+            self.assertEqual(c.read(off, n), (0, data))
+        self.assertEqual(lower, model)
+        replies = [m for m in c.received if isinstance(m, p.Reply)]
+        self.assertEqual({m.action for m in replies}, {p.ACTION_FORWARD})
+        # Ops not negotiated go below without reaching the device.
+        self.assertEqual(c.discard(0, 4096), (0, b''))
+        self.assertEqual(c.write_zeroes(4096, 4096), (0, b''))
+        self.assertEqual(c.flush(), (0, b''))
+        self.assertEqual(lower[:8192], bytes(8192))
+        self.assertEqual(len([m for m in c.received
+                              if isinstance(m, p.Reply)]), len(replies))
+
+    def test_ramdisk(self):
+        c = self.start(RamDisk(size='1M'))
+        self.assertEqual(c.features, p.F_FLUSH | p.F_DISCARD | p.F_ZEROES |
+                         p.F_FUA)
+        self.assertEqual((c.hello_reply.size, c.size), (MiB, MiB))
+        self.assertEqual(c.read(0, 4), (0, bytes(4)))
+        self.assertEqual(c.write(100, b'hello', fua=True), (0, b''))
+        self.assertEqual(c.write(MiB - 3, b'end'), (0, b''))
+        self.assertEqual(c.read(98, 9), (0, b'\0\0hello\0\0'))
+        self.assertEqual(c.read(MiB - 3, 3), (0, b'end'))
+        self.assertEqual(c.write_zeroes(101, 2), (0, b''))
+        self.assertEqual(c.read(100, 5), (0, b'h\0\0lo'))
+        self.assertEqual(c.discard(100, 5), (0, b''))
+        self.assertEqual(c.read(100, 5), (0, bytes(5)))
+        self.assertEqual(c.flush(), (0, b''))
+        self.assertFalse(any(isinstance(m, p.LowerRequest)
+                             for m in c.received))
+        with self.assertRaisesRegex(p.ProtocolError, 'exceeds the device'):
+            c.read(MiB - 3, 4)          # the client side checks too
+
+    def test_xor(self):
+        lower = bytearray(MiB)
+        c = self.start(Xor(key='0x5a'), lower)
+        self.assertEqual(c.features, p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        data = os.urandom(65536)
+        self.assertEqual(c.write(4096, data), (0, b''))
+        self.assertEqual(bytes(lower[4096:4096 + 65536]),
+                         bytes(b ^ 0x5a for b in data))
+        self.assertEqual(c.read(4096, 65536), (0, data))
+        self.assertEqual(c.read(0, 2), (0, b'\x5a\x5a'))    # zero below
+        # WRITE_ZEROES larger than max_data: key bytes below, zeroes above
+        self.assertEqual(c.write_zeroes(1000, 200000), (0, b''))
+        self.assertEqual(bytes(lower[1000:201000]), b'\x5a' * 200000)
+        self.assertEqual(c.read(1000, 65536), (0, bytes(65536)))
+        self.assertTrue(all(n <= 65536 for op, _, n, _ in c.lower_ops))
+        # FUA reaches the node below
+        c.lower_ops.clear()
+        self.assertEqual(c.write(0, b'x', fua=True), (0, b''))
+        self.assertEqual(c.lower_ops, [(p.OP_WRITE, 0, 1, p.REQ_FUA)])
+
+    def test_xor_lower_errors(self):
+        c = self.start(Xor(key='7'), bytearray(MiB))
+        c.lower_errors[p.OP_READ] = errno.EIO
+        self.assertEqual(c.read(0, 512), (-errno.EIO, b''))
+        c.lower_errors[p.OP_WRITE] = errno.ENOSPC
+        self.assertEqual(c.write(0, b'abc'), (-errno.ENOSPC, b''))
+        c.lower_errors.clear()
+        self.assertEqual(c.write(0, b'abc'), (0, b''))
+        self.assertEqual(c.lower[:3], bytes(b ^ 7 for b in b'abc'))
+
+    def test_latency(self):
+        lower = bytearray(MiB)
+        c = self.start(Latency(delay_ms='100'), lower)
+        t0 = time.monotonic()
+        self.assertEqual(c.write(512, b'late'), (0, b''))
+        self.assertGreaterEqual(time.monotonic() - t0, 0.1)
+        self.assertEqual(lower[512:516], b'late')
+        # eight reads overlap in the worker pool
+        t0 = time.monotonic()
+        handles = [c.submit(p.OP_READ, 512, 4) for _ in range(8)]
+        self.assertEqual([c.collect(h) for h in handles], [(0, b'late')] * 8)
+        self.assertLess(time.monotonic() - t0, 0.5)
+
+    def test_logger(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'writes.log')
+            lower = bytearray(MiB)
+            device = Logger(path=path)
+            self.addCleanup(device.log.close)
+            c = self.start(device, lower)
+            self.assertEqual(c.write(4096, b'abcd'), (0, b''))
+            self.assertEqual(c.write(0, b'xyz', fua=True), (0, b''))
+            self.assertEqual(c.read(4096, 4), (0, b'abcd'))
+            self.assertEqual(lower[:3], b'xyz')
+            with open(path) as f:
+                lines = [line.split()[1:] for line in f]
+            self.assertEqual(lines, [['write', '4096', '4'],
+                                     ['write', '0', '3', 'fua']])
+
+
+class Shift(BlockDevice):
+    """Forwards reads and writes 4096 bytes further down, uppercased."""
+
+    def read(self, offset, length):
+        return Forward(offset=offset + 4096)
+
+    def write(self, offset, data, fua):
+        return Forward(offset=offset + 4096, data=data.upper())
+
+
+class Faulty(BlockDevice):
+    """Completes requests wrongly in many ways."""
+    size = 65536
+
+    def read(self, offset, length):
+        if offset == 0:
+            raise DeviceError(errno.ENOSPC)
+        if offset == 1:
+            raise OSError(errno.EROFS, 'read-only')
+        if offset == 2:
+            raise RuntimeError('a bug')
+        if offset == 3:
+            return b'short'
+        if offset == 4:
+            return Forward(offset=1 << 30)
+        if offset == 5:
+            return None
+        if offset == 6:
+            return self.lower_read(1 << 30, 1)
+        return Forward()
+
+    def write(self, offset, data, fua):
+        if offset == 0:
+            return Forward(data=data + b'!')
+        if offset == 1:
+            return len(data)
+        return Forward()
+
+
+class NoLower(BlockDevice):
+    """No node below and only defaults: what the spec says the client does
+    for declined ops, and -EIO for reads and writes."""
+    size = 8192
+    features = p.F_FLUSH | p.F_DISCARD | p.F_ZEROES
+
+
+class Zeroes(BlockDevice):
+    """Completes WRITE_ZEROES itself through the node below."""
+
+    def write_zeroes(self, offset, length, may_unmap):
+        self.lower_write_zeroes(offset, length, may_unmap)
+
+
+class BigRead(BlockDevice):
+    """A read handler that reads more than max_data from the node below."""
+
+    def read(self, offset, length):
+        return self.lower_read(0, 200000)[offset:offset + length]
+
+
+class ForwardAndErrorTest(DeviceTestCase):
+    def test_forward_changed_offset_and_data(self):
+        lower = bytearray(MiB)
+        c = self.start(Shift(size=MiB - 4096), lower)
+        self.assertEqual(c.size, MiB - 4096)
+        self.assertEqual(c.write(10, b'hello'), (0, b''))
+        self.assertEqual(lower[4106:4111], b'HELLO')
+        self.assertEqual(lower[10:15], bytes(5))
+        self.assertEqual(c.read(10, 5), (0, b'HELLO'))
+        self.assertEqual(c.write(MiB - 4096 - 2, b'zz'), (0, b''))
+        self.assertEqual(lower[-2:], b'ZZ')
+        fwd = [m for m in c.received if isinstance(m, p.Reply)]
+        self.assertEqual([m.offset for m in fwd], [4106, 4106, MiB - 2])
+
+    def test_errors_become_negative_errno(self):
+        c = self.start(Faulty(), bytearray(MiB))
+        self.assertEqual(c.read(0, 1), (-errno.ENOSPC, b''))
+        self.assertEqual(c.read(1, 1), (-errno.EROFS, b''))
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            self.assertEqual(c.read(2, 1), (-errno.EIO, b''))
+            self.assertEqual(c.read(3, 1), (-errno.EIO, b''))
+            self.assertEqual(c.read(4, 1), (-errno.EIO, b''))
+            self.assertEqual(c.read(5, 1), (-errno.EIO, b''))
+            self.assertEqual(c.read(6, 1), (-errno.EINVAL, b''))
+            self.assertEqual(c.write(0, b'ab'), (-errno.EIO, b''))
+            self.assertEqual(c.write(1, b'ab'), (-errno.EIO, b''))
+        text = '\n'.join(logs.output)
+        self.assertIn('RuntimeError: a bug', text)
+        self.assertIn('device bug: COMPLETE of a READ with result 0 '
+                      'carries 5 data bytes, must be 1', text)
+        self.assertIn('exceeds the lower node size', text)
+        self.assertIn('READ handler returned NoneType', text)
+        self.assertIn('FORWARD of a WRITE carries 3 data bytes', text)
+        self.assertIn('WRITE handler returned int', text)
+        # The connection is still good, and lower errors of FORWARDs are
+        # the request's result.
+        self.assertEqual(c.write(8, b'ok'), (0, b''))
+        c.lower_errors[p.OP_WRITE] = errno.EDQUOT
+        self.assertEqual(c.write(8, b'no'), (-errno.EDQUOT, b''))
+        self.assertEqual(c.lower[8:10], b'ok')
+
+    def test_defaults_without_node_below(self):
+        c = self.start(NoLower())
+        self.assertEqual(c.flush(), (0, b''))
+        self.assertEqual(c.discard(0, 512), (-errno.ENOTSUP, b''))
+        self.assertEqual(c.write_zeroes(0, 512), (-errno.ENOTSUP, b''))
+        with self.assertLogs('softdev', 'ERROR'):
+            self.assertEqual(c.read(0, 512), (-errno.EIO, b''))
+            self.assertEqual(c.write(0, b'a'), (-errno.EIO, b''))
+
+    def test_write_zeroes_fua_is_flushed(self):
+        lower = bytearray(b'\xff' * MiB)
+        c = self.start(Zeroes(), lower)
+        self.assertEqual(c.features, p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        self.assertEqual(c.write_zeroes(0, 8, may_unmap=True, fua=True),
+                         (0, b''))
+        self.assertEqual(lower[:9], bytes(8) + b'\xff')
+        self.assertEqual(c.lower_ops, [(p.OP_WRITE_ZEROES, 0, 8,
+                                        p.REQ_MAY_UNMAP),
+                                       (p.OP_FLUSH, 0, 0, 0)])
+
+    def test_lower_read_is_split_by_max_data(self):
+        lower = bytearray(os.urandom(MiB))
+        c = self.start(BigRead(), lower)
+        self.assertEqual(c.read(150000, 10), (0, lower[150000:150010]))
+        self.assertEqual([(op, off, n) for op, off, n, _ in c.lower_ops],
+                         [(0, 0, 65536), (0, 65536, 65536),
+                          (0, 131072, 65536), (0, 196608, 3392)])
+
+    def test_handshake_values(self):
+        self.assertEqual(parse_size('64M'), 64 * MiB)
+        self.assertEqual(parse_size('0x1b'), 27)
+        self.assertEqual(parse_size('1.5KiB'), 1536)
+        c = self.start(RamDisk(size='128K', max_data='64K'),
+                       max_data=1 << 20)
+        self.assertEqual((c.size, c.max_data), (131072, 65536))
+        c = self.start(Passthrough(features='0x21'), bytearray(4096),
+                       features=p.F_FLUSH | p.F_ZEROES)
+        self.assertEqual(c.features, p.F_FLUSH)     # SHM never accepted
+        # A device may not lower max_data below 65536: it hangs up.
+        ours, theirs = socket.socketpair()
+        thread = threading.Thread(target=serve, daemon=True,
+                                  args=(RamDisk(size='1M', max_data='4K'),
+                                        theirs))
+        thread.start()
+        c = TestClient(ours)
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            with self.assertRaisesRegex(ConnectionError, 'closed'):
+                c.handshake()
+            thread.join(5)
+        self.assertIn('max_data 4096 is below 65536', logs.output[0])
+        c.close()
+
+
+# -- the server: broken clients, reconnects, command line --------------------
+
+class SlowRam(RamDisk):
+    """A RamDisk whose writes take 0.2 s, announcing start and end."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.started = threading.Event()
+        self.writes = []
+
+    def write(self, offset, data, fua):
+        self.started.set()
+        time.sleep(0.2)
+        super().write(offset, data, fua)
+        self.writes.append(time.monotonic())
+
+
+class ServerTest(unittest.TestCase):
+    def serve(self, device):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.path = os.path.join(tmp.name, 'dev.sock')
+        server = Server.unix(device, self.path, handshake_timeout=0.5)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+
+        def stop():
+            server.close()
+            thread.join(5)
+            self.assertFalse(thread.is_alive())
+        self.addCleanup(stop)
+        return server
+
+    def connect(self, lower=None):
+        return TestClient.connect_unix(self.path, lower=lower, timeout=5)
+
+    def test_survives_broken_clients(self):
+        self.serve(RamDisk(size='1M'))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        rng = random.Random(5)
+        broken = [      # (handshake first?, bytes, expected log)
+            (False, raw(1, hello_payload(), magic=0xdeadbeef), 'bad magic'),
+            (False, raw(1, length=1 << 20), 'exceeds 4096 before the'),
+            (True, raw(33, lreply_payload(), handle=42),
+             'not an outstanding LOWER_REQUEST'),
+            (True, raw(16, length=(1 << 20) + 25),
+             r'exceeds max_data 65536 \+ 24'),
+            (True, req(p.OP_READ, MiB, 1), 'exceeds the device size'),
+            (False, b'SDTP' + rng.randbytes(100), 'protocol error'),
+            (False, b'', 'no HELLO within 0.5 s'),
+        ]
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            for handshake, data, _ in broken:
+                c = self.connect()
+                if handshake:
+                    c.handshake()
+                c.send_raw(data)
+                self.assertTrue(c.expect_eof())
+                c.close()
+            for i in range(5):          # random bytes, then hang up
+                c = self.connect()
+                c.send_raw(rng.randbytes(rng.randrange(1, 200)))
+                try:
+                    c.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                self.assertTrue(c.expect_eof())
+                c.close()
+        for (_, _, regex), line in zip(broken, logs.output):
+            self.assertRegex(line, regex)
+        c = self.connect()
+        c.handshake()
+        self.assertEqual(c.write(0, b'still here'), (0, b''))
+        self.assertEqual(c.read(0, 10), (0, b'still here'))
+        c.close()
+
+    def test_unix_socket_path(self):
+        server = self.serve(Passthrough())
+        with self.assertRaises(OSError) as cm:
+            Server.unix(Passthrough(), self.path)       # a live server
+        self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
+        stale = self.path + '.stale'
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(stale)                            # nobody listens
+        other = Server.unix(Passthrough(), stale)
+        self.assertEqual(other.address(), f'unix:{stale}')
+        other.close()
+        self.assertFalse(os.path.exists(stale))
+        self.assertEqual(server.address(), f'unix:{self.path}')
+
+    def test_reconnect_replays_request(self):
+        device = SlowRam(size='1M')
+        self.serve(device)
+        c1 = self.connect()
+        c1.handshake()
+        c1.submit(p.OP_WRITE, 8192, data=b'replayed', handle=7)
+        self.assertTrue(device.started.wait(5))
+        c1.close()                      # the reply of handle 7 is lost
+        c2 = self.connect()
+        c2.handshake()
+        # The old handler had ended before the new connection was served.
+        self.assertEqual(len(device.writes), 1)
+        self.assertEqual(c2.request(p.OP_WRITE, 8192, data=b'replayed',
+                                    handle=7), (0, b''))
+        self.assertEqual(len(device.writes), 2)
+        self.assertEqual(c2.read(8192, 8), (0, b'replayed'))
+        self.assertEqual([m.handle for m in c2.received
+                          if isinstance(m, p.Reply)], [7, 1])
+        c2.close()
+
+    def test_reconnect_while_waiting_below(self):
+        lower = bytearray(MiB)
+        self.serve(Xor(key='0x01'))
+        c1 = self.connect(lower)
+        c1.handshake()
+        c1.send_raw(p.encode(p.Request(7, p.OP_WRITE, 0, 3, 0, b'abc')))
+        # The device waits for a LOWER_REPLY that never comes.
+        data = c1.sock.recv(4096)
+        self.assertEqual(data[:6], b'SDTP\x20\x00')     # LOWER_REQUEST
+        c1.close()
+        c2 = self.connect(lower)
+        c2.handshake()
+        self.assertEqual(lower[:3], bytes(3))
+        self.assertEqual(c2.request(p.OP_WRITE, 0, data=b'abc', handle=7),
+                         (0, b''))
+        self.assertEqual(lower[:3], b'`cb')
+        self.assertEqual(c2.read(0, 3), (0, b'abc'))
+        c2.close()
+
+    def test_tcp(self):
+        server = Server.tcp(RamDisk(size='64K'), '127.0.0.1', 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        port = server.listener.getsockname()[1]
+        self.assertEqual(server.address(), f'tcp:127.0.0.1:{port}')
+        c = TestClient(socket.create_connection(('127.0.0.1', port), 5))
+        c.handshake()
+        self.assertEqual(c.write(0, b'tcp'), (0, b''))
+        self.assertEqual(c.read(0, 3), (0, b'tcp'))
+        c.close()
+        server.close()
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
+
+    def test_command_line(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'ram.sock')
+            env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+            proc = subprocess.Popen(
+                ['/usr/bin/python3', '-m', 'softdev', 'run',
+                 'softdev.examples.ramdisk:RamDisk', '--unix', path,
+                 '--arg', 'size=1M'], env=env, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                deadline = time.monotonic() + 5
+                while not os.path.exists(path):
+                    self.assertLess(time.monotonic(), deadline)
+                    self.assertIsNone(proc.poll())
+                    time.sleep(0.02)
+                self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+                c = TestClient.connect_unix(path)
+                self.assertEqual(c.handshake().size, MiB)
+                self.assertEqual(c.write(7, b'cli'), (0, b''))
+                self.assertEqual(c.read(7, 3), (0, b'cli'))
+                proc.terminate()        # while the client is connected
+                _, err = proc.communicate(timeout=5)
+                c.close()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertIn(f'listening on unix:{path}', err)
+            self.assertFalse(os.path.exists(path))
+
+    def test_command_line_errors(self):
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+        for target, message in [('softdev.examples.ramdisk', 'MODULE:CLASS'),
+                                ('softdev.protocol:Decoder',
+                                 'not a BlockDevice subclass')]:
+            proc = subprocess.run(['/usr/bin/python3', '-m', 'softdev',
+                                   'run', target, '--unix', '/nonexistent'],
+                                  env=env, capture_output=True, text=True,
+                                  timeout=10)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertIn(message, proc.stderr)
+
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.WARNING)
+    unittest.main()
