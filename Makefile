@@ -49,7 +49,8 @@ check: build guest
 # Parts of 'make check', for development
 check-unit:
 	$(SRC)/tests/unit/run-c-tests.sh $(SRC)
-	cd $(SRC) && $(PY) -m unittest discover -s tests/unit -p 'test_*.py' -v
+	cd $(SRC) && SANITIZE=1 $(PY) -m unittest discover -s tests/unit \
+		-p 'test_*.py' -v
 
 check-qtest check-iotests check-stock check-guest: build guest
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR) \

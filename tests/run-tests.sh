@@ -40,7 +40,8 @@ suite() {
 
 run_unit() {
     "$SRC/tests/unit/run-c-tests.sh" "$SRC" &&
-    (cd "$SRC" && $PY -m unittest discover -s tests/unit -p 'test_*.py' -v)
+    (cd "$SRC" &&
+     SANITIZE=1 $PY -m unittest discover -s tests/unit -p 'test_*.py' -v)
 }
 
 run_qtest() {

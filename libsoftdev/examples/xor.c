@@ -1,0 +1,111 @@
+/*
+ * Toy encryption (not secure): the node below holds every byte XORed with
+ * a key; reads undo it.  Shows softdev_lower_read() and
+ * softdev_lower_write().  Usage: xor --unix PATH [key=]KEY (default 0x5a)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "softdev.h"
+
+static unsigned char key = 0x5a;
+
+static void *xor_open(int argc, char **argv)
+{
+    const char *arg = argc > 1 ? argv[1] : "0x5a";
+    char *end;
+    unsigned long v;
+
+    if (!strncmp(arg, "key=", 4)) {
+        arg += 4;
+    }
+    v = strtoul(arg, &end, 0);
+    if (*end || v > 0xff || argc > 2) {
+        softdev_error("usage: %s --unix PATH [key=]KEY (0 to 255)",
+                      argv[0]);
+        return NULL;
+    }
+    key = v;
+    return &key;
+}
+
+static void xor_buf(unsigned char *dst, const unsigned char *src,
+                    uint32_t len)
+{
+    uint32_t i;
+
+    for (i = 0; i < len; i++) {
+        dst[i] = src[i] ^ key;
+    }
+}
+
+static int xor_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
+                    uint64_t off)
+{
+    int ret = softdev_lower_read(r, buf, len, off);
+
+    (void)h;
+    if (ret == 0) {
+        xor_buf(buf, buf, len);
+    }
+    return ret;
+}
+
+static int xor_write(void *h, struct softdev_req *r, const void *buf,
+                     uint32_t len, uint64_t off, uint32_t flags)
+{
+    unsigned char *enc = malloc(len);
+    int ret;
+
+    (void)h;
+    if (!enc) {
+        return -ENOMEM;
+    }
+    xor_buf(enc, buf, len);
+    ret = softdev_lower_write(r, enc, len, off, flags);
+    free(enc);
+    return ret;
+}
+
+/*
+ * Zeroes must read back as zeroes, so the node below gets key bytes.
+ * (DISCARD is not handled: discarded data is undefined.)
+ */
+static int xor_write_zeroes(void *h, struct softdev_req *r, uint32_t len,
+                            uint64_t off, uint32_t flags)
+{
+    uint32_t chunk = len < (1u << 16) ? len : (1u << 16), pos, n;
+    unsigned char *fill = malloc(chunk ? chunk : 1);
+    int ret = 0;
+
+    (void)h;
+    if (!fill) {
+        return -ENOMEM;
+    }
+    memset(fill, key, chunk);
+    for (pos = 0; pos < len && ret == 0; pos += n) {
+        n = len - pos < chunk ? len - pos : chunk;
+        ret = softdev_lower_write(r, fill, n, off + pos,
+                                  flags & SOFTDEV_FUA);
+    }
+    free(fill);
+    return ret;
+}
+
+static const struct softdev_device xor_device = {
+    .api_version = SOFTDEV_API_VERSION,
+    .name = "xor",
+    .open = xor_open,
+    .read = xor_read,
+    .write = xor_write,
+    .write_zeroes = xor_write_zeroes,
+};
+
+int main(int argc, char **argv)
+{
+    return softdev_main(&xor_device, argc, argv);
+}
