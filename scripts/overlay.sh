@@ -22,6 +22,7 @@ link() {
 
 link block/softdev block/softdev
 link include/softdev include/softdev
+link libsoftdev libsoftdev
 link net/softdev net/softdev
 link usb/softdev hw/usb/softdev
 link hw/xen/softdev hw/xen/softdev

@@ -59,7 +59,7 @@ iotests_check() {
 }
 
 run_iotests() {
-    iotests_check -raw softdev-stack
+    iotests_check -raw softdev-stack softdev-tap
 }
 
 run_stock() {
@@ -79,7 +79,7 @@ for s in $SUITES; do
     case $s in
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
-    iotests) suite "iotests softdev-stack (tools, stacks, traces)" \
+    iotests) suite "iotests softdev-stack, softdev-tap" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;

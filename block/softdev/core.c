@@ -43,6 +43,7 @@ typedef struct SoftdevOpCounters {
 typedef struct SoftdevState {
     SoftdevDriver *sd;
     void *opaque;               /* sd->state_size bytes */
+    bool content_preserving;
     Stat64 alerts;
     SoftdevOpCounters stats[SOFTDEV_OP__MAX];
 } SoftdevState;
@@ -98,6 +99,13 @@ static uint64_t softdev_hist_percentile(const uint64_t *hist, uint64_t count,
         }
     }
     return max;
+}
+
+bool softdev_is_content_preserving(BlockDriverState *bs)
+{
+    SoftdevState *s = bs->opaque;
+
+    return s->content_preserving;
 }
 
 void *softdev_opaque(BlockDriverState *bs)
@@ -227,6 +235,36 @@ static int coroutine_fn GRAPH_RDLOCK softdev_co_flush(BlockDriverState *bs)
     return softdev_co_request(bs, &req);
 }
 
+/*
+ * A content-preserving soft device passes its users' permissions through,
+ * like a filter, even if the block layer does not see it as one
+ * (softdev-tap): it can then sit above a node that others write to.
+ */
+static void softdev_child_perm(BlockDriverState *bs, BdrvChild *c,
+                               BdrvChildRole role,
+                               BlockReopenQueue *reopen_queue,
+                               uint64_t perm, uint64_t shared,
+                               uint64_t *nperm, uint64_t *nshared)
+{
+    SoftdevState *s = bs->opaque;
+
+    if (s->content_preserving) {
+        role = BDRV_CHILD_FILTERED | BDRV_CHILD_PRIMARY;
+    }
+    bdrv_default_perms(bs, c, role, reopen_queue, perm, shared, nperm,
+                       nshared);
+}
+
+static void GRAPH_RDLOCK
+softdev_refresh_limits(BlockDriverState *bs, Error **errp)
+{
+    SoftdevState *s = bs->opaque;
+
+    if (s->sd->refresh_limits && s->opaque) {
+        s->sd->refresh_limits(bs, errp);
+    }
+}
+
 static int64_t coroutine_fn GRAPH_RDLOCK
 softdev_co_getlength(BlockDriverState *bs)
 {
@@ -252,17 +290,22 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
     GLOBAL_STATE_CODE();
 
     s->sd = sd;
-    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
-    if (ret < 0) {
-        return ret;
-    }
-
     if (sd->opts) {
         opts = qemu_opts_create(sd->opts, NULL, 0, &error_abort);
         if (!qemu_opts_absorb_qdict(opts, options, errp)) {
             ret = -EINVAL;
             goto out;
         }
+    }
+    /* Known before the child is attached: it decides our permissions. */
+    s->content_preserving = sd->content_preserving_opt ?
+        qemu_opt_get_bool(opts, sd->content_preserving_opt,
+                          sd->content_preserving) :
+        sd->content_preserving;
+
+    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
+    if (ret < 0) {
+        goto out;
     }
 
     bdrv_graph_rdlock_main_loop();
@@ -275,7 +318,7 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
 
     s->opaque = g_malloc0(MAX(sd->state_size, 1));
     if (sd->open) {
-        ret = sd->open(bs, opts, errp);
+        ret = sd->open(bs, opts, options, errp);
         if (ret < 0) {
             g_free(s->opaque);
             s->opaque = NULL;
@@ -335,7 +378,8 @@ void softdev_register(SoftdevDriver *sd)
 
         .bdrv_open              = softdev_open,
         .bdrv_close             = softdev_close,
-        .bdrv_child_perm        = bdrv_default_perms,
+        .bdrv_child_perm        = softdev_child_perm,
+        .bdrv_refresh_limits    = softdev_refresh_limits,
 
         .bdrv_co_getlength      = softdev_co_getlength,
         .bdrv_co_truncate       = softdev_co_truncate,
@@ -388,7 +432,7 @@ SoftdevInfo *softdev_query_node(BlockDriverState *bs)
     if (child) {
         info->child = g_strdup(child->node_name);
     }
-    info->content_preserving = s->sd->content_preserving;
+    info->content_preserving = s->content_preserving;
     info->alerts = stat64_get(&s->alerts);
 
     for (op = 0; op < SOFTDEV_OP__MAX; op++) {

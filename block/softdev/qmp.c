@@ -24,20 +24,27 @@
 #include "softdev/softdev.h"
 #include "trace.h"
 
-/* The 'file' option of @options if it is a reference to a node, or NULL */
-static char *softdev_file_reference(BlockdevOptions *options)
+/* @options as a QDict, the way blockdev-add sees them */
+static QDict *softdev_options_qdict(BlockdevOptions *options)
 {
-    g_autoptr(QDict) qdict = NULL;
     QObject *obj = NULL;
     Visitor *v = qobject_output_visitor_new(&obj);
-    const char *file;
 
     visit_type_BlockdevOptions(v, NULL, &options, &error_abort);
     visit_complete(v, &obj);
     visit_free(v);
-    qdict = qobject_to(QDict, obj);
-    file = qdict_get_try_str(qdict, "file");
-    return g_strdup(file);
+    return qobject_to(QDict, obj);
+}
+
+/* Delete a node softdev-insert created; nothing uses it yet. */
+static void softdev_insert_undo(const char *node_name)
+{
+    Error *local_err = NULL;
+
+    qmp_blockdev_del(node_name, &local_err);
+    if (local_err) {
+        warn_report_err(local_err);
+    }
 }
 
 void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
@@ -45,7 +52,9 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
     ERRP_GUARD();
     const char *drvname = BlockdevDriver_str(options->driver);
     SoftdevDriver *sd = softdev_find_driver(drvname);
-    g_autofree char *file = NULL;
+    g_autoptr(QDict) qdict = NULL;
+    const char *file;
+    bool preserving;
     BlockDriverState *target, *bs;
     int ret;
 
@@ -53,12 +62,6 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
 
     if (!sd) {
         error_setg(errp, "driver '%s' is not a soft device", drvname);
-        return;
-    }
-    if (!sd->content_preserving) {
-        error_setg(errp, "soft device '%s' changes the data it stores, so it "
-                   "cannot be inserted above a node that holds data; create "
-                   "it with blockdev-add instead", drvname);
         return;
     }
     if (!options->node_name) {
@@ -70,7 +73,18 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
                    options->node_name);
         return;
     }
-    file = softdev_file_reference(options);
+    qdict = softdev_options_qdict(options);
+    preserving = sd->content_preserving_opt ?
+        qdict_get_try_bool(qdict, sd->content_preserving_opt,
+                           sd->content_preserving) :
+        sd->content_preserving;
+    if (!preserving) {
+        error_setg(errp, "soft device '%s' changes the data it stores, so it "
+                   "cannot be inserted above a node that holds data; create "
+                   "it with blockdev-add instead", drvname);
+        return;
+    }
+    file = qdict_get_try_str(qdict, "file");
     if (!file) {
         error_setg(errp, "'file' must be the name of an existing node");
         return;
@@ -99,6 +113,7 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
     }
     bs = bdrv_find_node(options->node_name);
     assert(bs);
+    assert(softdev_is_content_preserving(bs));
 
     bdrv_ref(target);
     bdrv_drained_begin(target);
@@ -111,15 +126,9 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
     bdrv_unref(target);
 
     if (ret < 0) {
-        Error *local_err = NULL;
-
         error_prepend(errp, "cannot insert '%s' above '%s': ",
                       options->node_name, file);
-        /* Nothing uses the new node yet, so it can go again. */
-        qmp_blockdev_del(options->node_name, &local_err);
-        if (local_err) {
-            warn_report_err(local_err);
-        }
+        softdev_insert_undo(options->node_name);
         return;
     }
     trace_softdev_insert(bs, drvname, options->node_name, file);
@@ -158,13 +167,13 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
                    node_name, bdrv_get_format_name(bs) ?: "none");
         return;
     }
-    if (!sd->content_preserving) {
+    if (!softdev_is_content_preserving(bs)) {
         error_setg(errp, "soft device '%s' changes the data it stores, so "
                    "its users cannot be switched to its child", node_name);
         return;
     }
     bdrv_graph_rdlock_main_loop();
-    child = bdrv_filter_bs(bs);
+    child = bs->file ? bs->file->bs : NULL;
     bdrv_graph_rdunlock_main_loop();
     if (!child) {
         error_setg(errp, "soft device '%s' has no child to take its place",
@@ -173,8 +182,18 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
     }
     monitor_owned = softdev_is_monitor_owned(bs);
 
+    /*
+     * Like bdrv_drop_filter(), which needs a filter: a content-preserving
+     * softdev-tap node is not one to the block layer.
+     */
     bdrv_ref(bs);
-    ret = bdrv_drop_filter(bs, errp);
+    bdrv_ref(child);
+    bdrv_drained_begin(child);
+    bdrv_graph_wrlock();
+    ret = bdrv_replace_node(bs, child, errp);
+    bdrv_graph_wrunlock();
+    bdrv_drained_end(child);
+    bdrv_unref(child);
     if (ret < 0) {
         error_prepend(errp, "cannot remove '%s': ", node_name);
         bdrv_unref(bs);

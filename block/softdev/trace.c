@@ -266,7 +266,7 @@ softdev_trace_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
 }
 
 static int softdev_trace_open(BlockDriverState *bs, QemuOpts *opts,
-                              Error **errp)
+                              QDict *options, Error **errp)
 {
     SoftdevTrace *t = softdev_opaque(bs);
     const char *path = qemu_opt_get(opts, "trace-file");

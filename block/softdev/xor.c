@@ -136,7 +136,7 @@ softdev_xor_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
 }
 
 static int softdev_xor_open(BlockDriverState *bs, QemuOpts *opts,
-                            Error **errp)
+                            QDict *options, Error **errp)
 {
     SoftdevXor *x = softdev_opaque(bs);
     uint64_t key = qemu_opt_get_number(opts, "key", 0);

@@ -24,6 +24,7 @@ typedef struct SoftdevRequest {
     size_t qiov_offset;
     BdrvRequestFlags flags;
     int64_t start_ns;           /* QEMU_CLOCK_REALTIME, set by the core */
+    void *opaque;               /* the soft device's, from co_pre to co_post */
 } SoftdevRequest;
 
 /* Return values of SoftdevDriver.co_pre besides -errno */
@@ -40,9 +41,17 @@ struct SoftdevDriver {
 
     /*
      * True if the soft device keeps its child's content unchanged, so
-     * that softdev-insert may put it above a node holding data.
+     * that softdev-insert may put it above a node holding data.  Only
+     * such a soft device is a filter.
      */
     bool content_preserving;
+
+    /*
+     * If set, the name of a bool option in @opts with which a node
+     * overrides @content_preserving (softdev-tap asks its user).  Such a
+     * node passes its users' permissions through like a filter does.
+     */
+    const char *content_preserving_opt;
 
     /* Size of the soft device's state, see softdev_opaque() */
     size_t state_size;
@@ -53,9 +62,17 @@ struct SoftdevDriver {
     /* Options that change what the guest sees (for json: filenames) */
     const char *const *strong_runtime_opts;
 
-    /* Called after the child is open; undo everything on failure. */
-    int (*open)(BlockDriverState *bs, QemuOpts *opts, Error **errp);
+    /*
+     * Called after the child is open; undo everything on failure.
+     * @options holds what @opts did not absorb (nested options such as
+     * "server.path"); take what you use out of it.
+     */
+    int (*open)(BlockDriverState *bs, QemuOpts *opts, QDict *options,
+                Error **errp);
     void (*close)(BlockDriverState *bs);
+
+    /* Adjust bs->bl after the core inherited the child's limits. */
+    void (*refresh_limits)(BlockDriverState *bs, Error **errp);
 
     /*
      * Before a request: return SOFTDEV_CONTINUE to have it forwarded to
@@ -89,6 +106,9 @@ SoftdevDriver *softdev_driver(BlockDriverState *bs);
 
 /* The soft device registered as @name, or NULL. */
 SoftdevDriver *softdev_find_driver(const char *name);
+
+/* Whether this node keeps its child's content (see content_preserving) */
+bool softdev_is_content_preserving(BlockDriverState *bs);
 
 /* The soft device's own state (SoftdevDriver.state_size bytes). */
 void *softdev_opaque(BlockDriverState *bs);
