@@ -72,6 +72,8 @@ run_stock() {
 
 run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-live-insert.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-tap.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -83,7 +85,7 @@ for s in $SUITES; do
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove under guest I/O)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps)" \
         run_guest ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac
