@@ -2,10 +2,10 @@
  * softdev-tap: hands every request to a soft-device process over the tap
  * protocol (docs/specs/softdev-tap.rst), which completes it, forwards it
  * to the node below (possibly moved or with other data), or does its own
- * I/O on the node below first.  If the process goes away, requests fail
- * or pass through, as configured.  Limits: message transport only (no
- * shared memory yet), no reconnection, the device must have the size of
- * the node below.
+ * I/O on the node below first.  If the process goes away or a request
+ * waits longer than the timeout, requests fail or pass through, as
+ * configured.  Limits: message transport only (no shared memory yet), no
+ * reconnection, the device must have the size of the node below.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -22,6 +22,7 @@
 #include "qemu/memalign.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
+#include "qemu/timer.h"
 #include "qobject/qdict.h"
 #include "softdev/softdev.h"
 #include "softdev/tap-protocol.h"
@@ -34,6 +35,7 @@
 /* One request outstanding at the process */
 typedef struct SoftdevTapReq {
     uint64_t handle;
+    BlockDriverState *bs;
     SoftdevRequest *req;
     Coroutine *co;
     bool waiting;               /* yielded, waiting for its reply */
@@ -54,6 +56,7 @@ typedef struct SoftdevTap {
     QIOChannelSocket *sioc;
     QIOChannel *ioc;
     SoftdevTapOnDisconnect on_disconnect;
+    uint32_t timeout_ms;        /* 0: none */
     uint32_t max_inflight;
     bool connected;
     uint64_t disconnects;
@@ -77,6 +80,11 @@ static QemuOptsList softdev_tap_opts = {
             .name = "on-disconnect",
             .type = QEMU_OPT_STRING,
             .help = "fail or passthrough",
+        },
+        {
+            .name = "timeout",
+            .type = QEMU_OPT_NUMBER,
+            .help = "seconds a request may wait for the process (0: none)",
         },
         {
             .name = "max-inflight",
@@ -354,12 +362,28 @@ protocol_error:
     softdev_tap_disconnect(bs, err);
 }
 
+/*
+ * A request waited too long: the process counts as hung.  Runs in the
+ * AioContext of the request's coroutine, as the request's own timer.
+ */
+static void softdev_tap_timeout(void *opaque)
+{
+    SoftdevTapReq *tr = opaque;
+
+    if (!tr->done) {
+        softdev_tap_disconnect(tr->bs, "request timed out");
+    }
+}
+
 static int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
 {
     SoftdevTap *s = softdev_opaque(bs);
     uint8_t msg[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_REQUEST_SIZE];
-    SoftdevTapReq tr = { .req = req, .co = qemu_coroutine_self() };
+    SoftdevTapReq tr = {
+        .bs = bs, .req = req, .co = qemu_coroutine_self(),
+    };
+    QEMUTimer *timer = NULL;
     SoftdevTapRequest wire = { .op = req->op };
     uint64_t gate = softdev_tap_op_feature[req->op];
     SoftdevTapReq *other;
@@ -388,6 +412,13 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
     tr.handle = ++s->next_handle;
     QTAILQ_INSERT_TAIL(&s->reqs, &tr, next);
     s->inflight++;
+    if (s->timeout_ms) {
+        timer = aio_timer_new(qemu_get_current_aio_context(),
+                              QEMU_CLOCK_REALTIME, SCALE_MS,
+                              softdev_tap_timeout, &tr);
+        timer_mod(timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                  s->timeout_ms);
+    }
     len = softdev_tap_encode_request(msg, SOFTDEV_TAP_REQUEST, tr.handle,
                                      &wire);
     if (softdev_tap_co_send(s, msg, len,
@@ -416,6 +447,9 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
     }
     s->inflight--;
     qemu_co_queue_next(&s->slots);
+    if (timer) {
+        timer_free(timer);
+    }
 
     if (tr.lost) {
         goto lost;
@@ -534,7 +568,7 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
     g_autoptr(SocketAddress) saddr = NULL;
     const char *policy = qemu_opt_get(opts, "on-disconnect");
     struct timeval tv = { .tv_sec = SOFTDEV_TAP_HELLO_SECS };
-    uint64_t max_inflight;
+    uint64_t max_inflight, timeout;
     int64_t size;
     int ret;
 
@@ -552,6 +586,12 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
         return -EINVAL;
     }
     s->max_inflight = max_inflight;
+    timeout = qemu_opt_get_number(opts, "timeout", 30);
+    if (timeout > 24 * 3600) {
+        error_setg(errp, "softdev-tap: timeout must be at most 86400 s");
+        return -EINVAL;
+    }
+    s->timeout_ms = timeout * 1000;
     saddr = softdev_tap_server(options, errp);
     if (!saddr) {
         return -EINVAL;
