@@ -339,17 +339,30 @@ def parse_regions(lines):
     return out
 
 
-def check_regions(image, regions):
-    """Compare SOFTDEV-REGION md5s with a raw image; return list of errors."""
+def check_regions(image, regions, table=None):
+    """Compare SOFTDEV-REGION md5s with a raw image; return list of errors.
+    With table (bytes.translate), the image holds a byte-wise transform of
+    the guest's data, such as a soft device's XOR."""
     errors = []
     with open(image, "rb") as f:
         for off, length, md5 in regions:
             f.seek(off)
-            got = hashlib.md5(f.read(length)).hexdigest()
+            data = f.read(length)
+            if table is not None:
+                data = data.translate(table)
+            got = hashlib.md5(data).hexdigest()
             if got != md5:
                 errors.append("region %d+%d: guest %s, image %s"
                               % (off, length, md5, got))
     return errors
+
+
+def report(errors):
+    """Print a test's errors and verdict; return its exit status."""
+    for e in errors:
+        print("ERROR: " + e)
+    print("PASS" if not errors else "FAIL")
+    return 0 if not errors else 1
 
 
 def pattern_block(mib_index):

@@ -114,10 +114,7 @@ def main():
 
     print(f'{args.cycles} live insert/remove cycles, {len(regions)} regions '
           f'checked in the image, {time.monotonic() - t0:.0f} s')
-    for e in errors:
-        print('ERROR: ' + e)
-    print('PASS' if not errors else 'FAIL')
-    return 0 if not errors else 1
+    return guestbed.report(errors)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ SPDX-License-Identifier: GPL-2.0-or-later
 """
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -75,13 +74,8 @@ def run_guest(qemu, guest_dir, work, name, device_argv, key, env=None):
         if not regions:
             errors.append(f'{name}: no regions reported')
         table = bytes(b ^ key for b in range(256))
-        with open(image, 'rb') as f:
-            for off, length, md5 in regions:
-                f.seek(off)
-                got = hashlib.md5(f.read(length).translate(table)).hexdigest()
-                if got != md5:
-                    errors.append(f'{name}: region {off}+{length}: image '
-                                  f'does not hold what the device stores')
+        errors += [f'{name}: {e}' for e in
+                   guestbed.check_regions(image, regions, table)]
         print(f'{name}: guest {m.group(1)}, {len(regions)} regions checked, '
               f'{writes[0]} writes through the process', flush=True)
     finally:
@@ -107,10 +101,7 @@ def main():
                         ['/usr/bin/python3', '-m', 'softdev', 'run',
                          'softdev.examples.xor:Xor', '--arg',
                          f'key={KEY:#x}'], KEY, env)
-    for e in errors:
-        print('ERROR: ' + e)
-    print('PASS' if not errors else 'FAIL')
-    return 0 if not errors else 1
+    return guestbed.report(errors)
 
 
 if __name__ == '__main__':
