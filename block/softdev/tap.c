@@ -259,8 +259,7 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
 
     if (qio_channel_read_all(s->ioc, (char *)buf, SOFTDEV_TAP_HDR_SIZE,
                              NULL) < 0) {
-        softdev_tap_disconnect(bs, "connection lost");
-        return;
+        goto lost;
     }
     if (softdev_tap_decode_header(buf, s->max_data + SOFTDEV_TAP_FIXED_MAX,
                                   &hdr, &err) < 0) {
@@ -272,8 +271,7 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
 
         if (qio_channel_read_all(s->ioc, (char *)fixed,
                                  SOFTDEV_TAP_REPLY_SIZE, NULL) < 0) {
-            softdev_tap_disconnect(bs, "connection lost");
-            return;
+            goto lost;
         }
         tr = softdev_tap_find(s, hdr.handle);
         if (!tr) {
@@ -308,8 +306,7 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
             ret = qio_channel_readv_all(s->ioc, slice.iov, slice.niov, NULL);
             qemu_iovec_destroy(&slice);
             if (ret < 0) {
-                softdev_tap_disconnect(bs, "connection lost");
-                return;
+                goto lost;
             }
         }
         QTAILQ_REMOVE(&s->reqs, tr, next);
@@ -327,8 +324,7 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
         }
         if (qio_channel_read_all(s->ioc, (char *)fixed,
                                  SOFTDEV_TAP_REQUEST_SIZE, NULL) < 0) {
-            softdev_tap_disconnect(bs, "connection lost");
-            return;
+            goto lost;
         }
         l = g_new0(SoftdevTapLower, 1);
         if (softdev_tap_decode_request(&hdr, fixed, s->lower_size,
@@ -344,8 +340,7 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
                                  NULL) < 0) {
             qemu_vfree(l->buf);
             g_free(l);
-            softdev_tap_disconnect(bs, "connection lost");
-            return;
+            goto lost;
         }
         /* Run it beside us: we must go on reading for our own reply. */
         bdrv_inc_in_flight(bs);
@@ -355,6 +350,10 @@ softdev_tap_co_receive_one(BlockDriverState *bs)
         err = "unexpected message type";
         goto protocol_error;
     }
+    return;
+
+lost:
+    softdev_tap_disconnect(bs, "connection lost");
     return;
 
 protocol_error:
@@ -470,12 +469,9 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
     return SOFTDEV_CONTINUE;
 
 lost:
-    if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH) {
-        qemu_vfree(tr.bounce);
-        return SOFTDEV_CONTINUE;
-    }
-    qemu_vfree(tr.bounce);
-    return -EIO;
+    qemu_vfree(tr.bounce);      /* the connection broke while reading it */
+    return s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH ?
+           SOFTDEV_CONTINUE : -EIO;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
