@@ -1,7 +1,11 @@
 #!/bin/sh
-# build.sh SRC OUTDIR: build libsoftdev.a, the example devices (passthrough,
-# ramdisk, xor) and softdev.pc (PREFIX, default /usr/local) from the tree
-# SRC into OUTDIR, without QEMU's build system.  SANITIZE=1 adds ASan/UBSan.
+# build.sh SRC OUTDIR: build libsoftdev from the tree SRC into OUTDIR,
+# without QEMU's build system:
+#   libsoftdev.a, libsoftdev.so.1 (+ libsoftdev.so), softdev-run,
+#   the examples (passthrough, ramdisk, xor, logger) as programs and as objects
+#   for softdev-run (passthrough.so, ...), softdev.pc (PREFIX, default
+#   /usr/local).
+# SANITIZE=1 adds ASan/UBSan; CC, AR and CFLAGS are honoured.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -15,22 +19,38 @@ out=$2
 mkdir -p "$out"
 cc=${CC:-gcc}
 ar=${AR:-ar}
-cflags="-std=gnu11 -Wall -Wextra -Werror -O2 -pthread -I$src/include
--I$src/libsoftdev"
+cflags="-std=gnu11 -Wall -Wextra -Werror -O2 -g -pthread -fPIC
+-I$src/include -I$src/libsoftdev ${CFLAGS:-}"
 if [ "${SANITIZE:-0}" = 1 ]; then
-    cflags="$cflags -g -fsanitize=address,undefined -fno-sanitize-recover=all"
+    cflags="$cflags -fsanitize=address,undefined -fno-sanitize-recover=all"
 fi
+lib=$src/libsoftdev
 
+# The codec is all API; the server exports what softdev.h marks SOFTDEV_API
 # shellcheck disable=SC2086
-$cc $cflags -c "$src/libsoftdev/tap-protocol.c" -o "$out/tap-protocol.o"
+$cc $cflags -c "$lib/tap-protocol.c" -o "$out/tap-protocol.o"
 # shellcheck disable=SC2086
-$cc $cflags -c "$src/libsoftdev/server.c" -o "$out/server.o"
+$cc $cflags -fvisibility=hidden -c "$lib/server.c" -o "$out/server.o"
 rm -f "$out/libsoftdev.a"
 $ar rcs "$out/libsoftdev.a" "$out/tap-protocol.o" "$out/server.o"
-for ex in passthrough ramdisk xor; do
+# shellcheck disable=SC2086
+$cc $cflags -shared -Wl,-soname,libsoftdev.so.1 \
+    -Wl,--version-script="$lib/libsoftdev.map" -Wl,-z,defs \
+    "$out/tap-protocol.o" "$out/server.o" -o "$out/libsoftdev.so.1"
+ln -sf libsoftdev.so.1 "$out/libsoftdev.so"
+
+# softdev-run has the library built in and exports it to the device objects
+# shellcheck disable=SC2086
+$cc $cflags -rdynamic "$lib/runner.c" \
+    -Wl,--whole-archive "$out/libsoftdev.a" -Wl,--no-whole-archive -ldl \
+    -o "$out/softdev-run"
+
+for ex in passthrough ramdisk xor logger; do
     # shellcheck disable=SC2086
-    $cc $cflags "$src/libsoftdev/examples/$ex.c" -L"$out" -lsoftdev \
-        -o "$out/$ex"
+    $cc $cflags "$lib/examples/$ex.c" "$out/libsoftdev.a" -o "$out/$ex"
+    # shellcheck disable=SC2086
+    $cc $cflags -shared "$lib/examples/$ex.c" -o "$out/$ex.so"
 done
-sed "s|@PREFIX@|${PREFIX:-/usr/local}|" "$src/libsoftdev/softdev.pc.in" \
+
+sed "s|@PREFIX@|${PREFIX:-/usr/local}|" "$lib/softdev.pc.in" \
     > "$out/softdev.pc"

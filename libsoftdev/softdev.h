@@ -15,7 +15,21 @@
 extern "C" {
 #endif
 
+/*
+ * Version of struct softdev_device.  Version 1 is the struct below, which
+ * libsoftdev.so.1 is built for.  Fields are only ever appended; a field
+ * appended after max_inflight comes with version 2, and the library then
+ * reads it only from devices that declare version 2, so a device built
+ * against this header keeps working with newer libraries.
+ */
 #define SOFTDEV_API_VERSION         1
+
+/* What libsoftdev.so exports (it is built with -fvisibility=hidden) */
+#if defined(__GNUC__) && !defined(SOFTDEV_API)
+#define SOFTDEV_API                 __attribute__((visibility("default")))
+#elif !defined(SOFTDEV_API)
+#define SOFTDEV_API
+#endif
 
 /*
  * Callback results: 0 (done), SOFTDEV_FORWARD (let QEMU send the request
@@ -33,21 +47,34 @@ extern "C" {
 /*
  * Thread model (one client connection is served at a time):
  *
- * SOFTDEV_THREAD_SERIALIZE (the default, 0): one worker thread runs the
- *   callbacks one at a time, in the order the requests arrived.  The
- *   device needs no locks.
- * SOFTDEV_THREAD_PARALLEL: a pool of SOFTDEV_PARALLEL_WORKERS threads runs
- *   callbacks concurrently; they complete in any order, and the device
- *   must protect its own state.
+ * SOFTDEV_THREAD_SERIALIZE (the default, 0): the callbacks run one at a
+ *   time, in the order the requests arrived, in the thread that called
+ *   softdev_main() (or softdev_serve_fd()).  That thread also reads the
+ *   socket: it reads every request the client has sent, runs them, and
+ *   sends their replies together, so a fast device costs about two
+ *   system calls per batch of requests and no thread switch.  A callback
+ *   waiting in softdev_lower_*() reads the socket itself until its answer
+ *   comes.  The device needs no locks.
+ * SOFTDEV_THREAD_PARALLEL: a reader thread (the caller) queues requests
+ *   for a pool of SOFTDEV_PARALLEL_WORKERS threads, which run callbacks
+ *   concurrently; they complete in any order, and the device must protect
+ *   its own state.  Each worker sends the replies it gathered when it
+ *   runs out of queued requests.
  *
- * In both, a separate reader thread decodes the socket and hands each
- * LOWER_REPLY to the callback waiting in softdev_lower_*(), so callbacks
- * may block on the node below.  When the client disconnects, waiting
- * softdev_lower_*() calls return -EIO, requests not yet started are
- * dropped (QEMU resends them after reconnecting, with the same handles,
- * so every callback must be idempotent), and the server waits for running
- * callbacks to return before it accepts the next connection.  open and
- * close run in the thread that called softdev_main().
+ * In both, replies are sent at once after a callback that took longer
+ * than 50 microseconds (a slow device gains nothing from batching), and
+ * callbacks may block on the node below.  When the client disconnects,
+ * waiting softdev_lower_*() calls return -EIO, requests not yet started
+ * are dropped, and the server waits for running callbacks to return
+ * before it accepts the next connection.  open and close run in the
+ * thread that called softdev_main().
+ *
+ * Replays: QEMU (on-disconnect=queue) sends the requests that were
+ * outstanding when a connection dropped again on the next connection,
+ * with the same handles, flagged as replays (softdev_req_is_replay()).
+ * A device sees a request at least once, so every callback must be
+ * idempotent; a stateful device (a log, versions) uses the flag to
+ * recognise a request it may have seen.
  */
 #define SOFTDEV_THREAD_SERIALIZE    0
 #define SOFTDEV_THREAD_PARALLEL     1
@@ -55,6 +82,16 @@ extern "C" {
 
 /* One request being served; valid only during its callback */
 struct softdev_req;
+
+/*
+ * Data buffers: over a unix socket QEMU offers a shared-memory data path,
+ * which libsoftdev accepts (unless --no-shm): then the @buf of read and
+ * write is the request's slot in memory shared with QEMU, so data is
+ * never copied; otherwise it is a buffer of the library.  Either way it
+ * is valid only during the callback, a read callback must fill all @len
+ * bytes (the buffer's previous content is undefined), and a write
+ * callback must not keep a pointer to @buf.
+ */
 
 /*
  * The device.  A NULL callback forwards that request unchanged, so a
@@ -75,7 +112,8 @@ struct softdev_device {
      * handshake, so open may set it in a non-const device struct.
      */
     uint64_t size;
-    uint32_t max_data;          /* largest data part; 0 = 1 MiB; >= 64K */
+    uint32_t max_data;          /* largest data part; 0 = 1 MiB;
+                                   64 KiB to 16 MiB */
     int thread_model;           /* SOFTDEV_THREAD_* */
 
     /* argv[0] is the program name; NULL result = failure */
@@ -95,6 +133,14 @@ struct softdev_device {
     /* @flags: SOFTDEV_FUA | SOFTDEV_MAY_UNMAP */
     int (*write_zeroes)(void *h, struct softdev_req *r, uint32_t len,
                         uint64_t off, uint32_t flags);
+
+    /*
+     * Most requests QEMU may have outstanding at the device at once;
+     * 0 = QEMU's own limit (its max-inflight option).  A device that
+     * must bound what it queues sets it; QEMU then waits for replies
+     * before it sends more.
+     */
+    uint32_t max_inflight;
 };
 
 /*
@@ -104,28 +150,41 @@ struct softdev_device {
  * the connection is lost; -EINVAL when there is no node below or the range
  * is beyond its end.
  */
-int softdev_lower_read(struct softdev_req *r, void *buf, uint32_t len,
-                       uint64_t off);
-int softdev_lower_write(struct softdev_req *r, const void *buf, uint32_t len,
-                        uint64_t off, uint32_t flags);
-int softdev_lower_flush(struct softdev_req *r);
-int softdev_lower_discard(struct softdev_req *r, uint32_t len, uint64_t off);
-int softdev_lower_write_zeroes(struct softdev_req *r, uint32_t len,
-                               uint64_t off, uint32_t flags);
+SOFTDEV_API int softdev_lower_read(struct softdev_req *r, void *buf,
+                                   uint32_t len, uint64_t off);
+SOFTDEV_API int softdev_lower_write(struct softdev_req *r, const void *buf,
+                                    uint32_t len, uint64_t off,
+                                    uint32_t flags);
+SOFTDEV_API int softdev_lower_flush(struct softdev_req *r);
+SOFTDEV_API int softdev_lower_discard(struct softdev_req *r, uint32_t len,
+                                      uint64_t off);
+SOFTDEV_API int softdev_lower_write_zeroes(struct softdev_req *r,
+                                           uint32_t len, uint64_t off,
+                                           uint32_t flags);
 
-/* Size in bytes of the node below, 0 if there is none */
-uint64_t softdev_lower_size(struct softdev_req *r);
+/* Size in bytes of the node below, 0 if there is none (or it is empty) */
+SOFTDEV_API uint64_t softdev_lower_size(struct softdev_req *r);
 
 /*
  * Forward the request to the node below at @off instead of its own
  * offset; for a WRITE, @data (the request's length, copied now) replaces
- * the guest's data unless it is NULL.  Returns SOFTDEV_FORWARD (or -ENOMEM)
- * so that a callback can end with: return softdev_forward_to(r, off, d);
+ * the guest's data unless it is NULL.  The copy goes into the write
+ * callback's @buf (which may be @data itself), so @buf holds the
+ * replacement afterwards.  Returns SOFTDEV_FORWARD (-EINVAL for data with
+ * a request that is not a WRITE) so that a callback can end with:
+ *     return softdev_forward_to(r, off, d);
  */
-int softdev_forward_to(struct softdev_req *r, uint64_t off, const void *data);
+SOFTDEV_API int softdev_forward_to(struct softdev_req *r, uint64_t off,
+                                   const void *data);
+
+/*
+ * Whether the request is a replay: QEMU sent it on an earlier connection
+ * too, and the device may or may not have run it then.
+ */
+SOFTDEV_API int softdev_req_is_replay(struct softdev_req *r);
 
 /* Print "NAME: message" on stderr */
-void softdev_error(const char *fmt, ...)
+SOFTDEV_API void softdev_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 /*
@@ -133,18 +192,60 @@ void softdev_error(const char *fmt, ...)
  * disconnects.  Does not close @fd.  Returns 0 when the client went away,
  * -1 after a handshake failure or a protocol error (reported on stderr).
  */
-int softdev_serve_fd(const struct softdev_device *dev, void *handle, int fd);
+SOFTDEV_API int softdev_serve_fd(const struct softdev_device *dev,
+                                 void *handle, int fd);
 
 /*
  * A complete main(): parses
- *   --unix PATH   listen there (mode 0600), serve one client at a time and
- *                 accept the next one after it disconnects; SIGTERM and
- *                 SIGINT remove the socket and exit
- *   --fd N        serve the connected socket N once, then exit
- * and passes the remaining arguments to dev->open().  Returns the exit
+ *   --unix PATH       listen there (mode 0600), serve one client at a time
+ *                     and accept the next one after it disconnects;
+ *                     SIGTERM and SIGINT remove the socket and exit
+ *   --tcp HOST:PORT   the same on TCP (HOST empty: every address; [::1]
+ *                     for IPv6; PORT 0: any, printed on stderr); no
+ *                     shared memory there
+ *   --vsock CID:PORT  the same on vsock (CID empty or -1: any), for a
+ *                     device in another VM
+ *   --fd N            serve the connected socket N once, then exit
+ *   --allow-uid UID[,UID...]
+ *                     unix sockets: serve only processes of these users
+ *                     (SO_PEERCRED); others are refused with a message
+ *   --no-shm          decline the shared-memory data path
+ *   --poll-us N       serialize model: busy-poll the socket for N
+ *                     microseconds before sleeping in read (default 0)
+ *   --                the rest are device arguments
+ * and passes the other arguments to dev->open().  Returns the exit
  * status.
  */
-int softdev_main(const struct softdev_device *dev, int argc, char **argv);
+SOFTDEV_API int softdev_main(const struct softdev_device *dev, int argc,
+                             char **argv);
+
+/*
+ * Loadable devices: softdev-run DEVICE.so [options] [ARGS...] loads a
+ * device built as a shared object and calls softdev_main() for it.  The
+ * object exports
+ *     const struct softdev_device *softdev_device_get(void);
+ * which SOFTDEV_DEVICE(variable) defines.  Build it with
+ *     cc -shared -fPIC $(pkg-config --cflags softdev) dev.c -o dev.so
+ * and without -lsoftdev: softdev-run provides the library's functions
+ * (like nbdkit to its plugins).  The same source may also have a main()
+ * calling softdev_main(), to build a program of its own.
+ */
+#define SOFTDEV_DEVICE_SYMBOL       "softdev_device_get"
+typedef const struct softdev_device *(*softdev_device_get_fn)(void);
+
+#ifdef __cplusplus
+#define SOFTDEV_EXTERN_C            extern "C"
+#else
+#define SOFTDEV_EXTERN_C
+#endif
+#define SOFTDEV_DEVICE(dev) \
+    SOFTDEV_EXTERN_C SOFTDEV_API \
+    const struct softdev_device *softdev_device_get(void); \
+    SOFTDEV_EXTERN_C SOFTDEV_API \
+    const struct softdev_device *softdev_device_get(void) \
+    { \
+        return &(dev); \
+    }
 
 #ifdef __cplusplus
 }

@@ -54,6 +54,8 @@ static uint32_t fixed_size(uint16_t type)
         return SOFTDEV_TAP_HELLO_SIZE;
     case SOFTDEV_TAP_HELLO_REPLY:
         return SOFTDEV_TAP_HELLO_REPLY_SIZE;
+    case SOFTDEV_TAP_SHM_SETUP:
+        return SOFTDEV_TAP_SHM_SETUP_SIZE;
     case SOFTDEV_TAP_REQUEST:
     case SOFTDEV_TAP_LOWER_REQUEST:
         return SOFTDEV_TAP_REQUEST_SIZE;
@@ -79,12 +81,14 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
     hdr->flags = ld16(buf + 6);
     hdr->handle = ld64(buf + 8);
     hdr->length = ld32(buf + 16);
-    if (hdr->flags || ld32(buf + 20)) {
-        FAIL("reserved header bits set");
-    }
     fixed = fixed_size(hdr->type);
     if (!fixed) {
         FAIL("unknown message type");
+    }
+    if (ld32(buf + 20) ||
+        (hdr->flags & ~(hdr->type == SOFTDEV_TAP_REQUEST ?
+                        SOFTDEV_TAP_FLAG_REPLAY : 0))) {
+        FAIL("reserved header bits set");
     }
     if (hdr->length < fixed) {
         FAIL("message shorter than its fixed part");
@@ -96,9 +100,8 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
 }
 
 int softdev_tap_decode_hello(const SoftdevTapHeader *hdr, const uint8_t *buf,
-                             bool reply, uint64_t offered,
-                             uint32_t client_max, SoftdevTapHello *hello,
-                             const char **err)
+                             bool reply, const SoftdevTapHello *client,
+                             SoftdevTapHello *hello, const char **err)
 {
     uint16_t want = reply ? SOFTDEV_TAP_HELLO_REPLY : SOFTDEV_TAP_HELLO;
     uint32_t size = reply ? SOFTDEV_TAP_HELLO_REPLY_SIZE :
@@ -115,7 +118,8 @@ int softdev_tap_decode_hello(const SoftdevTapHeader *hdr, const uint8_t *buf,
     hello->features = ld64(buf + 8);
     hello->size = ld64(buf + 16);
     hello->max_data = ld32(buf + 24);
-    if (ld32(buf + 28) || (!reply && ld64(buf + 32))) {
+    hello->max_inflight = ld32(buf + 28);
+    if (!reply && ld64(buf + 32)) {
         FAIL("reserved handshake fields set");
     }
     if (hello->version != SOFTDEV_TAP_VERSION) {
@@ -124,28 +128,65 @@ int softdev_tap_decode_hello(const SoftdevTapHeader *hdr, const uint8_t *buf,
     if (hello->device_class != SOFTDEV_TAP_CLASS_BLOCK) {
         FAIL("unsupported device class");
     }
-    if (hello->max_data < SOFTDEV_TAP_MIN_DATA) {
-        FAIL("max_data below 65536");
+    if (hello->max_data < SOFTDEV_TAP_MIN_DATA ||
+        hello->max_data > SOFTDEV_TAP_MAX_DATA) {
+        FAIL("max_data out of range (64 KiB to 16 MiB)");
+    }
+    if (hello->max_inflight > SOFTDEV_TAP_MAX_INFLIGHT ||
+        (!reply && !hello->max_inflight)) {
+        FAIL("max_inflight out of range");
     }
     if (reply) {
-        if (hello->features & ~offered) {
+        if (hello->device_class != client->device_class) {
+            FAIL("device class differs from the client's");
+        }
+        if (hello->features & ~client->features) {
             FAIL("device accepted a feature that was not offered");
         }
-        if (hello->max_data > client_max) {
+        if (hello->max_data > client->max_data) {
             FAIL("device raised max_data");
         }
+        if (hello->max_inflight > client->max_inflight) {
+            FAIL("device raised max_inflight");
+        }
+        if (!hello->max_inflight) {
+            hello->max_inflight = client->max_inflight;
+        }
     }
-    if (hello->features & SOFTDEV_TAP_F_SHM) {
-        FAIL("shared-memory transport is not defined yet");
+    return 0;
+}
+
+int softdev_tap_decode_shm(const SoftdevTapHeader *hdr, const uint8_t *buf,
+                           const SoftdevTapHello *agreed, SoftdevTapShm *shm,
+                           const char **err)
+{
+    if (hdr->type != SOFTDEV_TAP_SHM_SETUP) {
+        FAIL("expected SHM_SETUP");
+    }
+    if (hdr->length != SOFTDEV_TAP_SHM_SETUP_SIZE || hdr->handle) {
+        FAIL("malformed SHM_SETUP");
+    }
+    shm->slots = ld32(buf);
+    shm->slot_size = ld32(buf + 4);
+    if (ld64(buf + 8)) {
+        FAIL("reserved SHM_SETUP field set");
+    }
+    if (!(agreed->features & SOFTDEV_TAP_F_SHM)) {
+        FAIL("SHM_SETUP without SOFTDEV_TAP_F_SHM");
+    }
+    if (shm->slots != agreed->max_inflight ||
+        shm->slot_size != agreed->max_data) {
+        FAIL("SHM_SETUP geometry differs from the handshake");
     }
     return 0;
 }
 
 int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
                                const uint8_t *buf, uint64_t size,
-                               uint32_t max_data, SoftdevTapRequest *req,
-                               const char **err)
+                               uint32_t max_data, uint32_t slots,
+                               SoftdevTapRequest *req, const char **err)
 {
+    bool in_slot = slots && hdr->type == SOFTDEV_TAP_REQUEST;
     uint64_t data;
 
     if (hdr->type != SOFTDEV_TAP_REQUEST &&
@@ -154,11 +195,13 @@ int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
     }
     req->op = ld16(buf);
     req->req_flags = ld16(buf + 2);
+    req->slot = ld32(buf + 4);
     req->offset = ld64(buf + 8);
     req->bytes = ld64(buf + 16);
     data = hdr->length - SOFTDEV_TAP_REQUEST_SIZE;
-    if (ld32(buf + 4)) {
-        FAIL("reserved request field set");
+    if (in_slot ? req->slot >= slots : req->slot != 0) {
+        FAIL(in_slot ? "request slot out of range" :
+             "reserved request field set");
     }
     if (req->op >= SOFTDEV_TAP_OP__MAX) {
         FAIL("unknown request op");
@@ -187,7 +230,8 @@ int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
     if (req->offset > size || req->bytes > size - req->offset) {
         FAIL("request beyond the end of the device");
     }
-    if (data != (req->op == SOFTDEV_TAP_OP_WRITE ? req->bytes : 0)) {
+    if (data != (req->op == SOFTDEV_TAP_OP_WRITE && !in_slot ?
+                 req->bytes : 0)) {
         FAIL("request data does not match its length");
     }
     return 0;
@@ -195,9 +239,11 @@ int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
 
 int softdev_tap_decode_reply(const SoftdevTapHeader *hdr, const uint8_t *buf,
                              const SoftdevTapRequest *req, bool has_lower,
-                             SoftdevTapReply *reply, const char **err)
+                             bool shm, SoftdevTapReply *reply,
+                             const char **err)
 {
     bool lower = hdr->type == SOFTDEV_TAP_LOWER_REPLY;
+    bool in_slot = shm && !lower;
     uint32_t fixed = lower ? SOFTDEV_TAP_LOWER_REPLY_SIZE :
                              SOFTDEV_TAP_REPLY_SIZE;
     uint64_t want_data = 0;
@@ -221,7 +267,7 @@ int softdev_tap_decode_reply(const SoftdevTapHeader *hdr, const uint8_t *buf,
     if (reply->result > 0 || reply->result < -4095) {
         FAIL("reply result is not 0 or -errno");
     }
-    if (reply->bytes != hdr->length - fixed) {
+    if (hdr->length - fixed != (in_slot ? 0 : reply->bytes)) {
         FAIL("reply data does not match its length");
     }
     switch (reply->action) {
@@ -279,33 +325,48 @@ size_t softdev_tap_encode_hello(uint8_t *buf, bool reply,
     st64(p + 8, hello->features);
     st64(p + 16, hello->size);
     st32(p + 24, hello->max_data);
+    st32(p + 28, hello->max_inflight);
     return SOFTDEV_TAP_HDR_SIZE + size;
 }
 
+size_t softdev_tap_encode_shm(uint8_t *buf, const SoftdevTapShm *shm)
+{
+    uint8_t *p = buf + softdev_tap_encode_header(
+        buf, SOFTDEV_TAP_SHM_SETUP, 0, SOFTDEV_TAP_SHM_SETUP_SIZE);
+
+    st32(p, shm->slots);
+    st32(p + 4, shm->slot_size);
+    st64(p + 8, 0);
+    return SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_SHM_SETUP_SIZE;
+}
+
 size_t softdev_tap_encode_request(uint8_t *buf, uint16_t type,
-                                  uint64_t handle,
+                                  uint64_t handle, uint16_t flags, bool shm,
                                   const SoftdevTapRequest *req)
 {
-    uint64_t data = req->op == SOFTDEV_TAP_OP_WRITE ? req->bytes : 0;
+    bool in_slot = shm && type == SOFTDEV_TAP_REQUEST;
+    uint64_t data = req->op == SOFTDEV_TAP_OP_WRITE && !in_slot ?
+                    req->bytes : 0;
     uint8_t *p = buf + softdev_tap_encode_header(
         buf, type, handle, SOFTDEV_TAP_REQUEST_SIZE + data);
 
+    st16(buf + 6, flags);
     st16(p, req->op);
     st16(p + 2, req->req_flags);
-    st32(p + 4, 0);
+    st32(p + 4, in_slot ? req->slot : 0);
     st64(p + 8, req->offset);
     st64(p + 16, req->bytes);
     return SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_REQUEST_SIZE;
 }
 
 size_t softdev_tap_encode_reply(uint8_t *buf, uint16_t type, uint64_t handle,
-                                const SoftdevTapReply *reply)
+                                bool shm, const SoftdevTapReply *reply)
 {
     bool lower = type == SOFTDEV_TAP_LOWER_REPLY;
     uint32_t fixed = lower ? SOFTDEV_TAP_LOWER_REPLY_SIZE :
                              SOFTDEV_TAP_REPLY_SIZE;
-    uint8_t *p = buf + softdev_tap_encode_header(buf, type, handle,
-                                                 fixed + reply->bytes);
+    uint8_t *p = buf + softdev_tap_encode_header(
+        buf, type, handle, fixed + (shm && !lower ? 0 : reply->bytes));
 
     st32(p, (uint32_t)reply->result);
     if (lower) {

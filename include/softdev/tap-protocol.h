@@ -19,10 +19,16 @@
 #define SOFTDEV_TAP_HDR_SIZE        24
 #define SOFTDEV_TAP_HANDSHAKE_MAX   4096            /* payload before HELLO */
 #define SOFTDEV_TAP_MIN_DATA        65536           /* smallest max_data */
+#define SOFTDEV_TAP_MAX_DATA        (16u << 20)     /* largest max_data */
+#define SOFTDEV_TAP_MAX_INFLIGHT    1024
+
+/* Header flags */
+#define SOFTDEV_TAP_FLAG_REPLAY     (1u << 0)       /* REQUEST sent again */
 
 enum SoftdevTapType {
     SOFTDEV_TAP_HELLO           = 1,
     SOFTDEV_TAP_HELLO_REPLY     = 2,
+    SOFTDEV_TAP_SHM_SETUP       = 3,
     SOFTDEV_TAP_REQUEST         = 16,
     SOFTDEV_TAP_REPLY           = 17,
     SOFTDEV_TAP_LOWER_REQUEST   = 32,
@@ -35,6 +41,7 @@ enum SoftdevTapType {
 #define SOFTDEV_TAP_REQUEST_SIZE        24
 #define SOFTDEV_TAP_REPLY_SIZE          24
 #define SOFTDEV_TAP_LOWER_REPLY_SIZE    16
+#define SOFTDEV_TAP_SHM_SETUP_SIZE      16
 
 enum SoftdevTapClass {
     SOFTDEV_TAP_CLASS_BLOCK     = 1,
@@ -61,7 +68,8 @@ enum SoftdevTapOp {
 #define SOFTDEV_TAP_F_ZEROES        (1ull << 2)
 #define SOFTDEV_TAP_F_FUA           (1ull << 3)
 #define SOFTDEV_TAP_F_LOWER         (1ull << 4)
-#define SOFTDEV_TAP_F_SHM           (1ull << 5)     /* reserved */
+#define SOFTDEV_TAP_F_SHM           (1ull << 5)
+#define SOFTDEV_TAP_F_ALL           ((1ull << 6) - 1)   /* known bits */
 
 enum SoftdevTapAction {
     SOFTDEV_TAP_COMPLETE        = 0,
@@ -82,11 +90,18 @@ typedef struct SoftdevTapHello {
     uint64_t features;
     uint64_t size;          /* HELLO: lower_size; HELLO_REPLY: size */
     uint32_t max_data;
+    uint32_t max_inflight;  /* HELLO: client's; HELLO_REPLY: 0 or lower */
 } SoftdevTapHello;
+
+typedef struct SoftdevTapShm {
+    uint32_t slots;         /* = negotiated max_inflight */
+    uint32_t slot_size;     /* = negotiated max_data */
+} SoftdevTapShm;
 
 typedef struct SoftdevTapRequest {
     uint16_t op;
     uint16_t req_flags;
+    uint32_t slot;          /* shared-memory slot; 0 without SHM */
     uint64_t offset;
     uint64_t bytes;
 } SoftdevTapRequest;
@@ -95,7 +110,7 @@ typedef struct SoftdevTapReply {
     int32_t result;
     uint32_t action;        /* REPLY only */
     uint64_t offset;        /* REPLY only */
-    uint64_t bytes;         /* data that follows */
+    uint64_t bytes;         /* data that follows (or lies in the slot) */
 } SoftdevTapReply;
 
 /*
@@ -114,29 +129,40 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
 
 /*
  * HELLO (@reply false) or HELLO_REPLY (@reply true); for a reply,
- * @offered is what the client offered and @client_max its max_data.
+ * @client is the HELLO the client sent.  Offered feature bits unknown to
+ * the receiver are allowed; a HELLO_REPLY may accept only offered bits.
+ * A decoded HELLO_REPLY has max_inflight resolved (never 0).
  */
 int softdev_tap_decode_hello(const SoftdevTapHeader *hdr, const uint8_t *buf,
-                             bool reply, uint64_t offered,
-                             uint32_t client_max, SoftdevTapHello *hello,
-                             const char **err);
+                             bool reply, const SoftdevTapHello *client,
+                             SoftdevTapHello *hello, const char **err);
+
+/* SHM_SETUP, checked against the negotiated HELLO_REPLY @agreed */
+int softdev_tap_decode_shm(const SoftdevTapHeader *hdr, const uint8_t *buf,
+                           const SoftdevTapHello *agreed, SoftdevTapShm *shm,
+                           const char **err);
 
 /*
  * REQUEST or LOWER_REQUEST: the fixed part; the data length is checked
  * against hdr->length too.  @size: size of the addressed device.
+ * @slots: the number of shared-memory slots if SHM was negotiated, else
+ * 0; with SHM a REQUEST's data lies in its slot, not in the message
+ * (LOWER_REQUESTs always carry their data).
  */
 int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
                                const uint8_t *buf, uint64_t size,
-                               uint32_t max_data, SoftdevTapRequest *req,
-                               const char **err);
+                               uint32_t max_data, uint32_t slots,
+                               SoftdevTapRequest *req, const char **err);
 
 /*
  * REPLY to @req (@has_lower: a node below exists, so FORWARD is legal) or
- * LOWER_REPLY to @req (@has_lower ignored).
+ * LOWER_REPLY to @req (@has_lower ignored).  @shm: SHM was negotiated, so
+ * a REPLY's data lies in the request's slot (a LOWER_REPLY's never does).
  */
 int softdev_tap_decode_reply(const SoftdevTapHeader *hdr, const uint8_t *buf,
                              const SoftdevTapRequest *req, bool has_lower,
-                             SoftdevTapReply *reply, const char **err);
+                             bool shm, SoftdevTapReply *reply,
+                             const char **err);
 
 /*
  * Encoders: write the header and fixed part into @buf and return the
@@ -146,10 +172,12 @@ size_t softdev_tap_encode_header(uint8_t *buf, uint16_t type,
                                  uint64_t handle, uint32_t length);
 size_t softdev_tap_encode_hello(uint8_t *buf, bool reply,
                                 const SoftdevTapHello *hello);
+size_t softdev_tap_encode_shm(uint8_t *buf, const SoftdevTapShm *shm);
+/* @flags: SOFTDEV_TAP_FLAG_*; @shm: the data goes in the slot */
 size_t softdev_tap_encode_request(uint8_t *buf, uint16_t type,
-                                  uint64_t handle,
+                                  uint64_t handle, uint16_t flags, bool shm,
                                   const SoftdevTapRequest *req);
 size_t softdev_tap_encode_reply(uint8_t *buf, uint16_t type, uint64_t handle,
-                                const SoftdevTapReply *reply);
+                                bool shm, const SoftdevTapReply *reply);
 
 #endif /* SOFTDEV_TAP_PROTOCOL_H */

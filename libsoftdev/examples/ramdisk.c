@@ -1,7 +1,9 @@
 /*
  * A new device with no node below: the data lives in memory and is lost
- * when the process ends.  Usage: ramdisk --unix PATH [size=]SIZE
- * (SIZE in bytes, or with a K, M or G suffix; default 64M).
+ * when the process ends.
+ * Usage: ramdisk --unix PATH [size=]SIZE [threads=serialize|parallel]
+ * (SIZE in bytes, or with a K, M or G suffix; default 64M; requests run in
+ * parallel by default, or one at a time with threads=serialize).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -17,10 +19,22 @@ static struct softdev_device ramdisk;
 
 static void *ramdisk_open(int argc, char **argv)
 {
-    const char *arg = argc > 1 ? argv[1] : "64M";
+    const char *arg = "64M";
     unsigned long long size;
     char *end;
+    int i;
 
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "threads=serialize")) {
+            ramdisk.thread_model = SOFTDEV_THREAD_SERIALIZE;
+        } else if (!strcmp(argv[i], "threads=parallel")) {
+            ramdisk.thread_model = SOFTDEV_THREAD_PARALLEL;
+        } else if (i == 1 || !strncmp(argv[i], "size=", 5)) {
+            arg = argv[i];
+        } else {
+            goto usage;
+        }
+    }
     if (!strncmp(arg, "size=", 5)) {
         arg += 5;
     }
@@ -37,12 +51,16 @@ static void *ramdisk_open(int argc, char **argv)
         end++;
         break;
     }
-    if (*end || !size || argc > 2) {
-        softdev_error("usage: %s --unix PATH [size=]SIZE", argv[0]);
-        return NULL;
+    if (*end || !size) {
+        goto usage;
     }
     ramdisk.size = size;        /* read by the library at each handshake */
     return calloc(1, size);
+
+usage:
+    softdev_error("usage: %s --unix PATH [size=]SIZE "
+                  "[threads=serialize|parallel]", argv[0]);
+    return NULL;
 }
 
 static void ramdisk_close(void *h)
@@ -107,6 +125,9 @@ static struct softdev_device ramdisk = {
     .discard = ramdisk_discard,
     .write_zeroes = ramdisk_write_zeroes,
 };
+
+/* For softdev-run ramdisk.so */
+SOFTDEV_DEVICE(ramdisk)
 
 int main(int argc, char **argv)
 {

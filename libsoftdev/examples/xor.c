@@ -105,6 +105,9 @@ static const struct softdev_device xor_device = {
     .write_zeroes = xor_write_zeroes,
 };
 
+/* For softdev-run xor.so */
+SOFTDEV_DEVICE(xor_device)
+
 int main(int argc, char **argv)
 {
     return softdev_main(&xor_device, argc, argv);

@@ -8,10 +8,10 @@ SPDX-License-Identifier: GPL-2.0-or-later
 """
 
 from .device import (BlockDevice, ConnectionLost, DeviceError, Forward,
-                     parse_size)
+                     parse_bool, parse_size)
 from .protocol import Decoder, ProtocolError
 from .server import Connection, Server, serve
 
 __all__ = ['BlockDevice', 'Connection', 'ConnectionLost', 'Decoder',
            'DeviceError', 'Forward', 'ProtocolError', 'Server',
-           'parse_size', 'serve']
+           'parse_bool', 'parse_size', 'serve']

@@ -1,8 +1,9 @@
 """
 Command line: 'python3 -m softdev run MODULE:CLASS [--unix PATH | --tcp
-HOST:PORT] [--arg KEY=VALUE ...]' serves a BlockDevice subclass until
-interrupted.  MODULE is a module name or a .py file.  To debug a device:
-'python3 -m pdb -m softdev run ...' (breakpoints work in handlers).
+HOST:PORT | --vsock CID:PORT] [--allow-uid UID[,UID...]] [--arg KEY=VALUE
+...]' serves a BlockDevice subclass until interrupted.  MODULE is a
+module name or a .py file.  To debug a device: 'python3 -m pdb -m softdev
+run ...' (breakpoints work in handlers).
 
 SPDX-License-Identifier: GPL-2.0-or-later
 """
@@ -12,7 +13,9 @@ import importlib
 import importlib.util
 import logging
 import os
+import pwd
 import signal
+import socket
 import sys
 
 from .device import BlockDevice
@@ -40,6 +43,31 @@ def load_class(target: str) -> type:
     return cls
 
 
+def parse_uids(text: str) -> set[int]:
+    """'1000,qemu' -> {1000, uid of qemu}."""
+    uids = set()
+    for item in text.split(','):
+        item = item.strip()
+        try:
+            uids.add(int(item) if item.isdigit() else pwd.getpwnam(item)[2])
+        except KeyError:
+            raise SystemExit(f'softdev: --allow-uid: no user {item!r}')
+    return uids
+
+
+def parse_vsock(text: str) -> tuple[int, int]:
+    """'CID:PORT', CID a number or 'any'."""
+    cid, sep, port = text.rpartition(':')
+    try:
+        if not sep:
+            raise ValueError
+        if cid.lower() in ('any', '-1'):
+            return socket.VMADDR_CID_ANY, int(port)
+        return int(cid, 0), int(port)
+    except (ValueError, AttributeError):
+        raise SystemExit(f'softdev: --vsock expects CID:PORT, not {text!r}')
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog='python3 -m softdev')
     sub = ap.add_subparsers(dest='command', required=True)
@@ -49,19 +77,29 @@ def parse_args(argv):
     run.add_argument('target', metavar='MODULE:CLASS')
     where = run.add_mutually_exclusive_group(required=True)
     where.add_argument('--unix', metavar='PATH',
-                       help='listen on a unix socket (mode 0600)')
+                       help='listen on a unix socket (mode 0600; the '
+                       'shared-memory data path works only here)')
     where.add_argument('--tcp', metavar='HOST:PORT',
                        help='listen on TCP (port 0: any free port)')
+    where.add_argument('--vsock', metavar='CID:PORT',
+                       help='listen on vsock (CID "any": every CID)')
+    run.add_argument('--allow-uid', metavar='UID[,UID...]',
+                     help='with --unix: serve only clients running as '
+                     'these users (numbers or names); refuse others')
     run.add_argument('--arg', action='append', default=[],
                      metavar='KEY=VALUE',
-                     help='keyword argument for the class (a string)')
+                     help='keyword argument for the class (a string), '
+                     'e.g. size=1G, max_inflight=16, shm=off')
     run.add_argument('--workers', type=int,
                      help='handler threads (default: the class attribute)')
     run.add_argument('--pdb', action='store_true',
                      help='enter pdb post-mortem when a handler raises')
     run.add_argument('-v', '--verbose', action='store_true',
                      help='debug logging')
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.allow_uid is not None and not args.unix:
+        ap.error('--allow-uid needs --unix')
+    return args
 
 
 def main(argv=None):
@@ -76,14 +114,17 @@ def main(argv=None):
         kwargs[key] = value
     if args.workers is not None:
         kwargs['workers'] = args.workers
+    allow = parse_uids(args.allow_uid) if args.allow_uid else None
     device = load_class(args.target)(**kwargs)
     device.post_mortem = args.pdb
     if args.unix:
-        server = Server.unix(device, args.unix)
-    else:
+        server = Server.unix(device, args.unix, allow_uids=allow)
+    elif args.tcp:
         host, _, port = args.tcp.rpartition(':')
         server = Server.tcp(device, host.strip('[]') or 'localhost',
                             int(port))
+    else:
+        server = Server.vsock(device, *parse_vsock(args.vsock))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()

@@ -19,17 +19,27 @@ What a handler returns:
 * Inside a handler, lower_read(), lower_write(), lower_flush(),
   lower_discard() and lower_write_zeroes() do I/O on the node below and
   block until it is done; they raise DeviceError when it fails.
+* Inside a handler, self.request is the REQUEST being handled (a
+  protocol.Request: handle, op, offset, length, flags, ...), and
+  self.request.replay is True if the client sent it again after a
+  reconnection (it may or may not have taken effect before).
 
 Settings are class attributes, or keyword arguments (strings from
 '--arg KEY=VALUE'): size (None: the size of the node below), features,
-max_data and workers.  After each handshake, self.size, self.features,
-self.max_data and self.lower_size (0: no node below) hold the values in
-effect.
+max_data, max_inflight (None: the client's; else at most this many
+requests outstanding at once), shm (use the shared-memory data path when
+the client offers it, default on) and workers.  After each handshake,
+self.size, self.features, self.max_data, self.max_inflight,
+self.has_lower and self.lower_size (0 without a node below) hold the
+values in effect.
 
 Feature bits are chosen from what you override (flush -> FLUSH requests,
 discard -> DISCARD, write_zeroes -> WRITE_ZEROES, write or write_zeroes ->
 FUA, and LOWER whenever there is a node below); set `features` to choose
 them yourself.  Requests whose bit is not negotiated never reach you.
+SOFTDEV_TAP_F_SHM follows the `shm` setting instead (the server accepts it
+only on a unix socket); it changes nothing for handlers, which get and
+return bytes either way.
 
 Thread model (one connection at a time):
 
@@ -41,14 +51,17 @@ Thread model (one connection at a time):
 * A reader thread per connection decodes the socket.  It queues REQUESTs
   for the main thread and hands each LOWER_REPLY to the handler waiting
   in lower_*(); that is why a handler may block on the node below.
+  Requests often arrive many per read; with one handler thread, the
+  replies to such a batch go out together when the last is ready.
 * With workers = N > 1, handlers run in a pool of N threads instead, so
   requests overlap and complete in any order; protect your own state with
   a lock then (and use breakpoint() rather than pdb's break command).
 * When the client disconnects, waiting lower_*() calls raise
-  ConnectionLost, requests not yet started are dropped (the client sends
-  them again after reconnecting, with the same handles, so every handler
-  must be idempotent), and the server waits for running handlers to end
-  before it accepts the next connection.
+  ConnectionLost, requests not yet started are dropped (the client may
+  send them again after reconnecting, with the same handles and
+  self.request.replay set, so every handler must be idempotent), and the
+  server waits for running handlers to end before it accepts the next
+  connection.
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ import os
 import pdb
 import re
 import sys
+import threading
 from dataclasses import dataclass
 
 from . import protocol as p
@@ -102,19 +116,34 @@ def parse_size(value) -> int:
     return int(number * (1 << shift))
 
 
+def parse_bool(value) -> bool:
+    """A bool, or a string like 'on', 'off', 'yes', 'no', '1', '0'."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'on', 'yes', 'true'):
+        return True
+    if text in ('0', 'off', 'no', 'false'):
+        return False
+    raise ValueError(f'not a boolean: {value!r}')
+
+
 class BlockDevice:
     """A soft block device; see the module docstring."""
 
     size: int | None = None     # bytes; None: the size of the node below
     features: int | None = None  # None: from the methods you override
     max_data: int = 1 << 20     # largest data part we accept (>= 64K)
+    max_inflight: int | None = None  # None: the client's; else a limit
+    shm: bool = True            # accept SOFTDEV_TAP_F_SHM when offered
     workers: int = 1            # >1: handlers run in a thread pool
+    has_lower = False           # set at the handshake: a node below?
     lower_size = 0              # set at the handshake; 0: no node below
     connection = None           # the server.Connection being served
     post_mortem = False         # pdb.post_mortem() when a handler fails
 
     def __init__(self, size=None, features=None, max_data=None,
-                 workers=None):
+                 workers=None, max_inflight=None, shm=None):
         # Arguments come as strings from 'python3 -m softdev run --arg'.
         if size is not None:
             self.size = parse_size(size)
@@ -124,12 +153,27 @@ class BlockDevice:
             self.max_data = parse_size(max_data)
         if workers is not None:
             self.workers = int(workers)
+        if max_inflight is not None:
+            self.max_inflight = int(max_inflight)
+        if shm is not None:
+            self.shm = parse_bool(shm)
 
     def _remember_settings(self):
-        # Each handshake overwrites size, features and max_data with the
-        # negotiated values; keep what was asked for (at the first one).
+        # Each handshake overwrites size, features, max_data and
+        # max_inflight with the negotiated values; keep what was asked for
+        # (at the first one).
         if '_want' not in self.__dict__:
-            self._want = (self.size, self.features, self.max_data)
+            self._want = (self.size, self.features, self.max_data,
+                          self.max_inflight)
+
+    @property
+    def request(self) -> p.Request | None:
+        """The REQUEST whose handler runs in this thread, else None."""
+        return getattr(self._thread_state(), 'request', None)
+
+    def _thread_state(self) -> threading.local:
+        # created lazily: subclasses need not call __init__
+        return self.__dict__.setdefault('_tls', threading.local())
 
     # -- override these ---------------------------------------------------
 
@@ -197,7 +241,7 @@ class BlockDevice:
         overrides = {name for name in ('write', 'flush', 'discard',
                                        'write_zeroes')
                      if getattr(cls, name) is not getattr(BlockDevice, name)}
-        want = p.F_LOWER if hello.lower_size else 0
+        want = p.F_LOWER if hello.features & p.F_LOWER else 0
         want |= p.F_FLUSH if 'flush' in overrides else 0
         want |= p.F_DISCARD if 'discard' in overrides else 0
         want |= p.F_ZEROES if 'write_zeroes' in overrides else 0
@@ -206,26 +250,48 @@ class BlockDevice:
         return want
 
     def negotiate(self, hello: p.Hello) -> p.HelloReply:
-        """Answer a client's HELLO; sets size, features, max_data and
-        lower_size to the values in effect for this connection."""
+        """Answer a client's HELLO (the server has removed
+        SOFTDEV_TAP_F_SHM from it where shared memory cannot work); sets
+        size, features, max_data, max_inflight, has_lower and lower_size
+        to the values in effect for this connection.  Offered feature bits
+        this package does not know are ignored."""
         self._remember_settings()
-        size, _, max_data = self._want
-        if not size and not hello.lower_size:
+        size, _, max_data, max_inflight = self._want
+        has_lower = bool(hello.features & p.F_LOWER)
+        if not size and not has_lower:
             raise DeviceError(errno.EINVAL, 'the device has no size and '
                               'there is no node below to take it from')
         if max_data < p.MIN_MAX_DATA:
             raise DeviceError(errno.EINVAL, f'max_data {max_data} is below '
                               f'{p.MIN_MAX_DATA}')
-        self.lower_size = hello.lower_size
-        self.size = size or hello.lower_size
-        self.features = self.wanted_features(hello) & hello.features & p.F_ALL
+        if max_inflight is not None and \
+                not 1 <= max_inflight <= p.MAX_INFLIGHT:
+            raise DeviceError(errno.EINVAL, f'max_inflight {max_inflight} '
+                              f'is not 1 to {p.MAX_INFLIGHT}')
+        self.has_lower = has_lower
+        self.lower_size = hello.lower_size if has_lower else 0
+        self.size = size or self.lower_size
+        want = self.wanted_features(hello) & ~p.F_SHM
+        want |= p.F_SHM if self.shm else 0
+        self.features = want & hello.features & p.F_ALL
         self.max_data = min(max_data, hello.max_data)
+        limit = max_inflight if max_inflight is not None and \
+            max_inflight < hello.max_inflight else 0
+        self.max_inflight = limit or hello.max_inflight
         return p.HelloReply(features=self.features, size=size or 0,
-                            max_data=self.max_data,
+                            max_data=self.max_data, max_inflight=limit,
                             device_class=hello.device_class)
 
     def handle(self, req: p.Request) -> p.Reply:
         """Run the handler for one REQUEST and build its REPLY."""
+        state = self._thread_state()
+        state.request = req
+        try:
+            return self._handle(req)
+        finally:
+            state.request = None
+
+    def _handle(self, req: p.Request) -> p.Reply:
         try:
             outcome = self._call(req)
         except OSError as e:
@@ -262,7 +328,7 @@ class BlockDevice:
     def _reply(self, req: p.Request, outcome) -> p.Reply:
         h, op = req.handle, p.OP_NAMES[req.op]
         if isinstance(outcome, Forward):
-            if self.lower_size:
+            if self.has_lower:
                 offset = req.offset if outcome.offset is None \
                     else outcome.offset
                 return p.Reply(h, action=p.ACTION_FORWARD, offset=offset,

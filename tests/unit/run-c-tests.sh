@@ -1,7 +1,9 @@
 #!/bin/sh
 # run-c-tests.sh SRC: build the C unit tests of SRC/tests/unit (those that
 # need no QEMU) with AddressSanitizer and UBSan into SRC/build/unit and run
-# them.
+# them: the codec's tests, the cross-check of its vectors, and the fuzz
+# targets of tests/fuzz replayed on their seed corpus (without libFuzzer;
+# tests/fuzz/run-fuzz.sh does the fuzzing).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -22,3 +24,27 @@ $cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/tap-protocol.c" \
     -o "$out/tap-vectors"
 "$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1
 echo "tap-vectors: libsoftdev decodes what it encodes"
+
+rm -rf "$out/fuzz-seeds"
+"$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
+    "$out/fuzz-seeds"
+# shellcheck disable=SC2086
+$cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
+    "$src/tests/fuzz/standalone.c" "$src/libsoftdev/server.c" \
+    "$src/libsoftdev/tap-protocol.c" -o "$out/fuzz-device"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
+    "$src/libsoftdev/tap-protocol.c" -o "$out/fuzz-client"
+# ...and on what run-fuzz.sh found, if it ran here.  The device's
+# messages about bad input go to a log.
+for t in device client; do
+    set -- "$out/fuzz-seeds/$t/"*
+    if [ -d "$src/build/fuzz/corpus-$t" ]; then
+        # shellcheck disable=SC2046
+        set -- "$@" $(find "$src/build/fuzz/corpus-$t" -type f)
+    fi
+    if ! "$out/fuzz-$t" "$@" 2>"$out/fuzz-$t.log"; then
+        tail -n 40 "$out/fuzz-$t.log"
+        exit 1
+    fi
+done

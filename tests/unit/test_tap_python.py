@@ -35,6 +35,7 @@ from softdev.examples.xor import Xor  # noqa: E402
 from softdev.testclient import TestClient  # noqa: E402
 
 MiB = 1 << 20
+F_NOSHM = p.F_ALL & ~p.F_SHM    # every known feature but shared memory
 
 
 # -- building (possibly broken) wire bytes ---------------------------------
@@ -45,18 +46,24 @@ def raw(t, payload=b'', handle=0, magic=p.MAGIC, flags=0, reserved=0,
     return p.HEADER.pack(magic, t, flags, handle, length, reserved) + payload
 
 
-def hello_payload(version=1, cls=1, features=p.F_ALL, lower_size=MiB,
-                  max_data=65536, r1=0, r2=0):
-    return p.HELLO.pack(version, cls, features, lower_size, max_data, r1, r2)
+def hello_payload(version=1, cls=1, features=F_NOSHM, lower_size=MiB,
+                  max_data=65536, max_inflight=64, r1=0):
+    return p.HELLO.pack(version, cls, features, lower_size, max_data,
+                        max_inflight, r1)
 
 
 def reply_payload(version=1, cls=1, features=0, size=MiB, max_data=65536,
-                  r1=0):
-    return p.HELLO_REPLY.pack(version, cls, features, size, max_data, r1)
+                  max_inflight=0):
+    return p.HELLO_REPLY.pack(version, cls, features, size, max_data,
+                              max_inflight)
 
 
-def request_payload(op, offset=0, length=0, flags=0, reserved=0, data=b''):
-    return p.REQUEST.pack(op, flags, reserved, offset, length) + data
+def shm_payload(slots=4, slot_size=65536, r1=0):
+    return p.SHM_SETUP.pack(slots, slot_size, r1)
+
+
+def request_payload(op, offset=0, length=0, flags=0, slot=0, data=b''):
+    return p.REQUEST.pack(op, flags, slot, offset, length) + data
 
 
 def lreply_payload(result=0, reserved=0, nbytes=None, data=b''):
@@ -73,20 +80,51 @@ def fresh_device():
     return p.Decoder(p.DEVICE)
 
 
-def ready_device(features=p.F_ALL, lower_size=MiB, size=0, max_data=65536,
-                 offered_max=65536):
+def ready_device(features=F_NOSHM, lower_size=MiB, size=0, max_data=65536,
+                 offered_max=65536, max_inflight=64):
     """A device-side decoder after a handshake."""
     d = p.Decoder(p.DEVICE)
-    d.feed(p.encode(p.Hello(p.F_ALL, lower_size, offered_max)))
+    d.feed(p.encode(p.Hello(p.F_ALL, lower_size, offered_max, max_inflight)))
     d.sending(p.HelloReply(features, size, max_data))
     return d
 
 
-def ready_client(features=p.F_ALL, lower_size=MiB, size=0, max_data=65536):
+def ram_region(setup):
+    """map_shm for tests: the shared memory is a bytearray."""
+    return bytearray(setup.slots * setup.slot_size)
+
+
+def shm_device(features=p.F_ALL, slots=4, **kwargs):
+    """A device-side decoder after a handshake with SHM (slots slots of
+    65536 bytes, a bytearray: dec.shm)."""
+    d = ready_device(features, max_inflight=slots, **kwargs)
+    d.map_shm = ram_region
+    d.feed(p.encode(p.ShmSetup(slots, 65536)))
+    return d
+
+
+def shm_pending(slots=4):
+    """A device-side decoder that accepted SHM and awaits SHM_SETUP."""
+    d = ready_device(p.F_ALL, max_inflight=slots)
+    d.map_shm = ram_region
+    return d
+
+
+def ready_client(features=F_NOSHM, lower_size=MiB, size=0, max_data=65536,
+                 offered=p.F_ALL):
     """A client-side decoder after a handshake."""
     c = p.Decoder(p.CLIENT)
-    c.sending(p.Hello(p.F_ALL, lower_size, 65536))
+    c.sending(p.Hello(offered, lower_size, 65536))
     c.feed(p.encode(p.HelloReply(features, size, max_data)))
+    return c
+
+
+def shm_client(slots=4):
+    """A client-side decoder after a handshake with SHM."""
+    c = p.Decoder(p.CLIENT, map_shm=ram_region)
+    c.sending(p.Hello(p.F_ALL, MiB, 65536, slots))
+    c.feed(p.encode(p.HelloReply(p.F_ALL, 0, 65536)))
+    c.sending(p.ShmSetup(slots, 65536))
     return c
 
 
@@ -100,17 +138,30 @@ def with_lower(op, length=4, flags=0):
     return make
 
 
-def with_request(op, length=4, lower_size=MiB, size=0):
+def with_request(op, length=4, lower_size=MiB, size=0, offered=p.F_ALL):
     """A client decoder with REQUEST handle 1 outstanding."""
     def make():
-        c = ready_client(lower_size=lower_size, size=size)
+        c = ready_client(F_NOSHM & offered, lower_size, size,
+                         offered=offered)
         c.sending(p.Request(1, op, 0, length, 0,
                             bytes(length) if op == p.OP_WRITE else b''))
         return c
     return make
 
 
-def _hello_sent(features=p.F_ALL, lower_size=MiB):
+def with_shm_request(op, length=4):
+    """A client decoder with SHM and REQUEST handle 1 (slot 1)
+    outstanding."""
+    def make():
+        c = shm_client()
+        c.sending(p.Request(1, op, 0, length, 0,
+                            bytes(length) if op == p.OP_WRITE else b'',
+                            slot=1))
+        return c
+    return make
+
+
+def _hello_sent(features=F_NOSHM, lower_size=MiB):
     """A client decoder that has sent HELLO."""
     c = p.Decoder(p.CLIENT)
     c.sending(p.Hello(features, lower_size, 65536))
@@ -118,9 +169,9 @@ def _hello_sent(features=p.F_ALL, lower_size=MiB):
 
 
 def req(op, offset=0, length=0, flags=0, handle=1, data=b'', t=p.TYPE_REQUEST,
-        reserved=0):
-    return raw(t, request_payload(op, offset, length, flags, reserved, data),
-               handle)
+        slot=0, hflags=0):
+    return raw(t, request_payload(op, offset, length, flags, slot, data),
+               handle, flags=hflags)
 
 
 class RoundTripTest(unittest.TestCase):
@@ -167,6 +218,92 @@ class RoundTripTest(unittest.TestCase):
         self.assertEqual(len(p.encode(p.LowerReply(1))), 24 + 16)
         self.assertEqual(p.encode(p.Reply(1, -5))[24:28],
                          (-5).to_bytes(4, 'little', signed=True))
+        # version 1 final: max_inflight, SHM_SETUP, slot, REPLAY
+        wire = p.encode(p.Hello(0, 0, 65536, 300))
+        self.assertEqual(wire[24 + 28:24 + 32], (300).to_bytes(4, 'little'))
+        self.assertEqual(wire[24 + 32:], bytes(8))
+        wire = p.encode(p.HelloReply(0, 1, 65536, 7))
+        self.assertEqual(wire[24 + 28:], (7).to_bytes(4, 'little'))
+        wire = p.encode(p.ShmSetup(64, 1 << 20))
+        self.assertEqual(wire[4:6], b'\x03\x00')
+        self.assertEqual(wire[16:20], (16).to_bytes(4, 'little'))
+        self.assertEqual(wire[24:], (64).to_bytes(4, 'little') +
+                         (1 << 20).to_bytes(4, 'little') + bytes(8))
+        wire = p.encode(p.Request(1, p.OP_WRITE, 0, 2, 0, b'hi', slot=9,
+                                  replay=True), shm=True)
+        self.assertEqual(wire[6:8], b'\x01\x00')                 # REPLAY
+        self.assertEqual(wire[16:20], (24).to_bytes(4, 'little'))  # no data
+        self.assertEqual(wire[28:32], (9).to_bytes(4, 'little'))   # slot
+        wire = p.encode(p.Reply(1, 0, data=b'abc'), shm=True)
+        self.assertEqual(len(wire), 48)
+        self.assertEqual(wire[40:48], (3).to_bytes(8, 'little'))   # bytes
+        wire = p.encode(p.LowerReply(1, 0, b'abc'), shm=True)     # inline
+        self.assertEqual(wire[-3:], b'abc')
+
+    def test_shared_memory(self):
+        """Data moves through the slots; LOWER_* stay inline."""
+        region = bytearray(4 * 65536)
+        dev = p.Decoder(p.DEVICE, map_shm=lambda setup: region)
+        cli = p.Decoder(p.CLIENT, map_shm=lambda setup: region)
+        self.transfer(cli, dev, p.Hello(p.F_ALL, MiB, 65536, 8))
+        self.transfer(dev, cli, p.HelloReply(p.F_ALL, 0, 65536, 4))
+        self.assertEqual((dev.max_inflight, cli.max_inflight), (4, 4))
+        self.assertFalse(dev.complete)
+        self.transfer(cli, dev, p.ShmSetup(4, 65536))
+        self.assertTrue(dev.complete and cli.complete)
+        msg = p.Request(5, p.OP_WRITE, 512, 3, 0, b'abc', slot=2)
+        wire = cli.sending(msg)
+        self.assertEqual(len(wire), 48)
+        self.assertEqual(region[2 * 65536:2 * 65536 + 3], b'abc')
+        self.assertEqual(dev.feed(wire), [msg])
+        self.transfer(cli, dev, p.Request(6, p.OP_READ, 0, 4, slot=0,
+                                          replay=True))
+        self.transfer(dev, cli, p.LowerRequest(1, p.OP_WRITE, 0, 2, 0,
+                                               b'lo'))
+        self.transfer(cli, dev, p.LowerReply(1))
+        msg = p.Reply(6, 0, data=b'read')
+        wire = dev.sending(msg)
+        self.assertEqual(len(wire), 48)
+        self.assertEqual(region[:4], b'read')
+        self.assertEqual(cli.feed(wire), [msg])
+        msg = p.Reply(5, 0, p.ACTION_FORWARD, 4096, b'ABC')
+        wire = dev.sending(msg)
+        self.assertEqual(region[2 * 65536:2 * 65536 + 3], b'ABC')
+        self.assertEqual(cli.feed(wire), [msg])
+        # slot 2 is free again, and may be reused
+        self.transfer(cli, dev, p.Request(7, p.OP_FLUSH, slot=2))
+        self.assertEqual((dev.requests.keys(), cli.requests.keys()),
+                         ({7}, {7}))
+
+    def test_unknown_offered_features_are_ignored(self):
+        dev, cli = p.Decoder(p.DEVICE), p.Decoder(p.CLIENT)
+        future = 1 << 40 | 1 << 6
+        self.transfer(cli, dev, p.Hello(p.F_FLUSH | future, MiB))
+        self.transfer(dev, cli, p.HelloReply(p.F_FLUSH, 4096, 65536))
+        # accepting a bit that was not offered is still an error
+        dev = p.Decoder(p.DEVICE)
+        dev.feed(p.encode(p.Hello(p.F_FLUSH, MiB)))
+        with self.assertRaisesRegex(p.ProtocolError, 'not offered'):
+            dev.sending(p.HelloReply(p.F_FLUSH | p.F_DISCARD, 0, 65536))
+
+    def test_forward_legal_iff_lower_offered(self):
+        # LOWER offered (even for an empty node below) but not accepted
+        dev = p.Decoder(p.DEVICE)
+        dev.feed(p.encode(p.Hello(p.F_LOWER, 0)))
+        dev.sending(p.HelloReply(0, 4096, 65536))
+        self.assertTrue(dev.has_lower)
+        dev.feed(p.encode(p.Request(1, p.OP_WRITE, 0, 1, 0, b'x')))
+        with self.assertRaisesRegex(p.ProtocolError, 'exceeds the lower '
+                                    'node size 0'):
+            dev.sending(p.Reply(1, 0, p.ACTION_FORWARD))
+        dev = p.Decoder(p.DEVICE)
+        dev.feed(p.encode(p.Hello(p.F_FLUSH, 1 << 20)))     # no LOWER
+        dev.sending(p.HelloReply(p.F_FLUSH, 4096, 65536))
+        self.assertEqual((dev.has_lower, dev.lower_size), (False, 0))
+        dev.feed(p.encode(p.Request(1, p.OP_FLUSH)))
+        with self.assertRaisesRegex(p.ProtocolError, 'no node below'):
+            dev.sending(p.Reply(1, 0, p.ACTION_FORWARD))
+        dev.sending(p.Reply(1, 0))
 
     def test_incremental_and_batched(self):
         msgs = [p.Request(h, p.OP_WRITE, h * 10, 5, 0, b'%05d' % h)
@@ -229,11 +366,18 @@ DEVICE_CASES = {
     'hello_class': (fresh_device, raw(1, hello_payload(cls=2)),
                     'device class 2 is not 1'),
     'hello_max_data': (fresh_device, raw(1, hello_payload(max_data=65535)),
-                       'max_data 65535 is below 65536'),
-    'hello_reserved': (fresh_device, raw(1, hello_payload(r2=1)),
-                       'HELLO reserved fields must be 0'),
-    'hello_shm': (fresh_device, raw(1, hello_payload(features=p.F_SHM)),
-                  'SOFTDEV_TAP_F_SHM'),
+                       'max_data 65535 is not 65536 to 16777216'),
+    'hello_max_data_big': (fresh_device,
+                           raw(1, hello_payload(max_data=(16 << 20) + 1)),
+                           'max_data 16777217 is not 65536 to 16777216'),
+    'hello_max_inflight_0': (fresh_device,
+                             raw(1, hello_payload(max_inflight=0)),
+                             'HELLO max_inflight 0 is not 1 to 1024'),
+    'hello_max_inflight_big': (fresh_device,
+                               raw(1, hello_payload(max_inflight=1025)),
+                               'HELLO max_inflight 1025 is not 1 to 1024'),
+    'hello_reserved': (fresh_device, raw(1, hello_payload(r1=1)),
+                       'HELLO reserved field must be 0'),
     'hello_handle': (fresh_device, raw(1, hello_payload(), handle=4),
                      'HELLO handle must be 0'),
     'request_before_hello_reply': (fresh_device, raw(1, hello_payload()) +
@@ -247,12 +391,25 @@ DEVICE_CASES = {
     'request_short': (ready_device, raw(16, request_payload(0)[:23]),
                       'REQUEST payload is 23 bytes, shorter than its '
                       '24-byte fixed part'),
-    'request_reserved': (ready_device, req(p.OP_READ, 0, 1, reserved=1),
-                         'REQUEST reserved field must be 0'),
+    'request_slot_without_shm': (ready_device, req(p.OP_READ, 0, 1, slot=1),
+                                 'REQUEST slot field must be 0 without '
+                                 'SOFTDEV_TAP_F_SHM, not 1'),
+    'request_header_flags': (ready_device, req(p.OP_READ, 0, 1, hflags=2),
+                             'REQUEST header flags 0x2 have bits other '
+                             'than REPLAY'),
+    'replay_on_lower_reply': (with_lower(p.OP_FLUSH, 0),
+                              raw(33, lreply_payload(), handle=1, flags=1),
+                              'LOWER_REPLY header flags must be 0, not '
+                              '0x1'),
+    'over_max_inflight': (lambda: ready_device(max_inflight=2),
+                          req(p.OP_READ, 0, 1, handle=1) +
+                          req(p.OP_READ, 0, 1, handle=2) +
+                          req(p.OP_READ, 0, 1, handle=3),
+                          'REQUEST handle 3 exceeds max_inflight 2'),
     'unknown_op': (ready_device, req(5, 0, 1), 'unknown op 5'),
     'req_flags': (ready_device, req(p.OP_WRITE, 0, 1, flags=4, data=b'x'),
                   'req_flags 0x4 has undefined bits'),
-    'fua_not_negotiated': (lambda: ready_device(p.F_ALL & ~p.F_FUA),
+    'fua_not_negotiated': (lambda: ready_device(F_NOSHM & ~p.F_FUA),
                            req(p.OP_WRITE, 0, 1, p.REQ_FUA, data=b'x'),
                            'FUA but SOFTDEV_TAP_F_FUA was not negotiated'),
     'op_not_negotiated': (lambda: ready_device(p.F_LOWER),
@@ -326,6 +483,47 @@ DEVICE_CASES = {
                                         handle=1),
                                     'LOWER_REPLY to a WRITE with result 0 '
                                     'carries 4'),
+    # shared memory
+    'shm_setup_before_hello': (fresh_device, raw(3, shm_payload()),
+                               'SHM_SETUP before HELLO'),
+    'shm_setup_before_hello_reply': (fresh_device,
+                                     raw(1, hello_payload()) +
+                                     raw(3, shm_payload()),
+                                     'SHM_SETUP before the handshake is '
+                                     'complete'),
+    'shm_setup_not_negotiated': (ready_device, raw(3, shm_payload()),
+                                 'SHM_SETUP but SOFTDEV_TAP_F_SHM was not '
+                                 'negotiated'),
+    'shm_setup_slots': (shm_pending, raw(3, shm_payload(slots=8)),
+                        'SHM_SETUP geometry 8 slots of 65536 bytes differs '
+                        'from the handshake: max_inflight 4, max_data '
+                        '65536'),
+    'shm_setup_slot_size': (shm_pending, raw(3, shm_payload(slot_size=4096)),
+                            'geometry 4 slots of 4096 bytes differs'),
+    'shm_setup_reserved': (shm_pending, raw(3, shm_payload(r1=1)),
+                           'SHM_SETUP reserved field must be 0'),
+    'shm_setup_short': (shm_pending, raw(3, shm_payload()[:15]),
+                        'SHM_SETUP payload is 15 bytes, must be 16'),
+    'shm_setup_handle': (shm_pending, raw(3, shm_payload(), handle=1),
+                         'SHM_SETUP handle must be 0'),
+    'shm_setup_no_map': (lambda: ready_device(p.F_ALL, max_inflight=4),
+                         raw(3, shm_payload()),
+                         'SHM_SETUP but this decoder has no map_shm'),
+    'request_before_shm_setup': (shm_pending, req(p.OP_READ, 0, 1),
+                                 'REQUEST before SHM_SETUP'),
+    'second_shm_setup': (shm_device, raw(3, shm_payload()),
+                         'second SHM_SETUP'),
+    'shm_slot_out_of_range': (shm_device, req(p.OP_READ, 0, 1, slot=4),
+                              r'REQUEST slot 4 out of range \(4 slots\)'),
+    'shm_slot_in_use': (shm_device,
+                        req(p.OP_READ, 0, 1, handle=1, slot=2) +
+                        req(p.OP_READ, 0, 1, handle=2, slot=2),
+                        'REQUEST handle 2 uses slot 2, which outstanding '
+                        'handle 1 uses'),
+    'shm_inline_write_data': (shm_device,
+                              req(p.OP_WRITE, 0, 4, data=b'abcd'),
+                              'REQUEST carries 4 inline data bytes; with '
+                              'SOFTDEV_TAP_F_SHM its data is in the slot'),
 }
 
 CLIENT_CASES = {
@@ -351,15 +549,19 @@ CLIENT_CASES = {
     'hello_reply_max_data_small': (lambda: _hello_sent(),
                                    raw(2, reply_payload(max_data=65535)),
                                    'max_data 65535 is not 65536 to'),
-    'hello_reply_size_without_lower': (lambda: _hello_sent(lower_size=0),
-                                       raw(2, reply_payload(size=0)),
-                                       'no node below'),
+    'hello_reply_size_without_lower': (
+        lambda: _hello_sent(F_NOSHM & ~p.F_LOWER, lower_size=0),
+        raw(2, reply_payload(size=0)), 'no node below'),
     'hello_reply_short': (lambda: _hello_sent(),
                           raw(2, reply_payload()[:31]),
                           'HELLO_REPLY payload is 31 bytes, must be 32'),
-    'hello_reply_reserved': (lambda: _hello_sent(),
-                             raw(2, reply_payload(r1=1)),
-                             'HELLO_REPLY reserved field must be 0'),
+    'hello_reply_max_inflight': (lambda: _hello_sent(),
+                                 raw(2, reply_payload(max_inflight=65)),
+                                 'HELLO_REPLY max_inflight 65 exceeds the '
+                                 'offered 64'),
+    'hello_reply_flags': (lambda: _hello_sent(),
+                          raw(2, reply_payload(), flags=1),
+                          'HELLO_REPLY header flags must be 0'),
     'hello_reply_handle': (lambda: _hello_sent(),
                            raw(2, reply_payload(), handle=1),
                            'HELLO_REPLY handle must be 0'),
@@ -405,7 +607,8 @@ CLIENT_CASES = {
                             raw(17, rpl_payload(-5, 1), handle=1),
                             'FORWARD result must be 0, not -5'),
     'forward_without_lower': (with_request(p.OP_READ, lower_size=0,
-                                           size=4096),
+                                           size=4096,
+                                           offered=F_NOSHM & ~p.F_LOWER),
                               raw(17, rpl_payload(0, 1), handle=1),
                               'FORWARD but there is no node below'),
     'forward_read_with_data': (with_request(p.OP_READ),
@@ -437,6 +640,25 @@ CLIENT_CASES = {
                                 req(p.OP_FLUSH, t=32),
                                 'LOWER_REQUEST handle 1 is already '
                                 'outstanding'),
+    'lower_request_replay': (ready_client, req(p.OP_READ, 0, 1, t=32,
+                                               hflags=1),
+                             'LOWER_REQUEST header flags must be 0'),
+    'lower_request_slot': (ready_client, req(p.OP_READ, 0, 1, t=32, slot=1),
+                           'LOWER_REQUEST slot field must be 0, not 1'),
+    'shm_setup_from_device': (ready_client, raw(3, shm_payload()),
+                              'SHM_SETUP is sent by the client'),
+    'shm_reply_inline_data': (with_shm_request(p.OP_READ),
+                              raw(17, rpl_payload(data=b'abcd'), handle=1),
+                              'REPLY carries 4 inline data bytes'),
+    'shm_reply_bytes_over_slot': (with_shm_request(p.OP_DISCARD),
+                                  raw(17, rpl_payload(nbytes=65537),
+                                      handle=1),
+                                  'REPLY bytes field says 65537, more than '
+                                  'the slot size 65536'),
+    'shm_reply_bytes_wrong': (with_shm_request(p.OP_READ),
+                              raw(17, rpl_payload(nbytes=3), handle=1),
+                              'COMPLETE of a READ with result 0 carries 3 '
+                              'data bytes, must be 4'),
 }
 
 
@@ -457,7 +679,7 @@ class ValidationTest(unittest.TestCase):
             raw(17, rpl_payload(0, 1, MiB - 4, data=b'abcd'), handle=1))), 1)
         self.assertEqual(len(ready_device(size=1 << 40).feed(
             req(p.OP_DISCARD, 0, 1 << 31))), 1)
-        self.assertEqual(len(ready_device(p.F_ALL & ~p.F_FUA).feed(
+        self.assertEqual(len(ready_device(F_NOSHM & ~p.F_FUA).feed(
             req(p.OP_WRITE_ZEROES, 0, 9, p.REQ_MAY_UNMAP))), 1)
 
 
@@ -501,7 +723,8 @@ class FuzzTest(unittest.TestCase):
             inputs.append(raw(rng.choice(types), payload,
                               rng.choice([0, 1, 2, 7])))
         for make in (fresh_device, ready_device, with_lower(p.OP_READ),
-                     ready_client, with_request(p.OP_WRITE)):
+                     ready_client, with_request(p.OP_WRITE), shm_pending,
+                     shm_device, with_shm_request(p.OP_READ)):
             self.feed_all(make, inputs)
 
     def test_mutated_valid_stream(self):
@@ -519,18 +742,40 @@ class FuzzTest(unittest.TestCase):
             inputs.append(bytes(data))
         self.feed_all(with_lower(p.OP_READ), inputs)
 
+    def test_mutated_shm_stream(self):
+        rng = random.Random(4)
+        stream = b''.join([
+            req(p.OP_WRITE, 0, 8, p.REQ_FUA, 1, slot=0),
+            req(p.OP_READ, 4096, 512, 0, 2, slot=1, hflags=p.FLAG_REPLAY),
+            req(p.OP_FLUSH, handle=3, slot=2),
+            req(p.OP_WRITE, 65536 * 3, 65536, handle=4, slot=3)])
+        self.assertEqual(len(shm_device().feed(stream)), 4)
+        inputs = []
+        for _ in range(200):
+            data = bytearray(stream)
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            inputs.append(bytes(data))
+        self.feed_all(shm_device, inputs)
+
 
 # -- devices driven by TestClient over a socketpair ------------------------
 
 class DeviceTestCase(unittest.TestCase):
+    """Runs each device on one half of a socketpair.  Subclasses with shm
+    = True offer SOFTDEV_TAP_F_SHM, and check that the device took it."""
+
+    shm = False
+
     def start(self, device, lower=None, **handshake):
         ours, theirs = socket.socketpair()
         thread = threading.Thread(target=serve, args=(device, theirs),
                                   daemon=True)
         thread.start()
-        client = TestClient(ours, lower=lower)
+        client = TestClient(ours, lower=lower, shm=self.shm)
         self.addCleanup(self.stop, client, thread)
         client.handshake(**handshake)
+        self.assertEqual(client.shm_active, self.shm and device.shm)
         return client
 
     def stop(self, client, thread):
@@ -538,13 +783,18 @@ class DeviceTestCase(unittest.TestCase):
         thread.join(5)
         self.assertFalse(thread.is_alive())
 
+    @staticmethod
+    def ops(client):
+        """The negotiated feature bits but SHM."""
+        return client.features & ~p.F_SHM
+
 
 class ExampleDeviceTest(DeviceTestCase):
     def test_passthrough(self):
         lower = bytearray(os.urandom(MiB))
         model = bytearray(lower)
         c = self.start(Passthrough(), lower)
-        self.assertEqual(c.features, p.F_LOWER)     # overrides nothing
+        self.assertEqual(self.ops(c), p.F_LOWER)    # overrides nothing
         self.assertEqual(c.size, MiB)
         rng = random.Random(4)
         for _ in range(20):
@@ -563,10 +813,12 @@ class ExampleDeviceTest(DeviceTestCase):
         self.assertEqual(lower[:8192], bytes(8192))
         self.assertEqual(len([m for m in c.received
                               if isinstance(m, p.Reply)]), len(replies))
+        c.verify_io(MiB, seed=1)
+        self.assertEqual(bytes(lower), bytes(c.lower))
 
     def test_ramdisk(self):
         c = self.start(RamDisk(size='1M'))
-        self.assertEqual(c.features, p.F_FLUSH | p.F_DISCARD | p.F_ZEROES |
+        self.assertEqual(self.ops(c), p.F_FLUSH | p.F_DISCARD | p.F_ZEROES |
                          p.F_FUA)
         self.assertEqual((c.hello_reply.size, c.size), (MiB, MiB))
         self.assertEqual(c.read(0, 4), (0, bytes(4)))
@@ -581,13 +833,14 @@ class ExampleDeviceTest(DeviceTestCase):
         self.assertEqual(c.flush(), (0, b''))
         self.assertFalse(any(isinstance(m, p.LowerRequest)
                              for m in c.received))
+        c.verify_io(seed=2)
         with self.assertRaisesRegex(p.ProtocolError, 'exceeds the device'):
             c.read(MiB - 3, 4)          # the client side checks too
 
     def test_xor(self):
         lower = bytearray(MiB)
         c = self.start(Xor(key='0x5a'), lower)
-        self.assertEqual(c.features, p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER)
         data = os.urandom(65536)
         self.assertEqual(c.write(4096, data), (0, b''))
         self.assertEqual(bytes(lower[4096:4096 + 65536]),
@@ -603,6 +856,7 @@ class ExampleDeviceTest(DeviceTestCase):
         c.lower_ops.clear()
         self.assertEqual(c.write(0, b'x', fua=True), (0, b''))
         self.assertEqual(c.lower_ops, [(p.OP_WRITE, 0, 1, p.REQ_FUA)])
+        c.verify_io(MiB, rounds=2, seed=3)
 
     def test_xor_lower_errors(self):
         c = self.start(Xor(key='7'), bytearray(MiB))
@@ -637,11 +891,20 @@ class ExampleDeviceTest(DeviceTestCase):
             self.assertEqual(c.write(4096, b'abcd'), (0, b''))
             self.assertEqual(c.write(0, b'xyz', fua=True), (0, b''))
             self.assertEqual(c.read(4096, 4), (0, b'abcd'))
+            self.assertEqual(c.request(p.OP_WRITE, 8, 2, b'rr',
+                                       replay=True), (0, b''))
             self.assertEqual(lower[:3], b'xyz')
+            self.assertEqual(lower[8:10], b'rr')
             with open(path) as f:
                 lines = [line.split()[1:] for line in f]
             self.assertEqual(lines, [['write', '4096', '4'],
-                                     ['write', '0', '3', 'fua']])
+                                     ['write', '0', '3', 'fua'],
+                                     ['write', '8', '2', 'replay']])
+
+
+class ExampleDeviceShmTest(ExampleDeviceTest):
+    """The same, with the shared-memory data path."""
+    shm = True
 
 
 class Shift(BlockDevice):
@@ -717,6 +980,7 @@ class ForwardAndErrorTest(DeviceTestCase):
         self.assertEqual(lower[-2:], b'ZZ')
         fwd = [m for m in c.received if isinstance(m, p.Reply)]
         self.assertEqual([m.offset for m in fwd], [4106, 4106, MiB - 2])
+        self.assertEqual([m.data for m in fwd], [b'HELLO', b'', b'ZZ'])
 
     def test_errors_become_negative_errno(self):
         c = self.start(Faulty(), bytearray(MiB))
@@ -757,7 +1021,7 @@ class ForwardAndErrorTest(DeviceTestCase):
     def test_write_zeroes_fua_is_flushed(self):
         lower = bytearray(b'\xff' * MiB)
         c = self.start(Zeroes(), lower)
-        self.assertEqual(c.features, p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER)
         self.assertEqual(c.write_zeroes(0, 8, may_unmap=True, fua=True),
                          (0, b''))
         self.assertEqual(lower[:9], bytes(8) + b'\xff')
@@ -773,6 +1037,49 @@ class ForwardAndErrorTest(DeviceTestCase):
                          [(0, 0, 65536), (0, 65536, 65536),
                           (0, 131072, 65536), (0, 196608, 3392)])
 
+
+class ForwardAndErrorShmTest(ForwardAndErrorTest):
+    shm = True
+
+
+class Recorder(RamDisk):
+    """A RamDisk that records (op, offset, replay) of every request its
+    handlers see, and how many ran at once."""
+    workers = 4
+
+    def __init__(self, delay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+        self.seen = []
+        self.lock = threading.Lock()
+        self.running = self.most_running = 0
+
+    def _note(self, op, offset):
+        req = self.request
+        with self.lock:
+            self.seen.append((op, offset, req.replay, req.handle))
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        time.sleep(self.delay)
+        with self.lock:
+            self.running -= 1
+
+    def read(self, offset, length):
+        self._note('read', offset)
+        return super().read(offset, length)
+
+    def write(self, offset, data, fua):
+        self._note('write', offset)
+        super().write(offset, data, fua)
+
+
+class Capped(RamDisk):
+    max_inflight = 3
+
+
+class NegotiationTest(DeviceTestCase):
+    shm = True
+
     def test_handshake_values(self):
         self.assertEqual(parse_size('64M'), 64 * MiB)
         self.assertEqual(parse_size('0x1b'), 27)
@@ -780,9 +1087,16 @@ class ForwardAndErrorTest(DeviceTestCase):
         c = self.start(RamDisk(size='128K', max_data='64K'),
                        max_data=1 << 20)
         self.assertEqual((c.size, c.max_data), (131072, 65536))
+        self.assertEqual(c.shm.size(), 64 * 65536)     # slots * max_data
+        # An explicit features setting chooses the op bits; SHM follows
+        # the shm setting.
         c = self.start(Passthrough(features='0x21'), bytearray(4096),
-                       features=p.F_FLUSH | p.F_ZEROES)
-        self.assertEqual(c.features, p.F_FLUSH)     # SHM never accepted
+                       features=p.F_FLUSH | p.F_ZEROES | p.F_LOWER)
+        self.assertEqual(c.features, p.F_FLUSH | p.F_SHM)
+        c = self.start(Passthrough(features='0x21', shm='off'),
+                       bytearray(4096))
+        self.assertEqual(c.features, p.F_FLUSH)
+        self.assertIsNone(c.shm)
         # A device may not lower max_data below 65536: it hangs up.
         ours, theirs = socket.socketpair()
         thread = threading.Thread(target=serve, daemon=True,
@@ -796,6 +1110,106 @@ class ForwardAndErrorTest(DeviceTestCase):
             thread.join(5)
         self.assertIn('max_data 4096 is below 65536', logs.output[0])
         c.close()
+
+    def test_unknown_offered_feature_bit_ignored(self):
+        future = 1 << 6 | 1 << 63
+        c = self.start(RamDisk(size='1M'), features=p.F_FLUSH | future)
+        self.assertEqual(c.features, p.F_FLUSH | p.F_SHM)
+        self.assertEqual(c.write(0, b'new'), (0, b''))
+        self.assertEqual(c.read(0, 3), (0, b'new'))
+
+    def test_empty_node_below(self):
+        # LOWER offered with lower_size 0: a node below that is empty
+        c = self.start(Passthrough(), bytearray())
+        self.assertEqual((c.size, self.ops(c)), (0, p.F_LOWER))
+
+    def test_max_inflight(self):
+        device = Capped(size='1M')
+        c = self.start(device, max_inflight=16)
+        self.assertEqual((c.hello_reply.max_inflight, c.max_inflight),
+                         (3, 3))
+        self.assertEqual(device.max_inflight, 3)
+        self.assertEqual(c.shm.size(), 3 * 65536)
+        # the client keeps to 3 outstanding, so 10 requests still work
+        handles = c.submit_many((p.OP_WRITE, i * 512, 512, bytes([i]) * 512)
+                                for i in range(10))
+        self.assertEqual(c.collect_all(handles), [(0, b'')] * 10)
+        self.assertEqual(c.read(9 * 512, 2), (0, b'\x09\x09'))
+        # a device limit above the client's is no limit: 0 in the reply
+        c = self.start(Capped(size='1M'), max_inflight=2)
+        self.assertEqual((c.hello_reply.max_inflight, c.max_inflight),
+                         (0, 2))
+        # one request over the limit is a protocol error
+        c = self.start(Capped(size='1M', shm='off'))
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            c.send_raw(b''.join(req(p.OP_READ, 0, 1, handle=h)
+                                for h in range(1, 5)))
+            self.assertTrue(c.expect_eof())
+        self.assertIn('REQUEST handle 4 exceeds max_inflight 3',
+                      logs.output[0])
+
+    def test_replay_flag_reaches_handlers(self):
+        device = Recorder(size='1M')
+        c = self.start(device)
+        self.assertEqual(c.write(0, b'a'), (0, b''))
+        self.assertEqual(c.request(p.OP_WRITE, 512, 1, b'b', handle=9,
+                                   replay=True), (0, b''))
+        self.assertEqual(c.request(p.OP_READ, 512, 1, replay=True),
+                         (0, b'b'))
+        self.assertEqual(device.seen, [('write', 0, False, 1),
+                                       ('write', 512, True, 9),
+                                       ('read', 512, True, 2)])
+        self.assertIsNone(device.request)       # outside a handler
+
+    def test_batched_requests(self):
+        """Many requests in one write are all answered, and the replies
+        come back in fewer writes than there were requests."""
+        for workers, shm in ((1, True), (1, False), (4, True)):
+            with self.subTest(workers=workers, shm=shm):
+                device = RamDisk(size='1M', workers=workers, shm=shm)
+                c = self.start(device, max_inflight=128)
+                self.assertEqual(c.shm_active, shm)
+                data = {i: os.urandom(4096) for i in range(100)}
+                writes_before = c.writes
+                handles = c.submit_many((p.OP_WRITE, i * 4096, 4096, d)
+                                        for i, d in data.items())
+                self.assertEqual(c.writes, writes_before + 1)
+                self.assertEqual(c.collect_all(handles), [(0, b'')] * 100)
+                handles = c.submit_many((p.OP_READ, i * 4096, 4096)
+                                        for i in data)
+                self.assertEqual(c.collect_all(handles),
+                                 [(0, d) for d in data.values()])
+                replies = [m for m in c.received if isinstance(m, p.Reply)]
+                self.assertEqual(len(replies), 200)
+        # With one handler thread, a batch of 64 small requests received
+        # together is answered by a few writes, not 64: count the
+        # device's writes on its socket.
+        ours, theirs = socket.socketpair()
+        counting = _CountingSocket(theirs)
+        thread = threading.Thread(target=serve, daemon=True,
+                                  args=(RamDisk(size='1M', shm='off'),
+                                        counting))
+        thread.start()
+        c = TestClient(ours)
+        self.addCleanup(self.stop, c, thread)
+        c.handshake(max_inflight=64)
+        before = counting.writes
+        handles = c.submit_many((p.OP_READ, i * 512, 512)
+                                for i in range(64))
+        self.assertEqual(c.collect_all(handles), [(0, bytes(512))] * 64)
+        self.assertLess(counting.writes - before, 16)
+
+
+class _CountingSocket(socket.socket):
+    """A socket that counts sendall() calls (for the batching test)."""
+
+    def __init__(self, sock):
+        super().__init__(sock.family, sock.type, fileno=sock.detach())
+        self.writes = 0
+
+    def sendall(self, data, *args):
+        self.writes += 1
+        return super().sendall(data, *args)
 
 
 # -- the server: broken clients, reconnects, command line --------------------
@@ -812,7 +1226,7 @@ class SlowRam(RamDisk):
         self.started.set()
         time.sleep(0.2)
         super().write(offset, data, fua)
-        self.writes.append(time.monotonic())
+        self.writes.append((time.monotonic(), self.request.replay))
 
 
 class ServerTest(unittest.TestCase):
@@ -831,8 +1245,26 @@ class ServerTest(unittest.TestCase):
         self.addCleanup(stop)
         return server
 
-    def connect(self, lower=None):
-        return TestClient.connect_unix(self.path, lower=lower, timeout=5)
+    def connect(self, lower=None, shm=False):
+        return TestClient.connect_unix(self.path, lower=lower, timeout=5,
+                                       shm=shm)
+
+    def broken_shm_setup(self, wire=None, fds=None, memfd_size=4 * 65536):
+        """Connect, accept SHM (4 slots of 65536 bytes) and send wire
+        (default: a good SHM_SETUP) with fds (default: one memfd of
+        memfd_size bytes).  Returns the client."""
+        c = self.connect(shm=True)
+        c.handshake(max_inflight=4, shm_setup=False)
+        self.assertTrue(c.features & p.F_SHM)
+        if wire is None:
+            wire = raw(3, shm_payload(4, 65536))
+        if fds is None:
+            fd = os.memfd_create('test')
+            self.addCleanup(os.close, fd)
+            os.ftruncate(fd, memfd_size)
+            fds = [fd]
+        c.send_raw(wire, fds)
+        return c
 
     def test_survives_broken_clients(self):
         self.serve(RamDisk(size='1M'))
@@ -891,22 +1323,170 @@ class ServerTest(unittest.TestCase):
     def test_reconnect_replays_request(self):
         device = SlowRam(size='1M')
         self.serve(device)
-        c1 = self.connect()
+        c1 = self.connect(shm=True)
         c1.handshake()
         c1.submit(p.OP_WRITE, 8192, data=b'replayed', handle=7)
         self.assertTrue(device.started.wait(5))
         c1.close()                      # the reply of handle 7 is lost
-        c2 = self.connect()
+        c2 = self.connect(shm=True)
         c2.handshake()
+        self.assertTrue(c2.shm_active)
         # The old handler had ended before the new connection was served.
         self.assertEqual(len(device.writes), 1)
-        self.assertEqual(c2.request(p.OP_WRITE, 8192, data=b'replayed',
-                                    handle=7), (0, b''))
-        self.assertEqual(len(device.writes), 2)
+        # As QEMU does: outstanding requests again, flagged REPLAY, with
+        # their data copied into the new connection's shared memory.
+        self.assertEqual(c2.replay(c1.outstanding()), [7])
+        self.assertEqual(c2.collect(7), (0, b''))
+        self.assertEqual([replay for _, replay in device.writes],
+                         [False, True])
         self.assertEqual(c2.read(8192, 8), (0, b'replayed'))
         self.assertEqual([m.handle for m in c2.received
                           if isinstance(m, p.Reply)], [7, 1])
         c2.close()
+
+    def test_broken_shm_setups(self):
+        """Each broken SHM_SETUP drops the connection with a clear log
+        line; the server goes on serving."""
+        self.serve(RamDisk(size='1M'))
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        big = os.memfd_create('test')
+        self.addCleanup(os.close, big)
+        os.ftruncate(big, 4 * 65536)
+        cases = [   # kwargs of broken_shm_setup, expected log
+            (dict(fds=[]), 'SHM_SETUP came without a file descriptor'),
+            (dict(fds=[big, big]), 'SHM_SETUP came with 2 file '
+             'descriptors, must be exactly 1'),
+            (dict(wire=raw(3, shm_payload(8, 65536))),
+             'SHM_SETUP geometry 8 slots of 65536 bytes differs from the '
+             'handshake: max_inflight 4, max_data 65536'),
+            (dict(wire=raw(3, shm_payload(4, 1 << 20))),
+             'SHM_SETUP geometry 4 slots of 1048576 bytes differs'),
+            (dict(memfd_size=4096), 'the shared memory of SHM_SETUP is 4096 '
+             'bytes, less than 4 slots of 65536'),
+            (dict(fds=[r]), 'not a memfd or regular file'),
+            (dict(wire=raw(3, shm_payload()) +
+                  req(p.OP_READ, 0, 4, slot=4)),
+             r'REQUEST slot 4 out of range \(4 slots\)'),
+            (dict(wire=raw(3, shm_payload()) +
+                  req(p.OP_WRITE, 0, 4, slot=1, data=b'abcd')),
+             'REQUEST carries 4 inline data bytes; with SOFTDEV_TAP_F_SHM '
+             'its data is in the slot'),
+            (dict(wire=raw(3, shm_payload()) +
+                  req(p.OP_READ, 0, 4, handle=1, slot=3) +
+                  req(p.OP_READ, 0, 4, handle=2, slot=3)),
+             'REQUEST handle 2 uses slot 3, which outstanding handle 1'),
+            (dict(wire=req(p.OP_READ, 0, 4), fds=[]),
+             'REQUEST before SHM_SETUP'),
+        ]
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            for kwargs, _ in cases:
+                c = self.broken_shm_setup(**kwargs)
+                self.assertTrue(c.expect_eof())
+                c.close()
+            # fds with anything but SHM_SETUP
+            c = self.connect(shm=True)
+            c.handshake()
+            c.send_raw(p.encode(p.Request(1, p.OP_READ, 0, 4)), [big])
+            self.assertTrue(c.expect_eof())
+            c.close()
+            c = self.connect()
+            c.send_raw(p.encode(p.Hello(p.F_ALL, 0)), [big])
+            self.assertTrue(c.expect_eof())
+            c.close()
+        self.assertEqual(len(logs.output), len(cases) + 2)
+        for (_, regex), line in zip(cases, logs.output):
+            self.assertRegex(line, regex)
+            self.assertIn('dropping the connection', line)
+        self.assertIn('1 file descriptor(s) received outside SHM_SETUP',
+                      logs.output[-2])
+        self.assertIn('1 file descriptor(s) received outside SHM_SETUP',
+                      logs.output[-1])
+        # A good one, by hand, then by TestClient
+        c = self.broken_shm_setup()
+        c.send_raw(req(p.OP_READ, 0, 4, slot=3))
+        self.assertEqual(p.HEADER.unpack(c.sock.recv(24))[1], p.TYPE_REPLY)
+        c.close()
+        c = self.connect(shm=True)
+        c.handshake()
+        self.assertTrue(c.shm_active)
+        c.verify_io(MiB, rounds=2)
+        c.close()
+
+    def test_truncated_and_out_of_order(self):
+        self.serve(RamDisk(size='1M'))
+        cases = [   # (handshake first?, bytes, expected log)
+            (True, req(p.OP_WRITE, 0, 100, data=bytes(100))[:84],
+             'closed the connection inside a message \\(84 bytes of it'),
+            (True, raw(17, rpl_payload()), 'REPLY is sent by the device'),
+            (True, raw(3, shm_payload()), 'SHM_SETUP but SOFTDEV_TAP_F_SHM '
+             'was not negotiated'),
+            (False, raw(3, shm_payload()), 'SHM_SETUP before HELLO'),
+            (False, req(p.OP_READ, 0, 1), 'REQUEST before HELLO'),
+            (True, raw(1, hello_payload()), 'second HELLO'),
+            (True, raw(16, length=(1 << 20) + 25),
+             r'exceeds max_data 65536 \+ 24'),
+            (True, req(p.OP_READ, 0, 1) + req(p.OP_READ, 0, 1),
+             'handle 1 is already outstanding'),
+        ]
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            for handshake, data, _ in cases:
+                c = self.connect()
+                if handshake:
+                    c.handshake()
+                c.send_raw(data)
+                c.sock.shutdown(socket.SHUT_WR)
+                self.assertTrue(c.expect_eof())
+                c.close()
+        self.assertEqual(len(logs.output), len(cases))
+        for (_, _, regex), line in zip(cases, logs.output):
+            self.assertRegex(line, regex)
+
+    def test_allow_uid(self):
+        server = self.serve(RamDisk(size='1M'))
+        server.allow_uids = {65534 if os.getuid() != 65534 else 65533}
+        with self.assertLogs('softdev', 'ERROR') as logs:
+            c = self.connect()
+            self.assertTrue(c.expect_eof())
+            c.close()
+        self.assertRegex(logs.output[0], f'refusing a client with uid '
+                         f'{os.getuid()} \\(pid {os.getpid()}\\): allowed '
+                         f'uids are 6553[34]; closing')
+        server.allow_uids.add(os.getuid())
+        c = self.connect()
+        c.handshake()
+        self.assertEqual(c.read(0, 1), (0, b'\0'))
+        c.close()
+        with self.assertRaisesRegex(ValueError, 'needs a unix socket'):
+            Server.tcp(RamDisk(size='1M'), '127.0.0.1', 0,
+                       allow_uids={0})
+
+    def test_vsock(self):
+        try:
+            server = Server.vsock(RamDisk(size='64K'),
+                                  socket.VMADDR_CID_ANY, 0xfffffff0 - 7)
+        except (OSError, AttributeError) as e:
+            self.skipTest(f'no vsock here: {e}')
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(server.close)
+        self.assertTrue(server.address().startswith('vsock:'))
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(1)
+            sock.connect((1, 0xfffffff0 - 7))       # VMADDR_CID_LOCAL
+            sock.settimeout(5)
+        except OSError as e:
+            sock.close()
+            self.skipTest(f'no vsock loopback here: {e}')
+        c = TestClient(sock, shm=True)
+        c.handshake()
+        self.assertFalse(c.shm_active)      # unix sockets only
+        self.assertEqual(c.write(0, b'vsock'), (0, b''))
+        self.assertEqual(c.read(0, 5), (0, b'vsock'))
+        c.close()
 
     def test_reconnect_while_waiting_below(self):
         lower = bytearray(MiB)
@@ -973,13 +1553,87 @@ class ServerTest(unittest.TestCase):
             self.assertIn(f'listening on unix:{path}', err)
             self.assertFalse(os.path.exists(path))
 
+    def run_cli(self, *args):
+        """Start 'python3 -m softdev run ...'; stopped at cleanup."""
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+        proc = subprocess.Popen(['/usr/bin/python3', '-m', 'softdev', 'run',
+                                 *args], env=env, stderr=subprocess.PIPE,
+                                text=True)
+
+        def stop():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.communicate(timeout=5)
+            proc.stderr.close()
+        self.addCleanup(stop)
+        return proc
+
+    def wait_line(self, proc, text):
+        """The first line of proc's stderr that contains text."""
+        while True:
+            line = proc.stderr.readline()
+            self.assertTrue(line, f'no {text!r} in the output')
+            if text in line:
+                return line
+
+    def test_command_line_tcp(self):
+        proc = self.run_cli('softdev.examples.ramdisk:RamDisk', '--tcp',
+                            '127.0.0.1:0', '--arg', 'size=64K')
+        line = self.wait_line(proc, 'listening on tcp:127.0.0.1:')
+        port = int(line.rsplit(':', 1)[1])
+        c = TestClient(socket.create_connection(('127.0.0.1', port), 5),
+                       shm=True)
+        c.handshake()
+        self.assertFalse(c.shm_active)          # not over TCP
+        self.assertEqual(c.write(0, b'tcp'), (0, b''))
+        self.assertEqual(c.read(0, 3), (0, b'tcp'))
+        c.close()
+        proc.terminate()
+        self.assertEqual(proc.wait(5), 0)
+
+    def test_command_line_allow_uid(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'ram.sock')
+            other = 65534 if os.getuid() != 65534 else 65533
+            proc = self.run_cli('softdev.examples.ramdisk:RamDisk', '--unix',
+                                path, '--allow-uid', str(other), '--arg',
+                                'size=64K')
+            self.wait_line(proc, 'listening on unix:')
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+            c = TestClient.connect_unix(path)
+            self.assertTrue(c.expect_eof())
+            c.close()
+            self.assertIn(f'refusing a client with uid {os.getuid()} ',
+                          self.wait_line(proc, 'refusing'))
+            proc.terminate()
+            self.assertEqual(proc.wait(5), 0)
+            proc = self.run_cli('softdev.examples.ramdisk:RamDisk', '--unix',
+                                path, '--allow-uid',
+                                f'{other},{os.getuid()}')
+            self.wait_line(proc, 'listening on unix:')
+            c = TestClient.connect_unix(path, shm=True)
+            c.handshake()
+            self.assertTrue(c.shm_active)
+            self.assertEqual(c.write(0, b'ok'), (0, b''))
+            c.close()
+            proc.terminate()
+            self.assertEqual(proc.wait(5), 0)
+
     def test_command_line_errors(self):
         env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
-        for target, message in [('softdev.examples.ramdisk', 'MODULE:CLASS'),
-                                ('softdev.protocol:Decoder',
-                                 'not a BlockDevice subclass')]:
+        ramdisk = 'softdev.examples.ramdisk:RamDisk'
+        for args, message in [
+                (['softdev.examples.ramdisk', '--unix', '/nonexistent'],
+                 'MODULE:CLASS'),
+                (['softdev.protocol:Decoder', '--unix', '/nonexistent'],
+                 'not a BlockDevice subclass'),
+                ([ramdisk, '--tcp', '127.0.0.1:0', '--allow-uid', '0'],
+                 '--allow-uid needs --unix'),
+                ([ramdisk, '--unix', '/nonexistent', '--allow-uid',
+                  'no-such-user-here'], "no user 'no-such-user-here'"),
+                ([ramdisk, '--vsock', '3'], 'expects CID:PORT')]:
             proc = subprocess.run(['/usr/bin/python3', '-m', 'softdev',
-                                   'run', target, '--unix', '/nonexistent'],
+                                   'run', *args],
                                   env=env, capture_output=True, text=True,
                                   timeout=10)
             self.assertNotEqual(proc.returncode, 0)

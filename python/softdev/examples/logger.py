@@ -1,7 +1,9 @@
 """
 Tracing: appends one line per write (time, offset, length, FUA) to
 --arg path=softdev-writes.log, then forwards the write unchanged.  A
-write the client resends after a reconnect is logged twice.
+write the client resends after a reconnect is logged again, marked
+'replay' (self.request.replay): it may or may not have reached the disk
+the first time.
 
 SPDX-License-Identifier: GPL-2.0-or-later
 """
@@ -17,6 +19,8 @@ class Logger(BlockDevice):
         self.log = open(path, 'a', buffering=1)     # one line at a time
 
     def write(self, offset, data, fua):
-        fua = ' fua' if fua else ''
-        self.log.write(f'{time.time():.6f} write {offset} {len(data)}{fua}\n')
+        flags = ' fua' if fua else ''
+        flags += ' replay' if self.request.replay else ''
+        self.log.write(f'{time.time():.6f} write {offset} {len(data)}'
+                       f'{flags}\n')
         return Forward()

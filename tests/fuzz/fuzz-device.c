@@ -1,0 +1,362 @@
+/*
+ * libFuzzer target, device side: the input is what a client sends to a
+ * libsoftdev device, and goes through the whole of the library's
+ * connection handling (softdev_serve_fd: buffered reading, the codec, the
+ * connection-state rules, SHM_SETUP, queueing, callbacks, lower requests,
+ * batched replies) over a socketpair.
+ *
+ * Input: one option byte, then the byte stream.  Options:
+ *   bit 0  SOFTDEV_THREAD_PARALLEL (else SERIALIZE)
+ *   bit 1  pass a memfd with what follows the first message (HELLO), as
+ *          QEMU passes it with SHM_SETUP
+ *   bit 2  a device that works through the node below (lower requests,
+ *          forward with replacement data) instead of answering itself
+ *   bit 3  the device has its own size (else: the node below's)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "softdev/tap-protocol.h"
+#include "softdev.h"
+
+#define OPT_PARALLEL    1
+#define OPT_SHM         2
+#define OPT_LOWER       4
+#define OPT_SIZE        8
+#define SHM_SIZE        (64u << 20)         /* sparse */
+
+static unsigned sink;                       /* keeps data reads alive */
+
+static int fz_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
+                   uint64_t off)
+{
+    (void)h;
+    if (off & 1) {
+        return softdev_lower_read(r, buf, len, off);
+    }
+    memset(buf, (int)(off >> 9), len);      /* every byte is ours */
+    return off & 2 ? SOFTDEV_FORWARD : 0;
+}
+
+static int fz_write(void *h, struct softdev_req *r, const void *buf,
+                    uint32_t len, uint64_t off, uint32_t flags)
+{
+    const uint8_t *p = buf;
+    uint32_t i;
+
+    (void)h;
+    for (i = 0; i < len; i++) {
+        sink += p[i];                       /* every byte is readable */
+    }
+    if (off & 1) {
+        return softdev_lower_write(r, buf, len, off, flags);
+    }
+    if (off & 2) {
+        uint8_t *copy = malloc(len);
+        int ret;
+        if (!copy) {
+            return -ENOMEM;
+        }
+        memset(copy, 0xa5, len);
+        ret = softdev_forward_to(r, off ^ 4096, copy);
+        free(copy);
+        return ret;
+    }
+    return off & 4 ? -EIO : 0;
+}
+
+static int fz_flush(void *h, struct softdev_req *r)
+{
+    (void)h;
+    return softdev_req_is_replay(r) ? softdev_lower_flush(r) : 0;
+}
+
+static int fz_discard(void *h, struct softdev_req *r, uint32_t len,
+                      uint64_t off)
+{
+    (void)h;
+    return off & 1 ? softdev_lower_discard(r, len, off) : SOFTDEV_FORWARD;
+}
+
+static int fz_zeroes(void *h, struct softdev_req *r, uint32_t len,
+                     uint64_t off, uint32_t flags)
+{
+    (void)h;
+    if (off & 1) {
+        return softdev_lower_write_zeroes(r, len, off, flags);
+    }
+    return len & 1 ? 12345 : 0;             /* a device bug: -EIO */
+}
+
+static int fz_lower_read(void *h, struct softdev_req *r, void *buf,
+                         uint32_t len, uint64_t off)
+{
+    int ret = softdev_lower_read(r, buf, len, off);
+    (void)h;
+    if (ret == 0 && softdev_lower_size(r) > off + len) {
+        ((uint8_t *)buf)[0] ^= 1;
+    }
+    return ret;
+}
+
+static int fz_lower_write(void *h, struct softdev_req *r, const void *buf,
+                          uint32_t len, uint64_t off, uint32_t flags)
+{
+    (void)h;
+    if (softdev_req_is_replay(r)) {
+        return softdev_forward_to(r, off, buf);
+    }
+    return softdev_lower_write(r, buf, len, off, flags);
+}
+
+static struct softdev_device dev_self = {
+    .api_version = SOFTDEV_API_VERSION,
+    .name = "fuzz",
+    .max_inflight = 16,                     /* tap-vectors' shm_setup */
+    .read = fz_read,
+    .write = fz_write,
+    .flush = fz_flush,
+    .discard = fz_discard,
+    .write_zeroes = fz_zeroes,
+};
+
+static struct softdev_device dev_lower = {
+    .api_version = SOFTDEV_API_VERSION,
+    .name = "fuzz-lower",
+    .max_inflight = 16,
+    .max_data = 65536,
+    .read = fz_lower_read,
+    .write = fz_lower_write,
+};
+
+typedef struct Client {
+    int fd;
+    const uint8_t *data;
+    size_t size;
+    bool shm;
+} Client;
+
+static void send_all(int fd, const uint8_t *p, size_t len, int passfd)
+{
+    char ctl[CMSG_SPACE(sizeof(int))];
+
+    while (len) {
+        struct iovec iov = { (void *)p, len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (passfd >= 0) {
+            struct cmsghdr *cm;
+            memset(ctl, 0, sizeof(ctl));
+            msg.msg_control = ctl;
+            msg.msg_controllen = sizeof(ctl);
+            cm = CMSG_FIRSTHDR(&msg);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
+        }
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;                         /* the device hung up */
+        }
+        passfd = -1;
+        p += n;
+        len -= n;
+    }
+}
+
+/* Length of the first message if it is a well-formed HELLO, else 0 */
+static size_t hello_length(const uint8_t *p, size_t size)
+{
+    SoftdevTapHeader h;
+    const char *err;
+
+    if (size < SOFTDEV_TAP_HDR_SIZE ||
+        softdev_tap_decode_header(p, SOFTDEV_TAP_HANDSHAKE_MAX, &h,
+                                  &err) < 0 ||
+        h.type != SOFTDEV_TAP_HELLO ||
+        size < SOFTDEV_TAP_HDR_SIZE + h.length) {
+        return 0;
+    }
+    return SOFTDEV_TAP_HDR_SIZE + h.length;
+}
+
+/* How many REQUESTs the input holds, as far as its headers go */
+static unsigned count_requests(const uint8_t *p, size_t size)
+{
+    unsigned n = 0;
+
+    while (size >= SOFTDEV_TAP_HDR_SIZE) {
+        SoftdevTapHeader h;
+        const char *err;
+        if (softdev_tap_decode_header(p, SOFTDEV_TAP_MAX_DATA + 64, &h,
+                                      &err) < 0 ||
+            size - SOFTDEV_TAP_HDR_SIZE < h.length) {
+            break;
+        }
+        n += h.type == SOFTDEV_TAP_REQUEST;
+        p += SOFTDEV_TAP_HDR_SIZE + h.length;
+        size -= SOFTDEV_TAP_HDR_SIZE + h.length;
+    }
+    return n;
+}
+
+static uint32_t ld32(const uint8_t *p)
+{
+    return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/*
+ * Read what the device sends, answer its LOWER_REQUESTs (READs with
+ * zeroes; odd handles fail with -EIO) and count its REPLYs, until
+ * @expected replies came, the device hung up, or it went quiet.
+ */
+static void serve_lower(int fd, unsigned expected)
+{
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    unsigned replies = 0;
+
+    while (buf && replies < expected) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        size_t pos = 0;
+        ssize_t n;
+
+        if (poll(&pfd, 1, 200) <= 0) {
+            break;                          /* quiet: it waits for more */
+        }
+        if (len == cap) {
+            uint8_t *nbuf = realloc(buf, cap * 2);
+            if (!nbuf) {
+                break;
+            }
+            buf = nbuf;
+            cap *= 2;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n <= 0) {
+            break;
+        }
+        len += n;
+        while (len - pos >= SOFTDEV_TAP_HDR_SIZE) {
+            SoftdevTapHeader h;
+            const char *err;
+            const uint8_t *p = buf + pos;
+            if (softdev_tap_decode_header(p, SOFTDEV_TAP_MAX_DATA + 64, &h,
+                                          &err) < 0) {
+                goto out;
+            }
+            if (len - pos - SOFTDEV_TAP_HDR_SIZE < h.length) {
+                break;
+            }
+            pos += SOFTDEV_TAP_HDR_SIZE + h.length;
+            replies += h.type == SOFTDEV_TAP_REPLY;
+            if (h.type == SOFTDEV_TAP_LOWER_REQUEST) {
+                uint8_t msg[SOFTDEV_TAP_HDR_SIZE +
+                            SOFTDEV_TAP_LOWER_REPLY_SIZE];
+                SoftdevTapReply rep = { 0 };
+                uint8_t *zero = NULL;
+                uint64_t bytes = ld32(p + 24 + 16) |
+                                 (uint64_t)ld32(p + 24 + 20) << 32;
+                if (h.handle & 1) {
+                    rep.result = -EIO;
+                } else if (p[24] == SOFTDEV_TAP_OP_READ &&
+                           bytes <= SOFTDEV_TAP_MAX_DATA) {
+                    rep.bytes = bytes;
+                    zero = calloc(1, bytes ? bytes : 1);
+                }
+                softdev_tap_encode_reply(msg, SOFTDEV_TAP_LOWER_REPLY,
+                                         h.handle, false, &rep);
+                send_all(fd, msg, sizeof(msg), -1);
+                if (zero) {
+                    send_all(fd, zero, rep.bytes, -1);
+                    free(zero);
+                }
+            }
+        }
+        memmove(buf, buf + pos, len - pos);
+        len -= pos;
+    }
+out:
+    free(buf);
+}
+
+/* The client: send the input, play the node below, then hang up */
+static void *client(void *opaque)
+{
+    Client *cl = opaque;
+    static uint8_t sinkbuf[1 << 16];
+    size_t first = cl->shm ? hello_length(cl->data, cl->size) : 0;
+
+    if (first) {
+        /* Like QEMU: HELLO, wait for HELLO_REPLY, then the memfd */
+        int mfd = memfd_create("fuzz-shm", MFD_CLOEXEC);
+        send_all(cl->fd, cl->data, first, -1);
+        if (mfd >= 0 && ftruncate(mfd, SHM_SIZE) == 0) {
+            struct pollfd pfd = { .fd = cl->fd, .events = POLLIN };
+            poll(&pfd, 1, 5000);
+            send_all(cl->fd, cl->data + first, cl->size - first, mfd);
+        }
+        if (mfd >= 0) {
+            close(mfd);
+        }
+    } else {
+        send_all(cl->fd, cl->data, cl->size, -1);
+    }
+    serve_lower(cl->fd, count_requests(cl->data, cl->size));
+    shutdown(cl->fd, SHUT_WR);
+    while (read(cl->fd, sinkbuf, sizeof(sinkbuf)) > 0) {
+        /* drain */
+    }
+    return NULL;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct softdev_device *dev;
+    pthread_t thread;
+    Client cl;
+    int sv[2];
+    uint8_t opts;
+
+    if (size < 1) {
+        return 0;
+    }
+    opts = data[0];
+    signal(SIGPIPE, SIG_IGN);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        return 0;
+    }
+    dev = opts & OPT_LOWER ? &dev_lower : &dev_self;
+    dev->thread_model = opts & OPT_PARALLEL ? SOFTDEV_THREAD_PARALLEL :
+                                              SOFTDEV_THREAD_SERIALIZE;
+    dev->size = opts & OPT_SIZE ? 1ull << 30 : 0;
+    cl = (Client){ sv[1], data + 1, size - 1, opts & OPT_SHM };
+    if (pthread_create(&thread, NULL, client, &cl) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return 0;
+    }
+    softdev_serve_fd(dev, dev, sv[0]);
+    close(sv[0]);
+    pthread_join(thread, NULL);
+    close(sv[1]);
+    return 0;
+}

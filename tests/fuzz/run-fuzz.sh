@@ -1,0 +1,65 @@
+#!/bin/sh
+# run-fuzz.sh SRC [SECONDS]: build the libFuzzer targets of SRC/tests/fuzz
+# with clang (-fsanitize=fuzzer,address,undefined) into SRC/build/fuzz and
+# run each for SECONDS (default 20), starting from a seed corpus made from
+# the canonical messages of tests/unit/tap-vectors.c.  The corpus grows in
+# build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
+# (the input is left as build/fuzz/NAME-crash-*).
+#
+#   fuzz-device  the client's byte stream into libsoftdev's server
+#   fuzz-client  a device's byte stream into the decoders, as QEMU uses them
+#
+# Needs clang and libclang-rt-14-dev (Debian 12).
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+set -eu
+src=$(cd "${1:?usage: run-fuzz.sh SRC [SECONDS]}" && pwd)
+seconds=${2:-20}
+out=$src/build/fuzz
+cc=${CLANG:-clang}
+mkdir -p "$out"
+
+if ! command -v "$cc" >/dev/null 2>&1; then
+    echo "run-fuzz.sh: $cc not found" \
+        "(apt-get install clang libclang-rt-14-dev)" >&2
+    exit 2
+fi
+cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -pthread -I$src/include
+-I$src/libsoftdev -fsanitize=fuzzer,address,undefined
+-fno-sanitize-recover=undefined"
+lib="$src/libsoftdev/server.c $src/libsoftdev/tap-protocol.c"
+
+# Seeds
+# shellcheck disable=SC2086
+$cc -std=gnu11 -I"$src/include" "$src/tests/unit/tap-vectors.c" \
+    "$src/libsoftdev/tap-protocol.c" -o "$out/tap-vectors"
+rm -rf "$out/seeds"
+"$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
+    "$out/seeds"
+
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-device.c" $lib -o "$out/fuzz-device"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/tap-protocol.c" \
+    -o "$out/fuzz-client"
+
+status=0
+for name in device client; do
+    corpus=$out/corpus-$name
+    mkdir -p "$corpus"
+    echo "=== fuzz-$name: $seconds s ==="
+    # -close_fd_mask=2: the device's messages about bad input are noise
+    if "$out/fuzz-$name" -max_total_time="$seconds" -timeout=20 \
+        -rss_limit_mb=4096 -max_len=300000 -close_fd_mask=2 \
+        -print_final_stats=1 -artifact_prefix="$out/$name-" \
+        "$corpus" "$out/seeds/$name" >"$out/fuzz-$name.log" 2>&1; then
+        tail -n 12 "$out/fuzz-$name.log" | grep -E '^(stat::|Done|#)' || true
+        echo "=== fuzz-$name: no crash ==="
+    else
+        tail -n 60 "$out/fuzz-$name.log"
+        echo "=== fuzz-$name: CRASH (see $out/fuzz-$name.log) ==="
+        status=1
+    fi
+done
+exit $status
