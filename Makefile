@@ -27,7 +27,7 @@ GUEST_DIR := $(SRC)/build/guest
 
 .PHONY: all build check check-qtest check-iotests check-stock check-unit \
 	check-guest \
-	run bench install clean distclean guest
+	run bench install clean distclean guest fuzz
 
 all: build
 
@@ -68,6 +68,16 @@ install: build
 	$(SRC)/scripts/link-firmware.sh $(DESTDIR)$(PREFIX)/share/qemu
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(SRC)/scripts/softdev_trace.py $(DESTDIR)$(PREFIX)/bin/softdev-trace-dump
+	$(SRC)/libsoftdev/install.sh '$(PREFIX)' '$(DESTDIR)'
+	install -d $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev/examples
+	install -m 0644 $(SRC)/python/softdev/*.py \
+		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev
+	install -m 0644 $(SRC)/python/softdev/examples/*.py \
+		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev/examples
+
+# Fuzz both sides of the tap protocol with libFuzzer (20 s per target)
+fuzz:
+	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) 20
 
 clean:
 	-[ -f config.mak ] && $(NINJA) -C $(QEMU_BUILD) clean

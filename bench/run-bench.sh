@@ -16,7 +16,14 @@
 #     softdev-trace  json:{"driver":"softdev-trace",
 #                          "file":{"driver":"file","filename":IMG}}
 #     nbdkit         json:{"driver":"nbd","server":{"type":"unix",...}}
-#                    served by 'nbdkit -U SOCK file IMG' (informational).
+#                    served by 'nbdkit -U SOCK file IMG'
+#     tap-c          json:{"driver":"softdev-tap","server":{...},
+#                          "file":{"driver":"file","filename":IMG}}
+#                    with libsoftdev's C passthrough example (its read and
+#                    write callbacks run for every request and forward it;
+#                    unix socket, shared memory, batched messages)
+#     tap-py         the same with the Python passthrough example
+#                    (informational)
 #   The nbd stack is given as json rather than nbd+unix:///?socket=SOCK so
 #   that no probed raw format node is added: every stack is exactly one
 #   protocol node, plus the soft device for softdev-trace.
@@ -66,8 +73,11 @@
 #   to a few per cent.  No guest and no TCG are involved.
 #
 # Targets: softdev-trace >= 0.97x bare on rand-read and rand-write,
-# >= 0.98x bare on seq-read and seq-write.  A missed target prints MISS
-# but does not fail the script: benchmarks are not pass/fail tests.
+# >= 0.98x bare on seq-read and seq-write; tap-c >= 0.90x softdev-trace on
+# the 4 KiB workloads (IOPS) and >= 0.95x on the 1 MiB ones (throughput),
+# and >= 1.15x nbdkit on all.  A missed target prints MISS but does not
+# fail the script: benchmarks are not pass/fail tests.  The soft-device
+# processes (tap-c, tap-py) are pinned like nbdkit, to the other CPUs.
 #
 # Environment (defaults in brackets):
 #   BENCH_REPS [15]  BENCH_SECONDS [0.5]  BENCH_DIR [/dev/shm or /tmp]
@@ -143,9 +153,15 @@ fi
 # --- temporary directory, nbdkit, cleanup ----------------------------------
 TMP=''
 NBDKIT_PID=''
+TAP_PIDS=()
 
 # shellcheck disable=SC2317  # invoked by the traps
 cleanup() {
+    for p in "${TAP_PIDS[@]}"; do
+        kill "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    TAP_PIDS=()
     if [ -n "$NBDKIT_PID" ]; then
         kill "$NBDKIT_PID" 2>/dev/null
         wait "$NBDKIT_PID" 2>/dev/null
@@ -247,6 +263,28 @@ fi
 [ "$(cat "$TMP/nbdkit.pid")" = "$NBDKIT_PID" ] ||
     die "nbdkit runs as PID $(cat "$TMP/nbdkit.pid"), expected $NBDKIT_PID"
 
+# --- soft-device processes --------------------------------------------------
+"$SRC/libsoftdev/build.sh" "$SRC" "$TMP/libsoftdev" >"$TMP/libsoftdev.log" 2>&1 ||
+    { cat "$TMP/libsoftdev.log" >&2; die "cannot build libsoftdev"; }
+# start_device NAME SOCKET ARGV...: in its own session, like nbdkit
+start_device() {
+    local name=$1 sock=$2
+    shift 2
+    setsid "${NBDKIT_PIN[@]}" "$@" 2>"$TMP/$name.log" &
+    TAP_PIDS+=($!)
+    for _ in $(seq 200); do
+        [ -S "$sock" ] && return 0
+        sleep 0.05
+    done
+    cat "$TMP/$name.log" >&2
+    die "$name did not start"
+}
+start_device tap-c "$TMP/tap-c.sock" "$TMP/libsoftdev/passthrough" \
+    --unix "$TMP/tap-c.sock"
+start_device tap-py "$TMP/tap-py.sock" env PYTHONPATH="$SRC/python" "$PY" \
+    -m softdev run softdev.examples.passthrough:Passthrough \
+    --unix "$TMP/tap-py.sock"
+
 # --- AIO mode: io_uring if it works here, else threads --------------------
 if [ -z "$AIO" ]; then
     AIO=threads
@@ -260,13 +298,18 @@ fi
 echo "run-bench: cache mode $CACHE, aio $AIO"
 
 # --- stacks and workloads ---------------------------------------------------
-STACKS=(bare softdev-trace nbdkit)
+STACKS=(bare softdev-trace tap-c tap-py nbdkit)
 declare -A SPEC
 SPEC[bare]="json:{\"driver\":\"file\",\"filename\":\"$IMG\"}"
 SPEC[softdev-trace]="json:{\"driver\":\"softdev-trace\",\"file\":\
 {\"driver\":\"file\",\"filename\":\"$IMG\"}}"
 SPEC[nbdkit]="json:{\"driver\":\"nbd\",\"server\":\
 {\"type\":\"unix\",\"path\":\"$SOCK\"}}"
+for t in tap-c tap-py; do
+    SPEC[$t]="json:{\"driver\":\"softdev-tap\",\"server\":\
+{\"type\":\"unix\",\"path\":\"$TMP/$t.sock\"},\
+\"file\":{\"driver\":\"file\",\"filename\":\"$IMG\"}}"
+done
 
 BLOCKS=$((IMG_MIB * 256))
 gcd() {
@@ -366,7 +409,7 @@ for w in "${WORKLOADS[@]}"; do
     for s in "${STACKS[@]}"; do
         if [ -n "$fixed" ]; then
             COUNT[$w/$s]=$fixed
-        elif [ "$s" = nbdkit ]; then
+        elif [ "$s" != bare ] && [ "$s" != softdev-trace ]; then
             COUNT[$w/$s]=$(calibrate "$probe" "${probe_secs[$s]}")
         else
             COUNT[$w/$s]=$(calibrate "$probe" "${probe_secs[bare]}")
@@ -380,8 +423,9 @@ for w in "${WORKLOADS[@]}"; do
     done
     printf '%s\t%s\t%s\t%s\t%s\n' "$w" "${WUNIT[$w]}" "${WBYTES[$w]}" \
         "${WTARGET[$w]}" "${WDESC[$w]}" >>"$WLS"
-    printf '  %-10s %s: count %s (bare, softdev-trace), %s (nbdkit)\n' \
-        "$w" "${WDESC[$w]}" "${COUNT[$w/bare]}" "${COUNT[$w/nbdkit]}"
+    printf '  %-10s %s: count %s (bare, softdev-trace), %s (tap-c), %s (tap-py), %s (nbdkit)\n' \
+        "$w" "${WDESC[$w]}" "${COUNT[$w/bare]}" "${COUNT[$w/tap-c]}" \
+        "${COUNT[$w/tap-py]}" "${COUNT[$w/nbdkit]}"
 done
 echo "run-bench: command lines"
 tail -n +2 "$CMDS" | while IFS=$'\t' read -r w s _ c; do
@@ -401,9 +445,9 @@ stack_order() {
         pair='softdev-trace bare'
     fi
     if [ $((((r / 2) + j) % 2)) -eq 0 ]; then
-        echo "$pair nbdkit"
+        echo "$pair tap-c nbdkit tap-py"
     else
-        echo "nbdkit $pair"
+        echo "tap-py nbdkit tap-c $pair"
     fi
 }
 
@@ -422,7 +466,10 @@ for ((r = 1; r <= REPS; r++)); do
     echo
 done
 
-# nbdkit must have survived every run.
+# The soft-device processes and nbdkit must have survived every run.
+for p in "${TAP_PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || die "a soft-device process died during the benchmark"
+done
 kill -0 "$NBDKIT_PID" 2>/dev/null || {
     cat "$TMP/nbdkit.log" >&2
     die "nbdkit died during the benchmark"

@@ -41,7 +41,8 @@ suite() {
 run_unit() {
     "$SRC/tests/unit/run-c-tests.sh" "$SRC" &&
     (cd "$SRC" &&
-     SANITIZE=1 $PY -m unittest discover -s tests/unit -p 'test_*.py' -v)
+     SANITIZE=1 $PY -m unittest discover -s tests/unit -p 'test_*.py' -v) &&
+    "$SRC/tests/fuzz/run-fuzz.sh" "$SRC" 15
 }
 
 run_qtest() {
@@ -59,7 +60,7 @@ iotests_check() {
 }
 
 run_iotests() {
-    iotests_check -raw softdev-stack softdev-tap
+    iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect
 }
 
 run_stock() {
@@ -74,6 +75,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-live-insert.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-tap.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-tap-crash.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -81,11 +84,11 @@ for s in $SUITES; do
     case $s in
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
-    iotests) suite "iotests softdev-stack, softdev-tap" \
+    iotests) suite "iotests softdev-stack, softdev-tap, softdev-tap-reconnect" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs)" \
         run_guest ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac

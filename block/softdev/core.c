@@ -135,6 +135,9 @@ static void softdev_account(SoftdevState *s, const SoftdevRequest *req,
 int coroutine_fn GRAPH_RDLOCK
 softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req)
 {
+    if (!bs->file) {
+        return req->op == SOFTDEV_OP_FLUSH ? 0 : -ENOTSUP;
+    }
     switch (req->op) {
     case SOFTDEV_OP_READ:
         return bdrv_co_preadv_part(bs->file, req->offset, req->bytes,
@@ -268,7 +271,12 @@ softdev_refresh_limits(BlockDriverState *bs, Error **errp)
 static int64_t coroutine_fn GRAPH_RDLOCK
 softdev_co_getlength(BlockDriverState *bs)
 {
-    return bdrv_co_getlength(bs->file->bs);
+    SoftdevState *s = bs->opaque;
+
+    if (s->sd->getlength && s->opaque) {
+        return s->sd->getlength(bs);
+    }
+    return bs->file ? bdrv_co_getlength(bs->file->bs) : -ENOMEDIUM;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -276,7 +284,45 @@ softdev_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                     PreallocMode prealloc, BdrvRequestFlags flags,
                     Error **errp)
 {
+    SoftdevState *s = bs->opaque;
+
+    if (!bs->file || s->sd->getlength) {
+        error_setg(errp, "%s: cannot resize a soft device of its own size",
+                   s->sd->name);
+        return -ENOTSUP;
+    }
     return bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
+}
+
+static void softdev_detach_aio_context(BlockDriverState *bs)
+{
+    SoftdevState *s = bs->opaque;
+
+    if (s->sd->detach_aio_context && s->opaque) {
+        s->sd->detach_aio_context(bs);
+    }
+}
+
+static void softdev_attach_aio_context(BlockDriverState *bs, AioContext *ctx)
+{
+    SoftdevState *s = bs->opaque;
+
+    if (s->sd->attach_aio_context && s->opaque) {
+        s->sd->attach_aio_context(bs, ctx);
+    }
+}
+
+/* Whether @options name a node below (the "file" child) */
+static bool softdev_has_lower_opt(QDict *options)
+{
+    const QDictEntry *e;
+
+    for (e = qdict_first(options); e; e = qdict_next(options, e)) {
+        if (!strcmp(e->key, "file") || g_str_has_prefix(e->key, "file.")) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
@@ -303,18 +349,29 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
                           sd->content_preserving) :
         sd->content_preserving;
 
-    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
-    if (ret < 0) {
-        goto out;
+    if (sd->lower_optional && !softdev_has_lower_opt(options)) {
+        if (s->content_preserving) {
+            error_setg(errp, "%s: a content-preserving soft device needs a "
+                       "node below ('file')", sd->name);
+            ret = -EINVAL;
+            goto out;
+        }
+        /* A device of its own: it handles FUA itself. */
+        bs->supported_write_flags = BDRV_REQ_FUA;
+        bs->supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP;
+    } else {
+        ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
+        if (ret < 0) {
+            goto out;
+        }
+        bdrv_graph_rdlock_main_loop();
+        bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED |
+            (BDRV_REQ_FUA & bs->file->bs->supported_write_flags);
+        bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED |
+            ((BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK) &
+             bs->file->bs->supported_zero_flags);
+        bdrv_graph_rdunlock_main_loop();
     }
-
-    bdrv_graph_rdlock_main_loop();
-    bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED |
-        (BDRV_REQ_FUA & bs->file->bs->supported_write_flags);
-    bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED |
-        ((BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK) &
-         bs->file->bs->supported_zero_flags);
-    bdrv_graph_rdunlock_main_loop();
 
     s->opaque = g_malloc0(MAX(sd->state_size, 1));
     if (sd->open) {
@@ -383,6 +440,8 @@ void softdev_register(SoftdevDriver *sd)
 
         .bdrv_co_getlength      = softdev_co_getlength,
         .bdrv_co_truncate       = softdev_co_truncate,
+        .bdrv_detach_aio_context = softdev_detach_aio_context,
+        .bdrv_attach_aio_context = softdev_attach_aio_context,
 
         .bdrv_co_preadv_part    = softdev_co_preadv_part,
         .bdrv_co_pwritev_part   = softdev_co_pwritev_part,

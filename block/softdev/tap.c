@@ -2,48 +2,76 @@
  * softdev-tap: hands every request to a soft-device process over the tap
  * protocol (docs/specs/softdev-tap.rst), which completes it, forwards it
  * to the node below (possibly moved or with other data), or does its own
- * I/O on the node below first.  If the process goes away or a request
- * waits longer than the timeout, requests fail or pass through, as
- * configured.  Limits: message transport only (no shared memory yet), no
- * reconnection, the device must have the size of the node below.
+ * I/O on the node below first.  The process may also be a device of its
+ * own, with no node below.
+ *
+ * Data path: requests are encoded into a send buffer that a bottom half
+ * flushes once per event-loop turn, and replies are parsed from large
+ * reads, so under load one system call carries many messages.  Over a
+ * unix socket the data lies in a shared memfd (one slot per request).
+ *
+ * Crash containment: a lost connection (EOF, malformed message, a request
+ * past its timeout) is torn down in the node's AioContext and
+ * on-disconnect decides what becomes of the requests: queue keeps them
+ * and replays them after a reconnection, fail fails them, passthrough
+ * sends them to the node below.  A connector thread reaches the process
+ * again (blocking connect and handshake stay out of the event loop).
+ *
+ * Locking: s->lock protects the connection state and the request list;
+ * requests may come from several AioContexts.  Coroutines are woken after
+ * the lock is dropped.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include <sys/mman.h>
+#include "block/aio.h"
 #include "block/qdict.h"
-#include "io/channel-socket.h"
 #include "qapi/error.h"
 #include "qapi/qapi-visit-sockets.h"
 #include "qapi/qobject-input-visitor.h"
 #include "qemu/coroutine.h"
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
+#include "qemu/main-loop.h"
 #include "qemu/memalign.h"
+#include "qemu/memfd.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
+#include "qemu/sockets.h"
+#include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "qobject/qdict.h"
 #include "softdev/softdev.h"
 #include "softdev/tap-protocol.h"
 #include "trace.h"
 
-#define SOFTDEV_TAP_MAX_DATA    (1 * MiB)
-#define SOFTDEV_TAP_FIXED_MAX   SOFTDEV_TAP_HELLO_SIZE
-#define SOFTDEV_TAP_HELLO_SECS  10
+#define SOFTDEV_TAP_CLIENT_MAX_DATA (1 * MiB)
+#define SOFTDEV_TAP_HELLO_SECS      10
+#define SOFTDEV_TAP_READ_CHUNK      (256 * KiB)
+#define SOFTDEV_TAP_FIRST_RETRY_MS  10
 
-/* One request outstanding at the process */
+/* One request of the guest, from co_pre until its outcome is known */
+typedef struct SoftdevTap SoftdevTap;
+
 typedef struct SoftdevTapReq {
+    SoftdevTap *s;
     uint64_t handle;
-    BlockDriverState *bs;
     SoftdevRequest *req;
     Coroutine *co;
-    bool waiting;               /* yielded, waiting for its reply */
+    int64_t deadline_ms;        /* QEMU_CLOCK_REALTIME; 0: none */
+    bool timed_out;
+    bool sent;                  /* at the process on this connection */
+    bool replay;                /* was sent on an earlier connection */
+    bool waiting;               /* the coroutine yielded */
     bool done;
-    bool lost;                  /* the connection went away */
-    SoftdevTapReply reply;
-    void *bounce;               /* FORWARD data of a write */
+    int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
+    uint32_t slot;
+    uint64_t fwd_offset;
+    void *bounce;               /* replacement data of a FORWARDed write */
     QTAILQ_ENTRY(SoftdevTapReq) next;
+    struct SoftdevTapReq *wake_next;
 } SoftdevTapReq;
 
 /* Data replacing a forwarded write, from co_pre until co_post */
@@ -52,25 +80,74 @@ typedef struct SoftdevTapBounce {
     void *buf;
 } SoftdevTapBounce;
 
-typedef struct SoftdevTap {
-    QIOChannelSocket *sioc;
-    QIOChannel *ioc;
-    SoftdevTapOnDisconnect on_disconnect;
-    uint32_t timeout_ms;        /* 0: none */
-    uint32_t max_inflight;
-    bool connected;
-    uint64_t disconnects;
+/* A byte buffer with a consumed prefix */
+typedef struct SoftdevTapBuf {
+    uint8_t *data;
+    size_t off, len, cap;
+} SoftdevTapBuf;
+
+/* The result of a connection attempt */
+typedef struct SoftdevTapConn {
+    int fd;
     uint64_t features;
     uint32_t max_data;
-    uint64_t lower_size;
-    uint64_t next_handle;
+    uint32_t max_inflight;
+    uint64_t size;
+    uint8_t *shm;
+    size_t shm_size;
+} SoftdevTapConn;
 
-    CoMutex send_lock;
-    bool receiving;             /* a request coroutine reads the socket */
-    unsigned inflight;
-    CoQueue slots;              /* waiting for inflight < max_inflight */
-    QTAILQ_HEAD(, SoftdevTapReq) reqs;
-} SoftdevTap;
+typedef struct SoftdevTapAlert SoftdevTapAlert;
+
+struct SoftdevTap {
+    BlockDriverState *bs;
+
+    /* Configuration, fixed after open */
+    SocketAddress *saddr;
+    SoftdevTapOnDisconnect on_disconnect;
+    uint32_t timeout_ms;        /* 0: none */
+    uint32_t reconnect_max_ms;  /* 0: never reconnect */
+    uint32_t want_inflight;
+    int64_t peer_uid;           /* -1: any */
+    bool has_lower;
+    uint64_t lower_size;
+    uint64_t size;              /* of the device, fixed by the first hello */
+    uint32_t first_max_data;    /* the limits the block layer saw */
+
+    QemuMutex lock;             /* everything below */
+    AioContext *ctx;
+    QEMUBH *send_bh;
+    QEMUTimer *watchdog;
+    bool watchdog_armed;
+    SoftdevTapConn conn;        /* conn.fd < 0: not connected */
+    bool connected;
+    bool handlers_set;
+    bool want_write;
+    const char *drop_reason;    /* set when we shut the socket down */
+    uint64_t generation;        /* of the connection */
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t sent_count;
+    uint64_t next_handle;
+    QTAILQ_HEAD(, SoftdevTapReq) reqs;      /* handle order */
+    SoftdevTapReq *next_unsent;             /* unsent ones are a suffix */
+    uint32_t outstanding;
+    SoftdevTapReq *wake_list;
+    SoftdevTapBuf sbuf, rbuf;
+    unsigned lower_inflight;
+
+    /* The connector thread */
+    QemuThread thread;
+    QemuCond cond;
+    bool want_connect;
+    bool closing;
+    int connecting_fd;
+
+    /* Statistics and alerts */
+    uint64_t disconnects, reconnects, replayed, timeouts;
+    QEMUBH *alert_bh;           /* in the main loop */
+    QSIMPLEQ_HEAD(, SoftdevTapAlert) alerts;
+};
 
 static QemuOptsList softdev_tap_opts = {
     .name = "softdev-tap",
@@ -79,12 +156,23 @@ static QemuOptsList softdev_tap_opts = {
         {
             .name = "on-disconnect",
             .type = QEMU_OPT_STRING,
-            .help = "fail or passthrough",
+            .help = "queue, fail or passthrough",
         },
         {
             .name = "timeout",
             .type = QEMU_OPT_NUMBER,
-            .help = "seconds a request may wait for the process (0: none)",
+            .help = "seconds a request may wait (0: none)",
+        },
+        {
+            .name = "reconnect-delay",
+            .type = QEMU_OPT_NUMBER,
+            .help = "longest pause between reconnection attempts, "
+                    "seconds (0: never reconnect)",
+        },
+        {
+            .name = "peer-uid",
+            .type = QEMU_OPT_NUMBER,
+            .help = "only talk to a process of this user (unix sockets)",
         },
         {
             .name = "max-inflight",
@@ -113,73 +201,377 @@ QEMU_BUILD_BUG_ON((int)SOFTDEV_OP_READ != SOFTDEV_TAP_OP_READ ||
                   (int)SOFTDEV_OP_DISCARD != SOFTDEV_TAP_OP_DISCARD ||
                   (int)SOFTDEV_OP_FLUSH != SOFTDEV_TAP_OP_FLUSH);
 
-/*
- * The connection is gone (or must go): every outstanding request learns
- * it, and on-disconnect decides what becomes of it.
- */
-static void softdev_tap_disconnect(BlockDriverState *bs, const char *why)
+/* -- buffers ------------------------------------------------------------ */
+
+/* Room for @n more bytes at the end; returns where they go */
+static uint8_t *softdev_tap_buf_reserve(SoftdevTapBuf *b, size_t n)
 {
-    SoftdevTap *s = softdev_opaque(bs);
+    if (b->off && b->off == b->len) {
+        b->off = b->len = 0;
+    }
+    if (b->len + n > b->cap) {
+        if (b->off) {
+            memmove(b->data, b->data + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+        }
+        if (b->len + n > b->cap) {
+            b->cap = MAX(b->len + n, MAX(b->cap * 2, 64 * KiB));
+            b->data = g_realloc(b->data, b->cap);
+        }
+    }
+    return b->data + b->len;
+}
+
+static void softdev_tap_buf_reset(SoftdevTapBuf *b)
+{
+    b->off = b->len = 0;
+    if (b->cap > 4 * MiB) {
+        g_free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    }
+}
+
+/* -- alerts (emitted from the main loop) ------------------------------- */
+
+struct SoftdevTapAlert {
+    SoftdevSeverity severity;
+    char *msg;
+    QSIMPLEQ_ENTRY(SoftdevTapAlert) next;
+};
+
+static void softdev_tap_alert_bh(void *opaque)
+{
+    SoftdevTap *s = opaque;
+    QSIMPLEQ_HEAD(, SoftdevTapAlert) list;
+    SoftdevTapAlert *a;
+
+    qemu_mutex_lock(&s->lock);
+    QSIMPLEQ_INIT(&list);
+    QSIMPLEQ_CONCAT(&list, &s->alerts);
+    qemu_mutex_unlock(&s->lock);
+    while ((a = QSIMPLEQ_FIRST(&list))) {
+        QSIMPLEQ_REMOVE_HEAD(&list, next);
+        softdev_alert(s->bs, a->severity, -1, -1, NULL, "%s", a->msg);
+        g_free(a->msg);
+        g_free(a);
+    }
+}
+
+/* Queue a SOFTDEV_ALERT; callable from any thread.  Locked. */
+static void G_GNUC_PRINTF(3, 4)
+softdev_tap_alert(SoftdevTap *s, SoftdevSeverity severity,
+                  const char *fmt, ...)
+{
+    SoftdevTapAlert *a = g_new(SoftdevTapAlert, 1);
+    va_list ap;
+
+    va_start(ap, fmt);
+    a->msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    a->severity = severity;
+    QSIMPLEQ_INSERT_TAIL(&s->alerts, a, next);
+    qemu_bh_schedule(s->alert_bh);
+}
+
+/* -- requests ----------------------------------------------------------- */
+
+/* Decide @tr's outcome and queue its coroutine for waking.  Locked. */
+static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
+                                 int outcome)
+{
+    if (s->next_unsent == tr) {
+        s->next_unsent = QTAILQ_NEXT(tr, next);
+    }
+    QTAILQ_REMOVE(&s->reqs, tr, next);
+    s->outstanding--;
+    if (tr->sent) {
+        s->sent_count--;
+        if (s->conn.shm) {
+            s->free_slots[s->nfree++] = tr->slot;
+        }
+        tr->sent = false;
+    }
+    tr->done = true;
+    tr->outcome = outcome;
+    if (tr->waiting) {
+        tr->waiting = false;
+        tr->wake_next = s->wake_list;
+        s->wake_list = tr;
+    }
+}
+
+/* Drop the lock and wake the coroutines whose requests completed */
+static void softdev_tap_unlock(SoftdevTap *s)
+{
+    SoftdevTapReq *tr = s->wake_list;
+
+    s->wake_list = NULL;
+    qemu_mutex_unlock(&s->lock);
+    while (tr) {
+        SoftdevTapReq *next = tr->wake_next;
+        Coroutine *co = tr->co;
+
+        /* @tr lives on the coroutine's stack: read it before waking. */
+        aio_co_wake(co);
+        tr = next;
+    }
+}
+
+/* Have the watchdog look at the oldest request in time.  Locked. */
+static void softdev_tap_arm_watchdog(SoftdevTap *s)
+{
+    SoftdevTapReq *tr = QTAILQ_FIRST(&s->reqs);
+
+    if (!s->watchdog_armed && tr && tr->deadline_ms && s->watchdog) {
+        /*
+         * A little late is fine: a tenth of the timeout.  A request that
+         * is already late (it waits for the teardown) is looked at again
+         * after that much time, not at once.
+         */
+        int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+        s->watchdog_armed = true;
+        timer_mod(s->watchdog, MAX(tr->deadline_ms, now) +
+                  MAX(s->timeout_ms / 10, 10));
+    }
+}
+
+/* What a request gets while the process is away, except with queue */
+static int softdev_tap_policy_outcome(SoftdevTap *s)
+{
+    if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH &&
+        s->has_lower) {
+        return SOFTDEV_CONTINUE;
+    }
+    return -EIO;
+}
+
+/*
+ * Send unsent requests, in order, while the process has room.  Locked;
+ * the messages go to the send buffer, flushed by the send BH.
+ */
+static void softdev_tap_pump(SoftdevTap *s)
+{
+    bool shm = s->conn.shm != NULL;
+    bool queued = false;
+
+    while (s->connected && s->next_unsent &&
+           s->sent_count < s->conn.max_inflight) {
+        SoftdevTapReq *tr = s->next_unsent;
+        SoftdevRequest *req = tr->req;
+        SoftdevTapRequest wire = { .op = req->op };
+        bool write = req->op == SOFTDEV_OP_WRITE;
+        uint8_t *p;
+        size_t len;
+
+        if (req->op != SOFTDEV_OP_FLUSH) {
+            wire.offset = req->offset;
+            wire.bytes = req->bytes;
+        }
+        if ((req->flags & BDRV_REQ_FUA) &&
+            (s->conn.features & SOFTDEV_TAP_F_FUA)) {
+            wire.req_flags |= SOFTDEV_TAP_REQ_FUA;
+        }
+        if (req->op == SOFTDEV_OP_WRITE_ZEROES &&
+            (req->flags & BDRV_REQ_MAY_UNMAP)) {
+            wire.req_flags |= SOFTDEV_TAP_REQ_MAY_UNMAP;
+        }
+        if (shm) {
+            assert(s->nfree);
+            tr->slot = wire.slot = s->free_slots[--s->nfree];
+            if (write) {
+                qemu_iovec_to_buf(req->qiov, req->qiov_offset,
+                                  s->conn.shm +
+                                  (size_t)tr->slot * s->conn.max_data,
+                                  req->bytes);
+            }
+        }
+        p = softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE +
+                                    SOFTDEV_TAP_REQUEST_SIZE +
+                                    (write && !shm ? req->bytes : 0));
+        len = softdev_tap_encode_request(p, SOFTDEV_TAP_REQUEST, tr->handle,
+                                         tr->replay ?
+                                         SOFTDEV_TAP_FLAG_REPLAY : 0,
+                                         shm, &wire);
+        if (write && !shm) {
+            qemu_iovec_to_buf(req->qiov, req->qiov_offset, p + len,
+                              req->bytes);
+            len += req->bytes;
+        }
+        s->sbuf.len += len;
+        tr->sent = true;
+        s->sent_count++;
+        s->next_unsent = QTAILQ_NEXT(tr, next);
+        queued = true;
+    }
+    if (queued && s->send_bh) {
+        qemu_bh_schedule(s->send_bh);
+    }
+}
+
+/* -- the connection, in the node's AioContext --------------------------- */
+
+static void softdev_tap_read_ready(void *opaque);
+static void softdev_tap_write_ready(void *opaque);
+
+/*
+ * Adaptive polling (an AioContext with poll-max-ns, e.g. an iothread):
+ * replies are waiting on the socket.  Cheaper than sleeping and being
+ * woken, which costs two context switches per batch.
+ */
+static bool softdev_tap_poll(void *opaque)
+{
+    SoftdevTap *s = opaque;
+    char c;
+
+    return recv(s->conn.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
+static void softdev_tap_poll_ready(void *opaque)
+{
+    softdev_tap_read_ready(opaque);
+}
+
+static void softdev_tap_set_handlers(SoftdevTap *s)
+{
+    aio_set_fd_handler(s->ctx, s->conn.fd, softdev_tap_read_ready,
+                       s->want_write ? softdev_tap_write_ready : NULL,
+                       softdev_tap_poll, softdev_tap_poll_ready, s);
+    s->handlers_set = true;
+}
+
+static void softdev_tap_clear_handlers(SoftdevTap *s)
+{
+    if (s->handlers_set) {
+        aio_set_fd_handler(s->ctx, s->conn.fd, NULL, NULL, NULL, NULL, NULL);
+        s->handlers_set = false;
+    }
+}
+
+static void softdev_tap_conn_free(SoftdevTapConn *c)
+{
+    if (c->shm) {
+        munmap(c->shm, c->shm_size);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    *c = (SoftdevTapConn) { .fd = -1 };
+}
+
+/*
+ * The connection is gone: tear it down and apply on-disconnect.  Locked,
+ * in s->ctx.
+ */
+static void softdev_tap_teardown(SoftdevTap *s, const char *why)
+{
     SoftdevTapReq *tr, *next;
+    const char *policy;
 
     if (!s->connected) {
         return;
     }
+    if (s->drop_reason) {
+        why = s->drop_reason;
+        s->drop_reason = NULL;
+    }
     s->connected = false;
     s->disconnects++;
-    qio_channel_shutdown(s->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
-    trace_softdev_tap_disconnect(bs, why);
-    softdev_alert(bs, SOFTDEV_SEVERITY_WARNING, -1, -1, NULL,
-                  "soft-device process disconnected: %s; requests %s", why,
-                  s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_FAIL ?
-                  "fail" : "pass through");
+    softdev_tap_clear_handlers(s);
+    softdev_tap_conn_free(&s->conn);
+    softdev_tap_buf_reset(&s->sbuf);
+    softdev_tap_buf_reset(&s->rbuf);
+    s->want_write = false;
+    trace_softdev_tap_disconnect(s->bs, why);
+
     QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
-        QTAILQ_REMOVE(&s->reqs, tr, next);
-        tr->done = tr->lost = true;
-        if (tr->waiting) {
-            tr->waiting = false;
-            aio_co_wake(tr->co);
+        if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_QUEUE) {
+            if (tr->sent) {
+                tr->sent = false;
+                tr->replay = true;
+            }
+        } else {
+            softdev_tap_complete(s, tr, softdev_tap_policy_outcome(s));
         }
+    }
+    s->sent_count = 0;
+    s->nfree = 0;
+    s->next_unsent = QTAILQ_FIRST(&s->reqs);
+
+    policy = s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_QUEUE ?
+             "wait for it" :
+             s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_FAIL ? "fail" :
+             "pass through";
+    softdev_tap_alert(s, SOFTDEV_SEVERITY_WARNING,
+                      "soft-device process disconnected: %s; requests %s%s",
+                      why, policy, s->reconnect_max_ms ?
+                      ", reconnecting" : "");
+    if (s->reconnect_max_ms && !s->closing) {
+        s->want_connect = true;
+        qemu_cond_broadcast(&s->cond);
     }
 }
 
-static SoftdevTapReq *softdev_tap_find(SoftdevTap *s, uint64_t handle)
+/*
+ * Ask for the connection to be dropped from any thread: the socket is
+ * shut down and the read handler in s->ctx tears it down.  Locked.
+ */
+static void softdev_tap_drop(SoftdevTap *s, const char *why)
 {
-    SoftdevTapReq *tr;
-
-    QTAILQ_FOREACH(tr, &s->reqs, next) {
-        if (tr->handle == handle) {
-            return tr;
-        }
+    if (s->connected && !s->drop_reason) {
+        s->drop_reason = why;
+        shutdown(s->conn.fd, SHUT_RDWR);
     }
-    return NULL;
 }
 
-/* Send header + fixed part in @msg, then @data (may be NULL) */
-static int coroutine_fn softdev_tap_co_send(SoftdevTap *s, uint8_t *msg,
-                                            size_t len, QEMUIOVector *data,
-                                            size_t data_offset,
-                                            size_t data_len)
+/* Write out the send buffer as far as the socket takes it.  Locked. */
+static void softdev_tap_flush(SoftdevTap *s)
 {
-    QEMUIOVector qiov;
-    int ret;
+    SoftdevTapBuf *b = &s->sbuf;
+    bool want_write = false;
 
-    qemu_iovec_init(&qiov, 2 + (data ? data->niov : 0));
-    qemu_iovec_add(&qiov, msg, len);
-    if (data) {
-        qemu_iovec_concat(&qiov, data, data_offset, data_len);
+    while (s->connected && b->off < b->len) {
+        ssize_t n = send(s->conn.fd, b->data + b->off, b->len - b->off,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            want_write = true;
+            break;
+        }
+        if (n <= 0) {
+            softdev_tap_teardown(s, "cannot send to the process");
+            return;
+        }
+        b->off += n;
     }
-    qemu_co_mutex_lock(&s->send_lock);
-    ret = s->connected ?
-          qio_channel_writev_all(s->ioc, qiov.iov, qiov.niov, NULL) : -1;
-    qemu_co_mutex_unlock(&s->send_lock);
-    qemu_iovec_destroy(&qiov);
-    return ret;
+    if (s->connected && want_write != s->want_write) {
+        s->want_write = want_write;
+        softdev_tap_set_handlers(s);
+    }
+}
+
+static void softdev_tap_send_bh(void *opaque)
+{
+    SoftdevTap *s = opaque;
+
+    qemu_mutex_lock(&s->lock);
+    softdev_tap_flush(s);
+    softdev_tap_unlock(s);
+}
+
+static void softdev_tap_write_ready(void *opaque)
+{
+    softdev_tap_send_bh(opaque);
 }
 
 typedef struct SoftdevTapLower {
-    BlockDriverState *bs;
+    SoftdevTap *s;
     uint64_t handle;
+    uint64_t generation;
     SoftdevTapRequest req;
     void *buf;
 } SoftdevTapLower;
@@ -188,13 +580,10 @@ typedef struct SoftdevTapLower {
 static void coroutine_fn softdev_tap_co_lower(void *opaque)
 {
     SoftdevTapLower *l = opaque;
-    BlockDriverState *bs = l->bs;
-    SoftdevTap *s = softdev_opaque(bs);
+    SoftdevTap *s = l->s;
+    BlockDriverState *bs = s->bs;
     SoftdevTapReply rep = { 0 };
     BdrvRequestFlags flags = 0;
-    uint8_t msg[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_LOWER_REPLY_SIZE];
-    QEMUIOVector data;
-    size_t len;
     int ret;
 
     if (l->req.req_flags & SOFTDEV_TAP_REQ_FUA) {
@@ -229,249 +618,290 @@ static void coroutine_fn softdev_tap_co_lower(void *opaque)
     if (l->req.op == SOFTDEV_TAP_OP_READ && ret >= 0) {
         rep.bytes = l->req.bytes;
     }
-    len = softdev_tap_encode_reply(msg, SOFTDEV_TAP_LOWER_REPLY, l->handle,
-                                   &rep);
-    qemu_iovec_init_buf(&data, l->buf, rep.bytes);
-    if (softdev_tap_co_send(s, msg, len, rep.bytes ? &data : NULL, 0,
-                            rep.bytes) < 0) {
-        softdev_tap_disconnect(bs, "cannot send a lower reply");
+    qemu_mutex_lock(&s->lock);
+    /* The results of a dead connection's lower requests are dropped. */
+    if (s->connected && s->generation == l->generation) {
+        uint8_t *p = softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE +
+                                             SOFTDEV_TAP_LOWER_REPLY_SIZE +
+                                             rep.bytes);
+        size_t len = softdev_tap_encode_reply(p, SOFTDEV_TAP_LOWER_REPLY,
+                                              l->handle, false, &rep);
+
+        memcpy(p + len, l->buf, rep.bytes);
+        s->sbuf.len += len + rep.bytes;
+        if (s->send_bh) {
+            qemu_bh_schedule(s->send_bh);
+        }
     }
+    if (--s->lower_inflight == 0) {
+        qemu_cond_broadcast(&s->cond);
+    }
+    qemu_mutex_unlock(&s->lock);
     qemu_vfree(l->buf);
     g_free(l);
     bdrv_dec_in_flight(bs);
 }
 
-/*
- * Read one message from the process and act on it.  Only one request
- * coroutine at a time does this (s->receiving); the others wait to be
- * woken with their reply or to take over.
- */
-static void coroutine_fn GRAPH_RDLOCK
-softdev_tap_co_receive_one(BlockDriverState *bs)
+/* A REPLY: returns an error message or NULL.  Locked. */
+static const char *softdev_tap_got_reply(SoftdevTap *s,
+                                         const SoftdevTapHeader *hdr,
+                                         const uint8_t *payload)
 {
-    SoftdevTap *s = softdev_opaque(bs);
-    uint8_t buf[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_FIXED_MAX];
-    uint8_t *fixed = buf + SOFTDEV_TAP_HDR_SIZE;
-    SoftdevTapHeader hdr;
-    SoftdevTapRequest wire;
+    SoftdevTapRequest wire = { 0 };
+    SoftdevTapReply rep;
     const char *err = NULL;
     SoftdevTapReq *tr;
+    const uint8_t *data;
+    SoftdevRequest *req;
 
-    if (qio_channel_read_all(s->ioc, (char *)buf, SOFTDEV_TAP_HDR_SIZE,
-                             NULL) < 0) {
-        goto lost;
+    QTAILQ_FOREACH(tr, &s->reqs, next) {
+        if (tr->handle == hdr->handle && tr->sent) {
+            break;
+        }
     }
-    if (softdev_tap_decode_header(buf, s->max_data + SOFTDEV_TAP_FIXED_MAX,
-                                  &hdr, &err) < 0) {
-        goto protocol_error;
+    if (!tr) {
+        return "reply to a request that is not outstanding";
     }
-    if (hdr.type == SOFTDEV_TAP_REPLY) {
-        QEMUIOVector slice;
-        int ret;
-
-        if (qio_channel_read_all(s->ioc, (char *)fixed,
-                                 SOFTDEV_TAP_REPLY_SIZE, NULL) < 0) {
-            goto lost;
+    req = tr->req;
+    wire.op = req->op;
+    if (req->op != SOFTDEV_OP_FLUSH) {
+        wire.offset = req->offset;
+        wire.bytes = req->bytes;
+    }
+    if (softdev_tap_decode_reply(hdr, payload, &wire, s->has_lower,
+                                 s->conn.shm != NULL, &rep, &err) < 0) {
+        return err;
+    }
+    data = s->conn.shm ? s->conn.shm + (size_t)tr->slot * s->conn.max_data :
+                         payload + SOFTDEV_TAP_REPLY_SIZE;
+    if (rep.action == SOFTDEV_TAP_FORWARD) {
+        if (rep.offset > s->lower_size ||
+            wire.bytes > s->lower_size - rep.offset) {
+            return "forward beyond the end of the node below";
         }
-        tr = softdev_tap_find(s, hdr.handle);
-        if (!tr) {
-            err = "reply to a request that is not outstanding";
-            goto protocol_error;
+        if (rep.bytes) {
+            tr->bounce = qemu_blockalign(s->bs, rep.bytes);
+            memcpy(tr->bounce, data, rep.bytes);
         }
-        wire = (SoftdevTapRequest) {
-            .op = tr->req->op, .offset = tr->req->offset,
-            .bytes = tr->req->bytes,
-        };
-        if (softdev_tap_decode_reply(&hdr, fixed, &wire, true, &tr->reply,
-                                     &err) < 0) {
-            goto protocol_error;
-        }
-        if (tr->reply.action == SOFTDEV_TAP_FORWARD &&
-            (tr->reply.offset > s->lower_size ||
-             tr->req->bytes > s->lower_size - tr->reply.offset)) {
-            err = "forward beyond the end of the node below";
-            goto protocol_error;
-        }
-        if (tr->reply.bytes) {
-            if (tr->reply.action == SOFTDEV_TAP_COMPLETE) {
-                /* Read data goes straight into the guest's buffer. */
-                qemu_iovec_init(&slice, tr->req->qiov->niov);
-                qemu_iovec_concat(&slice, tr->req->qiov,
-                                  tr->req->qiov_offset, tr->reply.bytes);
-            } else {
-                tr->bounce = qemu_blockalign(bs, tr->reply.bytes);
-                qemu_iovec_init(&slice, 1);
-                qemu_iovec_add(&slice, tr->bounce, tr->reply.bytes);
-            }
-            ret = qio_channel_readv_all(s->ioc, slice.iov, slice.niov, NULL);
-            qemu_iovec_destroy(&slice);
-            if (ret < 0) {
-                goto lost;
-            }
-        }
-        QTAILQ_REMOVE(&s->reqs, tr, next);
-        tr->done = true;
-        if (tr->waiting) {
-            tr->waiting = false;
-            aio_co_wake(tr->co);
-        }
-    } else if (hdr.type == SOFTDEV_TAP_LOWER_REQUEST) {
-        SoftdevTapLower *l;
-
-        if (!(s->features & SOFTDEV_TAP_F_LOWER)) {
-            err = "lower request without SOFTDEV_TAP_F_LOWER";
-            goto protocol_error;
-        }
-        if (qio_channel_read_all(s->ioc, (char *)fixed,
-                                 SOFTDEV_TAP_REQUEST_SIZE, NULL) < 0) {
-            goto lost;
-        }
-        l = g_new0(SoftdevTapLower, 1);
-        if (softdev_tap_decode_request(&hdr, fixed, s->lower_size,
-                                       s->max_data, &l->req, &err) < 0) {
-            g_free(l);
-            goto protocol_error;
-        }
-        l->bs = bs;
-        l->handle = hdr.handle;
-        l->buf = qemu_blockalign(bs, MAX(l->req.bytes, 1));
-        if (l->req.op == SOFTDEV_TAP_OP_WRITE &&
-            qio_channel_read_all(s->ioc, l->buf, l->req.bytes,
-                                 NULL) < 0) {
-            qemu_vfree(l->buf);
-            g_free(l);
-            goto lost;
-        }
-        /* Run it beside us: we must go on reading for our own reply. */
-        bdrv_inc_in_flight(bs);
-        aio_co_enter(qemu_get_current_aio_context(),
-                     qemu_coroutine_create(softdev_tap_co_lower, l));
+        tr->fwd_offset = rep.offset;
+        softdev_tap_complete(s, tr, SOFTDEV_CONTINUE);
     } else {
-        err = "unexpected message type";
-        goto protocol_error;
+        if (rep.bytes) {
+            qemu_iovec_from_buf(req->qiov, req->qiov_offset, data, rep.bytes);
+        }
+        softdev_tap_complete(s, tr, rep.result < 0 ? rep.result :
+                                    SOFTDEV_DONE);
     }
-    return;
-
-lost:
-    softdev_tap_disconnect(bs, "connection lost");
-    return;
-
-protocol_error:
-    error_report("softdev-tap '%s': protocol error: %s", bs->node_name, err);
-    softdev_tap_disconnect(bs, err);
+    return NULL;
 }
+
+/* A LOWER_REQUEST: returns an error message or NULL.  Locked. */
+static const char *softdev_tap_got_lower(SoftdevTap *s,
+                                         const SoftdevTapHeader *hdr,
+                                         const uint8_t *payload)
+{
+    SoftdevTapLower *l;
+    const char *err = NULL;
+
+    if (!(s->conn.features & SOFTDEV_TAP_F_LOWER)) {
+        return "lower request without SOFTDEV_TAP_F_LOWER";
+    }
+    l = g_new0(SoftdevTapLower, 1);
+    if (softdev_tap_decode_request(hdr, payload, s->lower_size,
+                                   s->conn.max_data, 0, &l->req,
+                                   &err) < 0) {
+        g_free(l);
+        return err;
+    }
+    l->s = s;
+    l->handle = hdr->handle;
+    l->generation = s->generation;
+    l->buf = qemu_blockalign(s->bs, MAX(l->req.bytes, 1));
+    if (l->req.op == SOFTDEV_TAP_OP_WRITE) {
+        memcpy(l->buf, payload + SOFTDEV_TAP_REQUEST_SIZE, l->req.bytes);
+    }
+    s->lower_inflight++;
+    bdrv_inc_in_flight(s->bs);
+    aio_co_schedule(s->ctx, qemu_coroutine_create(softdev_tap_co_lower, l));
+    return NULL;
+}
+
+/* Parse every complete message in the receive buffer.  Locked. */
+static const char *softdev_tap_parse(SoftdevTap *s)
+{
+    SoftdevTapBuf *b = &s->rbuf;
+    uint32_t max = s->conn.max_data + SOFTDEV_TAP_REQUEST_SIZE;
+
+    while (s->connected && b->len - b->off >= SOFTDEV_TAP_HDR_SIZE) {
+        const uint8_t *p = b->data + b->off;
+        SoftdevTapHeader hdr;
+        const char *err = NULL;
+
+        if (softdev_tap_decode_header(p, max, &hdr, &err) < 0) {
+            return err;
+        }
+        if (b->len - b->off < SOFTDEV_TAP_HDR_SIZE + hdr.length) {
+            /* Make room for the rest of it */
+            softdev_tap_buf_reserve(b, SOFTDEV_TAP_HDR_SIZE + hdr.length -
+                                    (b->len - b->off));
+            break;
+        }
+        p += SOFTDEV_TAP_HDR_SIZE;
+        if (hdr.type == SOFTDEV_TAP_REPLY) {
+            err = softdev_tap_got_reply(s, &hdr, p);
+        } else if (hdr.type == SOFTDEV_TAP_LOWER_REQUEST) {
+            err = softdev_tap_got_lower(s, &hdr, p);
+        } else {
+            err = "unexpected message type";
+        }
+        if (err) {
+            return err;
+        }
+        b->off += SOFTDEV_TAP_HDR_SIZE + hdr.length;
+    }
+    return NULL;
+}
+
+static void softdev_tap_read_ready(void *opaque)
+{
+    SoftdevTap *s = opaque;
+    SoftdevTapBuf *b = &s->rbuf;
+    size_t total = 0;
+    const char *err;
+
+    qemu_mutex_lock(&s->lock);
+    while (s->connected && total < SOFTDEV_TAP_READ_CHUNK) {
+        uint8_t *p = softdev_tap_buf_reserve(b, 64 * KiB);
+        ssize_t n = recv(s->conn.fd, p, b->cap - b->len, MSG_DONTWAIT);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        }
+        if (n <= 0) {
+            softdev_tap_teardown(s, n ? "connection lost" :
+                                 "the process closed the connection");
+            break;
+        }
+        b->len += n;
+        total += n;
+        err = softdev_tap_parse(s);
+        if (err) {
+            if (!s->drop_reason) {
+                error_report("softdev-tap '%s': protocol error: %s",
+                             bdrv_get_node_name(s->bs), err);
+            }
+            softdev_tap_teardown(s, err);
+            break;
+        }
+    }
+    softdev_tap_unlock(s);
+}
+
+/* -- timeouts ----------------------------------------------------------- */
 
 /*
- * A request waited too long: the process counts as hung.  Runs in the
- * AioContext of the request's coroutine, as the request's own timer.
+ * The watchdog: requests that waited longer than the timeout.  The list is
+ * in arrival order, so the oldest deadlines come first.  A sent request
+ * that is too old means the process hangs: the connection is dropped.
+ * With queue the request itself fails (the others are replayed later);
+ * otherwise on-disconnect applies to all of them at the teardown.  Runs in
+ * s->ctx.
  */
-static void softdev_tap_timeout(void *opaque)
+static void softdev_tap_watchdog(void *opaque)
 {
-    SoftdevTapReq *tr = opaque;
+    SoftdevTap *s = opaque;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    SoftdevTapReq *tr, *next;
 
-    if (!tr->done) {
-        softdev_tap_disconnect(tr->bs, "request timed out");
+    qemu_mutex_lock(&s->lock);
+    QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
+        if (tr->deadline_ms > now) {
+            break;
+        }
+        if (!tr->timed_out) {
+            tr->timed_out = true;
+            s->timeouts++;
+            softdev_tap_alert(s, SOFTDEV_SEVERITY_WARNING,
+                              "%s request at offset %" PRId64 " waited "
+                              "longer than %u s", SoftdevOp_str(tr->req->op),
+                              tr->req->offset, s->timeout_ms / 1000);
+        }
+        if (tr->sent) {
+            softdev_tap_drop(s, "a request timed out");
+        }
+        if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_QUEUE ||
+            !tr->sent) {
+            softdev_tap_complete(s, tr, -EIO);
+        }
     }
+    s->watchdog_armed = false;
+    softdev_tap_arm_watchdog(s);
+    softdev_tap_unlock(s);
 }
+
+/* -- requests from the block layer --------------------------------------- */
 
 static int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
 {
     SoftdevTap *s = softdev_opaque(bs);
-    uint8_t msg[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_REQUEST_SIZE];
     SoftdevTapReq tr = {
-        .bs = bs, .req = req, .co = qemu_coroutine_self(),
+        .s = s, .req = req, .co = qemu_coroutine_self(),
+        .fwd_offset = UINT64_MAX,
     };
-    QEMUTimer *timer = NULL;
-    SoftdevTapRequest wire = { .op = req->op };
     uint64_t gate = softdev_tap_op_feature[req->op];
-    SoftdevTapReq *other;
-    size_t len;
 
-    if (gate && !(s->features & gate)) {
-        return SOFTDEV_CONTINUE;        /* the process did not ask for it */
+    qemu_mutex_lock(&s->lock);
+    if (!s->connected && s->on_disconnect != SOFTDEV_TAP_ON_DISCONNECT_QUEUE) {
+        qemu_mutex_unlock(&s->lock);
+        return softdev_tap_policy_outcome(s);
     }
-    while (s->connected && s->inflight >= s->max_inflight) {
-        qemu_co_queue_wait(&s->slots, NULL);
-    }
-    if (!s->connected) {
-        goto lost;
-    }
-
-    if (req->op != SOFTDEV_OP_FLUSH) {
-        wire.offset = req->offset;
-        wire.bytes = req->bytes;
-    }
-    if ((req->flags & BDRV_REQ_FUA) && (s->features & SOFTDEV_TAP_F_FUA)) {
-        wire.req_flags |= SOFTDEV_TAP_REQ_FUA;
-    }
-    if (req->flags & BDRV_REQ_MAY_UNMAP) {
-        wire.req_flags |= SOFTDEV_TAP_REQ_MAY_UNMAP;
+    if (s->connected && gate && !(s->conn.features & gate)) {
+        /* The process did not ask for it (while queued: decided later). */
+        qemu_mutex_unlock(&s->lock);
+        return SOFTDEV_CONTINUE;
     }
     tr.handle = ++s->next_handle;
     QTAILQ_INSERT_TAIL(&s->reqs, &tr, next);
-    s->inflight++;
+    s->outstanding++;
+    if (!s->next_unsent) {
+        s->next_unsent = &tr;
+    }
     if (s->timeout_ms) {
-        timer = aio_timer_new(qemu_get_current_aio_context(),
-                              QEMU_CLOCK_REALTIME, SCALE_MS,
-                              softdev_tap_timeout, &tr);
-        timer_mod(timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                  s->timeout_ms);
+        tr.deadline_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                         s->timeout_ms;
+        softdev_tap_arm_watchdog(s);
     }
-    len = softdev_tap_encode_request(msg, SOFTDEV_TAP_REQUEST, tr.handle,
-                                     &wire);
-    if (softdev_tap_co_send(s, msg, len,
-                            req->op == SOFTDEV_OP_WRITE ? req->qiov : NULL,
-                            req->qiov_offset, req->bytes) < 0) {
-        softdev_tap_disconnect(bs, "cannot send a request");
+    softdev_tap_pump(s);
+    if (!tr.done) {
+        tr.waiting = true;
+        qemu_mutex_unlock(&s->lock);
+        qemu_coroutine_yield();
+        assert(tr.done);
+    } else {
+        qemu_mutex_unlock(&s->lock);
     }
 
-    while (!tr.done) {
-        if (s->receiving) {
-            tr.waiting = true;
-            qemu_coroutine_yield();
-            continue;
+    if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower) {
+        if (tr.fwd_offset != UINT64_MAX) {
+            req->offset = tr.fwd_offset;
         }
-        s->receiving = true;
-        softdev_tap_co_receive_one(bs);
-        s->receiving = false;
-        /* Hand the socket to another waiting request, if any. */
-        QTAILQ_FOREACH(other, &s->reqs, next) {
-            if (other->waiting) {
-                other->waiting = false;
-                aio_co_wake(other->co);
-                break;
-            }
+        if (tr.bounce) {
+            SoftdevTapBounce *b = g_new(SoftdevTapBounce, 1);
+
+            b->buf = tr.bounce;
+            qemu_iovec_init_buf(&b->qiov, b->buf, req->bytes);
+            req->qiov = &b->qiov;
+            req->qiov_offset = 0;
+            req->opaque = b;
         }
+        return SOFTDEV_CONTINUE;
     }
-    s->inflight--;
-    qemu_co_queue_next(&s->slots);
-    if (timer) {
-        timer_free(timer);
-    }
-
-    if (tr.lost) {
-        goto lost;
-    }
-    if (tr.reply.action == SOFTDEV_TAP_COMPLETE) {
-        return tr.reply.result < 0 ? tr.reply.result : SOFTDEV_DONE;
-    }
-    req->offset = tr.reply.offset;
-    if (tr.bounce) {
-        SoftdevTapBounce *b = g_new(SoftdevTapBounce, 1);
-
-        b->buf = tr.bounce;
-        qemu_iovec_init_buf(&b->qiov, b->buf, req->bytes);
-        req->qiov = &b->qiov;
-        req->qiov_offset = 0;
-        req->opaque = b;
-    }
-    return SOFTDEV_CONTINUE;
-
-lost:
-    qemu_vfree(tr.bounce);      /* the connection broke while reading it */
-    return s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH ?
-           SOFTDEV_CONTINUE : -EIO;
+    qemu_vfree(tr.bounce);
+    return tr.outcome == SOFTDEV_CONTINUE ? -EIO : tr.outcome;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -487,6 +917,345 @@ softdev_tap_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
     }
     return ret;
 }
+
+/* -- connecting ---------------------------------------------------------- */
+
+static int softdev_tap_write_all(int fd, const void *buf, size_t len,
+                                 int scm_fd)
+{
+    const uint8_t *p = buf;
+
+    while (len) {
+        struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } u;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (scm_fd >= 0) {
+            struct cmsghdr *cmsg;
+
+            memset(&u, 0, sizeof(u));
+            msg.msg_control = u.buf;
+            msg.msg_controllen = sizeof(u.buf);
+            cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cmsg), &scm_fd, sizeof(int));
+        }
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        scm_fd = -1;            /* sent with the first byte */
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* 0, or -errno (-ECONNRESET for EOF) */
+static int softdev_tap_read_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len) {
+        ssize_t n = read(fd, p, len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n == 0) {
+            return -ECONNRESET;
+        }
+        if (n < 0) {
+            return -errno;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/*
+ * Connect to the process and shake hands, blocking (at open, or in the
+ * connector thread).  Fills @c; on failure @c is empty.
+ */
+static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
+                               Error **errp)
+{
+    uint8_t buf[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_HELLO_SIZE];
+    struct timeval tv = { .tv_sec = SOFTDEV_TAP_HELLO_SECS };
+    bool unix_socket = s->saddr->type == SOCKET_ADDRESS_TYPE_UNIX;
+    SoftdevTapHello hello = {
+        .version = SOFTDEV_TAP_VERSION,
+        .device_class = SOFTDEV_TAP_CLASS_BLOCK,
+        .features = SOFTDEV_TAP_F_FLUSH | SOFTDEV_TAP_F_DISCARD |
+                    SOFTDEV_TAP_F_ZEROES | SOFTDEV_TAP_F_FUA |
+                    (s->has_lower ? SOFTDEV_TAP_F_LOWER : 0) |
+                    (unix_socket ? SOFTDEV_TAP_F_SHM : 0),
+        .size = s->lower_size,
+        .max_data = SOFTDEV_TAP_CLIENT_MAX_DATA,
+        .max_inflight = s->want_inflight,
+    };
+    SoftdevTapHello reply;
+    SoftdevTapHeader hdr;
+    const char *err = NULL;
+    int memfd = -1;
+    size_t len;
+    int ret;
+
+    *c = (SoftdevTapConn) { .fd = -1 };
+    c->fd = socket_connect(s->saddr, errp);
+    if (c->fd < 0) {
+        error_prepend(errp, "softdev-tap: cannot reach the soft-device "
+                      "process: ");
+        return -EIO;
+    }
+    qemu_mutex_lock(&s->lock);
+    s->connecting_fd = c->fd;
+    if (s->closing) {
+        /* close() may have looked before connecting_fd was set */
+        qemu_mutex_unlock(&s->lock);
+        error_setg(errp, "softdev-tap: the node is closing");
+        goto fail;
+    }
+    qemu_mutex_unlock(&s->lock);
+    qemu_socket_set_block(c->fd);
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+
+    if (unix_socket && s->peer_uid >= 0) {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+            error_setg_errno(errp, errno, "softdev-tap: cannot get the "
+                             "process's credentials");
+            goto fail;
+        }
+        if (cred.uid != s->peer_uid) {
+            error_setg(errp, "softdev-tap: the soft-device process runs as "
+                       "uid %u, not peer-uid %" PRId64, (unsigned)cred.uid,
+                       s->peer_uid);
+            goto fail;
+        }
+    }
+
+    len = softdev_tap_encode_hello(buf, false, &hello);
+    if (softdev_tap_write_all(c->fd, buf, len, -1) < 0) {
+        error_setg_errno(errp, errno, "softdev-tap handshake: cannot send "
+                         "HELLO");
+        goto fail;
+    }
+    ret = softdev_tap_read_all(c->fd, buf, SOFTDEV_TAP_HDR_SIZE);
+    if (ret == -ECONNRESET) {
+        error_setg(errp, "softdev-tap handshake: the soft-device process "
+                   "closed the connection (its log says why)");
+        goto fail;
+    } else if (ret < 0) {
+        error_setg_errno(errp, -ret, "softdev-tap handshake: no answer from "
+                         "the soft-device process");
+        goto fail;
+    }
+    if (softdev_tap_decode_header(buf, SOFTDEV_TAP_HANDSHAKE_MAX, &hdr,
+                                  &err) == 0 &&
+        hdr.length == SOFTDEV_TAP_HELLO_REPLY_SIZE &&
+        softdev_tap_read_all(c->fd, buf + SOFTDEV_TAP_HDR_SIZE,
+                             hdr.length) < 0) {
+        error_setg(errp, "softdev-tap handshake: truncated answer");
+        goto fail;
+    }
+    if (err || softdev_tap_decode_hello(&hdr, buf + SOFTDEV_TAP_HDR_SIZE,
+                                        true, &hello, &reply, &err) < 0) {
+        error_setg(errp, "softdev-tap handshake: %s", err);
+        goto fail;
+    }
+    if (!reply.size && !s->has_lower) {
+        error_setg(errp, "softdev-tap: there is no node below, so the soft "
+                   "device must give its size");
+        goto fail;
+    }
+    c->features = reply.features;
+    c->max_data = reply.max_data;
+    c->max_inflight = reply.max_inflight;
+    c->size = reply.size ? reply.size : s->lower_size;
+
+    if (c->features & SOFTDEV_TAP_F_SHM) {
+        SoftdevTapShm shm = {
+            .slots = c->max_inflight, .slot_size = c->max_data,
+        };
+
+        c->shm_size = (size_t)shm.slots * shm.slot_size;
+        /* Sealed: the process can rely on the size staying (no SIGBUS) */
+        memfd = qemu_memfd_create("softdev-tap", c->shm_size, false, 0,
+                                  F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
+                                  errp);
+        if (memfd < 0) {
+            error_prepend(errp, "softdev-tap: shared memory: ");
+            goto fail;
+        }
+        c->shm = mmap(NULL, c->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                      memfd, 0);
+        if (c->shm == MAP_FAILED) {
+            c->shm = NULL;
+            error_setg_errno(errp, errno, "softdev-tap: cannot map shared "
+                             "memory");
+            goto fail;
+        }
+        len = softdev_tap_encode_shm(buf, &shm);
+        if (softdev_tap_write_all(c->fd, buf, len, memfd) < 0) {
+            error_setg_errno(errp, errno, "softdev-tap: cannot send the "
+                             "shared memory");
+            goto fail;
+        }
+        close(memfd);
+    }
+    tv.tv_sec = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    qemu_socket_set_nonblock(c->fd);
+    qemu_mutex_lock(&s->lock);
+    s->connecting_fd = -1;
+    qemu_mutex_unlock(&s->lock);
+    return 0;
+
+fail:
+    if (memfd >= 0) {
+        close(memfd);
+    }
+    qemu_mutex_lock(&s->lock);
+    s->connecting_fd = -1;
+    qemu_mutex_unlock(&s->lock);
+    softdev_tap_conn_free(c);
+    return -EIO;
+}
+
+/*
+ * Make @c the connection: requests that were waiting are sent (again).
+ * Locked.  Returns an error message if @c does not fit this node.
+ */
+static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
+{
+    SoftdevTapReq *tr, *next;
+    uint64_t replayed = 0;
+    uint32_t i;
+
+    if (c->size != s->size) {
+        return "the soft device's size changed";
+    }
+    if (c->max_data < s->first_max_data) {
+        return "the soft device lowered max_data";
+    }
+    s->conn = *c;
+    s->generation++;
+    s->connected = true;
+    g_free(s->free_slots);
+    s->free_slots = g_new(uint32_t, c->max_inflight);
+    for (i = 0; i < c->max_inflight; i++) {
+        s->free_slots[i] = c->max_inflight - 1 - i;
+    }
+    s->nfree = c->shm ? c->max_inflight : 0;
+    s->sent_count = 0;
+    s->next_unsent = QTAILQ_FIRST(&s->reqs);
+
+    /* A request whose op the new process does not want goes below. */
+    QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
+        uint64_t gate = softdev_tap_op_feature[tr->req->op];
+
+        if (gate && !(c->features & gate)) {
+            softdev_tap_complete(s, tr, SOFTDEV_CONTINUE);
+        } else if (tr->replay) {
+            replayed++;
+        }
+    }
+    s->replayed += replayed;
+    trace_softdev_tap_connect(s->bs, s->generation, c->features, c->max_data,
+                              c->max_inflight, c->shm != NULL, replayed);
+    return NULL;
+}
+
+static void softdev_tap_attach_bh(void *opaque)
+{
+    SoftdevTap *s = opaque;
+
+    qemu_mutex_lock(&s->lock);
+    if (s->connected && !s->handlers_set) {
+        softdev_tap_set_handlers(s);
+        softdev_tap_pump(s);
+        softdev_tap_flush(s);
+    }
+    softdev_tap_unlock(s);
+}
+
+static void *softdev_tap_connector(void *opaque)
+{
+    SoftdevTap *s = opaque;
+    uint32_t delay_ms = SOFTDEV_TAP_FIRST_RETRY_MS;
+    unsigned attempts = 0;
+
+    qemu_mutex_lock(&s->lock);
+    for (;;) {
+        SoftdevTapConn c;
+        Error *local_err = NULL;
+        const char *bad;
+        int ret;
+
+        while (!s->closing && !s->want_connect) {
+            qemu_cond_wait(&s->cond, &s->lock);
+        }
+        /* Old lower requests finish before the new HELLO (spec). */
+        while (!s->closing && s->lower_inflight) {
+            qemu_cond_wait(&s->cond, &s->lock);
+        }
+        if (s->closing) {
+            break;
+        }
+        qemu_mutex_unlock(&s->lock);
+        ret = softdev_tap_connect(s, &c, &local_err);
+        qemu_mutex_lock(&s->lock);
+        attempts++;
+        if (ret == 0 && !s->closing) {
+            bad = softdev_tap_install(s, &c);
+            if (!bad) {
+                s->want_connect = false;
+                s->reconnects++;
+                softdev_tap_alert(s, SOFTDEV_SEVERITY_INFO,
+                                  "soft-device process reconnected after "
+                                  "%u attempt(s); %" PRIu32 " request(s) "
+                                  "waiting", attempts, s->outstanding);
+                attempts = 0;
+                delay_ms = SOFTDEV_TAP_FIRST_RETRY_MS;
+                aio_bh_schedule_oneshot(s->ctx, softdev_tap_attach_bh, s);
+                continue;
+            }
+            softdev_tap_conn_free(&c);
+            error_setg(&local_err, "softdev-tap: refusing the soft-device "
+                       "process: %s", bad);
+        } else if (ret == 0) {
+            softdev_tap_conn_free(&c);
+        }
+        if (attempts == 1 && local_err) {
+            softdev_tap_alert(s, SOFTDEV_SEVERITY_WARNING, "%s; retrying",
+                              error_get_pretty(local_err));
+        }
+        error_free(local_err);
+        if (!s->closing) {
+            qemu_cond_timedwait(&s->cond, &s->lock, delay_ms);
+            delay_ms = MIN(delay_ms * 2, s->reconnect_max_ms);
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* -- open and close ------------------------------------------------------ */
 
 static SocketAddress *softdev_tap_server(QDict *options, Error **errp)
 {
@@ -508,52 +1277,54 @@ static SocketAddress *softdev_tap_server(QDict *options, Error **errp)
     return saddr;
 }
 
-/* Blocking handshake at open; the socket has a receive timeout. */
-static int softdev_tap_handshake(BlockDriverState *bs, Error **errp)
+static int softdev_tap_parse_opts(SoftdevTap *s, QemuOpts *opts,
+                                  Error **errp)
 {
-    SoftdevTap *s = softdev_opaque(bs);
-    uint8_t buf[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_HELLO_SIZE];
-    SoftdevTapHello hello = {
-        .version = SOFTDEV_TAP_VERSION,
-        .device_class = SOFTDEV_TAP_CLASS_BLOCK,
-        .features = SOFTDEV_TAP_F_FLUSH | SOFTDEV_TAP_F_DISCARD |
-                    SOFTDEV_TAP_F_ZEROES | SOFTDEV_TAP_F_FUA |
-                    SOFTDEV_TAP_F_LOWER,
-        .size = s->lower_size,
-        .max_data = SOFTDEV_TAP_MAX_DATA,
-    };
-    SoftdevTapHello reply;
-    SoftdevTapHeader hdr;
-    const char *err;
-    size_t len = softdev_tap_encode_hello(buf, false, &hello);
+    const char *policy = qemu_opt_get(opts, "on-disconnect");
+    uint64_t v;
+    int ret;
 
-    if (qio_channel_write_all(s->ioc, (char *)buf, len, errp) < 0 ||
-        qio_channel_read_all(s->ioc, (char *)buf, SOFTDEV_TAP_HDR_SIZE,
-                             errp) < 0) {
-        error_prepend(errp, "softdev-tap handshake: ");
-        return -EIO;
+    ret = !policy ? SOFTDEV_TAP_ON_DISCONNECT_FAIL :
+          qapi_enum_parse(&SoftdevTapOnDisconnect_lookup, policy, -1, NULL);
+    if (ret < 0) {
+        error_setg(errp, "softdev-tap: on-disconnect must be 'queue', "
+                   "'fail' or 'passthrough', not '%s'", policy);
+        return -EINVAL;
     }
-    if (softdev_tap_decode_header(buf, SOFTDEV_TAP_HANDSHAKE_MAX, &hdr,
-                                  &err) < 0 ||
-        (hdr.length == SOFTDEV_TAP_HELLO_REPLY_SIZE &&
-         qio_channel_read_all(s->ioc, (char *)buf + SOFTDEV_TAP_HDR_SIZE,
-                              hdr.length, errp) < 0) ||
-        softdev_tap_decode_hello(&hdr, buf + SOFTDEV_TAP_HDR_SIZE, true,
-                                 hello.features, hello.max_data, &reply,
-                                 &err) < 0) {
-        if (!*errp) {
-            error_setg(errp, "softdev-tap handshake: %s", err);
+    s->on_disconnect = ret;
+    v = qemu_opt_get_number(opts, "max-inflight", 64);
+    if (v < 1 || v > SOFTDEV_TAP_MAX_INFLIGHT) {
+        error_setg(errp, "softdev-tap: max-inflight must be 1-1024");
+        return -EINVAL;
+    }
+    s->want_inflight = v;
+    v = qemu_opt_get_number(opts, "timeout", 30);
+    if (v > 24 * 3600) {
+        error_setg(errp, "softdev-tap: timeout must be at most 86400 s");
+        return -EINVAL;
+    }
+    s->timeout_ms = v * 1000;
+    v = qemu_opt_get_number(opts, "reconnect-delay", 1);
+    if (v > 3600) {
+        error_setg(errp, "softdev-tap: reconnect-delay must be at most "
+                   "3600 s");
+        return -EINVAL;
+    }
+    s->reconnect_max_ms = MAX(v * 1000, v ? SOFTDEV_TAP_FIRST_RETRY_MS : 0);
+    if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_QUEUE && !v) {
+        error_setg(errp, "softdev-tap: on-disconnect=queue needs "
+                   "reconnect-delay > 0");
+        return -EINVAL;
+    }
+    s->peer_uid = -1;
+    if (qemu_opt_get(opts, "peer-uid")) {
+        v = qemu_opt_get_number(opts, "peer-uid", 0);
+        if (v > UINT32_MAX - 1) {
+            error_setg(errp, "softdev-tap: peer-uid out of range");
+            return -EINVAL;
         }
-        return -EPROTO;
+        s->peer_uid = v;
     }
-    if (reply.size && reply.size != s->lower_size) {
-        error_setg(errp, "softdev-tap: the soft device's size (%" PRIu64
-                   ") differs from the node below (%" PRIu64 "), which is "
-                   "not supported yet", reply.size, s->lower_size);
-        return -ENOTSUP;
-    }
-    s->features = reply.features;
-    s->max_data = reply.max_data;
     return 0;
 }
 
@@ -561,90 +1332,161 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
                             QDict *options, Error **errp)
 {
     SoftdevTap *s = softdev_opaque(bs);
-    g_autoptr(SocketAddress) saddr = NULL;
-    const char *policy = qemu_opt_get(opts, "on-disconnect");
-    struct timeval tv = { .tv_sec = SOFTDEV_TAP_HELLO_SECS };
-    uint64_t max_inflight, timeout;
-    int64_t size;
+    SoftdevTapConn c;
     int ret;
 
-    ret = !policy ? SOFTDEV_TAP_ON_DISCONNECT_FAIL :
-          qapi_enum_parse(&SoftdevTapOnDisconnect_lookup, policy, -1, NULL);
+    s->bs = bs;
+    s->connecting_fd = -1;
+    s->conn.fd = -1;
+    qemu_mutex_init(&s->lock);
+    qemu_cond_init(&s->cond);
+    QTAILQ_INIT(&s->reqs);
+    QSIMPLEQ_INIT(&s->alerts);
+    s->alert_bh = aio_bh_new(qemu_get_aio_context(), softdev_tap_alert_bh, s);
+
+    ret = softdev_tap_parse_opts(s, opts, errp);
     if (ret < 0) {
-        error_setg(errp, "softdev-tap: on-disconnect must be 'fail' or "
-                   "'passthrough', not '%s'", policy);
-        return -EINVAL;
+        goto fail;
     }
-    s->on_disconnect = ret;
-    max_inflight = qemu_opt_get_number(opts, "max-inflight", 64);
-    if (max_inflight < 1 || max_inflight > 1024) {
-        error_setg(errp, "softdev-tap: max-inflight must be 1-1024");
-        return -EINVAL;
+    s->saddr = softdev_tap_server(options, errp);
+    if (!s->saddr) {
+        ret = -EINVAL;
+        goto fail;
     }
-    s->max_inflight = max_inflight;
-    timeout = qemu_opt_get_number(opts, "timeout", 30);
-    if (timeout > 24 * 3600) {
-        error_setg(errp, "softdev-tap: timeout must be at most 86400 s");
-        return -EINVAL;
-    }
-    s->timeout_ms = timeout * 1000;
-    saddr = softdev_tap_server(options, errp);
-    if (!saddr) {
-        return -EINVAL;
+    if (s->peer_uid >= 0 && s->saddr->type != SOCKET_ADDRESS_TYPE_UNIX) {
+        error_setg(errp, "softdev-tap: peer-uid needs a unix socket");
+        ret = -EINVAL;
+        goto fail;
     }
 
     bdrv_graph_rdlock_main_loop();
-    size = bdrv_getlength(bs->file->bs);
+    s->has_lower = bs->file != NULL;
+    if (s->has_lower) {
+        int64_t size = bdrv_getlength(bs->file->bs);
+
+        if (size < 0) {
+            bdrv_graph_rdunlock_main_loop();
+            error_setg_errno(errp, -size, "softdev-tap: cannot get the size "
+                             "of the node below");
+            ret = size;
+            goto fail;
+        }
+        s->lower_size = size;
+    }
     bdrv_graph_rdunlock_main_loop();
-    if (size < 0) {
-        error_setg_errno(errp, -size, "softdev-tap: cannot get the size of "
-                         "the node below");
-        return size;
-    }
-    s->lower_size = size;
 
-    s->sioc = qio_channel_socket_new();
-    if (qio_channel_socket_connect_sync(s->sioc, saddr, errp) < 0) {
-        error_prepend(errp, "softdev-tap: cannot reach the soft-device "
-                      "process: ");
-        object_unref(OBJECT(s->sioc));
-        return -EIO;
-    }
-    s->ioc = QIO_CHANNEL(s->sioc);
-    setsockopt(s->sioc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ret = softdev_tap_handshake(bs, errp);
+    ret = softdev_tap_connect(s, &c, errp);
     if (ret < 0) {
-        object_unref(OBJECT(s->sioc));
-        return ret;
+        goto fail;
     }
-    tv.tv_sec = 0;
-    setsockopt(s->sioc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    qio_channel_set_blocking(s->ioc, false, NULL);
-    qio_channel_set_follow_coroutine_ctx(s->ioc, true);
+    if (softdev_is_content_preserving(bs) && c.size != s->lower_size) {
+        error_setg(errp, "softdev-tap: the soft device's size (%" PRIu64
+                   ") differs from the node below (%" PRIu64 "), so it "
+                   "cannot be content-preserving", c.size, s->lower_size);
+        softdev_tap_conn_free(&c);
+        ret = -EINVAL;
+        goto fail;
+    }
+    s->size = c.size;
+    s->first_max_data = c.max_data;
+    qemu_mutex_lock(&s->lock);
+    softdev_tap_install(s, &c);
+    qemu_mutex_unlock(&s->lock);
 
-    qemu_co_mutex_init(&s->send_lock);
-    qemu_co_queue_init(&s->slots);
-    QTAILQ_INIT(&s->reqs);
-    s->connected = true;
-    trace_softdev_tap_open(bs, s->features, s->max_data);
+    s->ctx = bdrv_get_aio_context(bs);
+    s->send_bh = aio_bh_new(s->ctx, softdev_tap_send_bh, s);
+    s->watchdog = aio_timer_new(s->ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
+                                softdev_tap_watchdog, s);
+    softdev_tap_set_handlers(s);
+    qemu_thread_create(&s->thread, "softdev-tap", softdev_tap_connector, s,
+                       QEMU_THREAD_JOINABLE);
+    trace_softdev_tap_open(bs, s->conn.features, s->conn.max_data);
     return 0;
+
+fail:
+    qemu_bh_delete(s->alert_bh);
+    qapi_free_SocketAddress(s->saddr);
+    qemu_cond_destroy(&s->cond);
+    qemu_mutex_destroy(&s->lock);
+    return ret;
 }
 
 static void softdev_tap_close(BlockDriverState *bs)
 {
     SoftdevTap *s = softdev_opaque(bs);
 
-    if (s->connected) {
-        qio_channel_shutdown(s->ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+    qemu_mutex_lock(&s->lock);
+    s->closing = true;
+    if (s->connecting_fd >= 0) {
+        shutdown(s->connecting_fd, SHUT_RDWR);
     }
-    object_unref(OBJECT(s->sioc));
+    qemu_cond_broadcast(&s->cond);
+    qemu_mutex_unlock(&s->lock);
+    qemu_thread_join(&s->thread);
+
+    assert(QTAILQ_EMPTY(&s->reqs) && !s->lower_inflight);
+    softdev_tap_clear_handlers(s);
+    s->connected = false;
+    softdev_tap_conn_free(&s->conn);
+    qemu_bh_delete(s->send_bh);
+    timer_free(s->watchdog);
+    g_free(s->sbuf.data);
+    g_free(s->rbuf.data);
+    g_free(s->free_slots);
+    softdev_tap_alert_bh(s);        /* what is still pending */
+    qemu_bh_delete(s->alert_bh);
+    qapi_free_SocketAddress(s->saddr);
+    qemu_cond_destroy(&s->cond);
+    qemu_mutex_destroy(&s->lock);
+}
+
+static void softdev_tap_detach_aio_context(BlockDriverState *bs)
+{
+    SoftdevTap *s = softdev_opaque(bs);
+
+    qemu_mutex_lock(&s->lock);
+    softdev_tap_clear_handlers(s);
+    qemu_bh_delete(s->send_bh);
+    s->send_bh = NULL;
+    timer_free(s->watchdog);
+    s->watchdog = NULL;
+    s->watchdog_armed = false;
+    qemu_mutex_unlock(&s->lock);
+}
+
+static void softdev_tap_attach_aio_context(BlockDriverState *bs,
+                                           AioContext *ctx)
+{
+    SoftdevTap *s = softdev_opaque(bs);
+
+    qemu_mutex_lock(&s->lock);
+    s->ctx = ctx;
+    s->send_bh = aio_bh_new(ctx, softdev_tap_send_bh, s);
+    s->watchdog = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
+                                softdev_tap_watchdog, s);
+    softdev_tap_arm_watchdog(s);
+    if (s->connected) {
+        softdev_tap_set_handlers(s);
+        if (s->sbuf.off < s->sbuf.len) {
+            qemu_bh_schedule(s->send_bh);
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+}
+
+static int64_t softdev_tap_getlength(BlockDriverState *bs)
+{
+    SoftdevTap *s = softdev_opaque(bs);
+
+    return s->size;
 }
 
 static void softdev_tap_refresh_limits(BlockDriverState *bs, Error **errp)
 {
     SoftdevTap *s = softdev_opaque(bs);
 
-    bs->bl.max_transfer = MIN_NON_ZERO(bs->bl.max_transfer, s->max_data);
+    bs->bl.max_transfer = MIN_NON_ZERO(bs->bl.max_transfer,
+                                       s->first_max_data);
     bs->bl.max_pwrite_zeroes = MIN_NON_ZERO(bs->bl.max_pwrite_zeroes,
                                             1u << 30);
     bs->bl.max_pdiscard = MIN_NON_ZERO(bs->bl.max_pdiscard, 1u << 30);
@@ -655,20 +1497,32 @@ static void softdev_tap_query(BlockDriverState *bs, SoftdevInfo *info)
     SoftdevTap *s = softdev_opaque(bs);
     SoftdevTapInfo *ti = &info->u.softdev_tap;
 
+    qemu_mutex_lock(&s->lock);
     ti->connected = s->connected;
     ti->disconnects = s->disconnects;
-    ti->features = s->features;
+    ti->reconnects = s->reconnects;
+    ti->replayed = s->replayed;
+    ti->timeouts = s->timeouts;
+    ti->outstanding = s->outstanding;
+    ti->features = s->conn.features;
+    ti->shm = s->conn.shm != NULL;
+    ti->max_inflight = s->conn.max_inflight;
+    qemu_mutex_unlock(&s->lock);
 }
 
 static SoftdevDriver softdev_tap = {
     .name               = "softdev-tap",
     .content_preserving = false,
     .content_preserving_opt = "content-preserving",
+    .lower_optional     = true,
     .state_size         = sizeof(SoftdevTap),
     .opts               = &softdev_tap_opts,
     .open               = softdev_tap_open,
     .close              = softdev_tap_close,
     .refresh_limits     = softdev_tap_refresh_limits,
+    .getlength          = softdev_tap_getlength,
+    .detach_aio_context = softdev_tap_detach_aio_context,
+    .attach_aio_context = softdev_tap_attach_aio_context,
     .co_pre             = softdev_tap_co_pre,
     .co_post            = softdev_tap_co_post,
     .query              = softdev_tap_query,

@@ -56,6 +56,13 @@ struct SoftdevDriver {
     /* Size of the soft device's state, see softdev_opaque() */
     size_t state_size;
 
+    /*
+     * The node below ("file") may be left out: the soft device is then a
+     * new device of its own.  softdev_co_forward() without a node below
+     * completes FLUSH and fails the other requests with -ENOTSUP.
+     */
+    bool lower_optional;
+
     /* Driver options; the core absorbs them from the node's options. */
     QemuOptsList *opts;
 
@@ -73,6 +80,13 @@ struct SoftdevDriver {
 
     /* Adjust bs->bl after the core inherited the child's limits. */
     void (*refresh_limits)(BlockDriverState *bs, Error **errp);
+
+    /* The node's size, if not the node below's; required without one. */
+    int64_t (*getlength)(BlockDriverState *bs);
+
+    /* The node moves to another AioContext (as BlockDriver's hooks). */
+    void (*detach_aio_context)(BlockDriverState *bs);
+    void (*attach_aio_context)(BlockDriverState *bs, AioContext *ctx);
 
     /*
      * Before a request: return SOFTDEV_CONTINUE to have it forwarded to
