@@ -117,6 +117,7 @@ struct SoftdevTap {
     QemuMutex lock;             /* everything below */
     AioContext *ctx;
     QEMUBH *send_bh;
+    QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
     SoftdevTapConn conn;        /* conn.fd < 0: not connected */
@@ -1232,7 +1233,9 @@ static void *softdev_tap_connector(void *opaque)
                                   "waiting", attempts, s->outstanding);
                 attempts = 0;
                 delay_ms = SOFTDEV_TAP_FIRST_RETRY_MS;
-                aio_bh_schedule_oneshot(s->ctx, softdev_tap_attach_bh, s);
+                if (s->attach_bh) {
+                    qemu_bh_schedule(s->attach_bh);
+                }
                 continue;
             }
             softdev_tap_conn_free(&c);
@@ -1395,6 +1398,7 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
 
     s->ctx = bdrv_get_aio_context(bs);
     s->send_bh = aio_bh_new(s->ctx, softdev_tap_send_bh, s);
+    s->attach_bh = aio_bh_new(s->ctx, softdev_tap_attach_bh, s);
     s->watchdog = aio_timer_new(s->ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
                                 softdev_tap_watchdog, s);
     softdev_tap_set_handlers(s);
@@ -1429,6 +1433,7 @@ static void softdev_tap_close(BlockDriverState *bs)
     s->connected = false;
     softdev_tap_conn_free(&s->conn);
     qemu_bh_delete(s->send_bh);
+    qemu_bh_delete(s->attach_bh);
     timer_free(s->watchdog);
     g_free(s->sbuf.data);
     g_free(s->rbuf.data);
@@ -1448,6 +1453,8 @@ static void softdev_tap_detach_aio_context(BlockDriverState *bs)
     softdev_tap_clear_handlers(s);
     qemu_bh_delete(s->send_bh);
     s->send_bh = NULL;
+    qemu_bh_delete(s->attach_bh);
+    s->attach_bh = NULL;
     timer_free(s->watchdog);
     s->watchdog = NULL;
     s->watchdog_armed = false;
@@ -1462,6 +1469,7 @@ static void softdev_tap_attach_aio_context(BlockDriverState *bs,
     qemu_mutex_lock(&s->lock);
     s->ctx = ctx;
     s->send_bh = aio_bh_new(ctx, softdev_tap_send_bh, s);
+    s->attach_bh = aio_bh_new(ctx, softdev_tap_attach_bh, s);
     s->watchdog = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
                                 softdev_tap_watchdog, s);
     softdev_tap_arm_watchdog(s);
