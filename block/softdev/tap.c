@@ -32,6 +32,7 @@
 #include "qapi/qapi-visit-sockets.h"
 #include "qapi/qobject-input-visitor.h"
 #include "qemu/coroutine.h"
+#include "qemu/defer-call.h"
 #include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/main-loop.h"
@@ -310,6 +311,15 @@ static void softdev_tap_unlock(SoftdevTap *s)
 
     s->wake_list = NULL;
     qemu_mutex_unlock(&s->lock);
+    if (!tr) {
+        return;
+    }
+    /*
+     * The woken requests go on to the node below: let it submit them
+     * together (one io_uring_enter or io_submit for the batch), as a
+     * device model does for the requests of one notification.
+     */
+    defer_call_begin();
     while (tr) {
         SoftdevTapReq *next = tr->wake_next;
         Coroutine *co = tr->co;
@@ -318,6 +328,7 @@ static void softdev_tap_unlock(SoftdevTap *s)
         aio_co_wake(co);
         tr = next;
     }
+    defer_call_end();
 }
 
 /* Have the watchdog look at the oldest request in time.  Locked. */
@@ -773,7 +784,8 @@ static void softdev_tap_read_ready(void *opaque)
     qemu_mutex_lock(&s->lock);
     while (s->connected && total < SOFTDEV_TAP_READ_CHUNK) {
         uint8_t *p = softdev_tap_buf_reserve(b, 64 * KiB);
-        ssize_t n = recv(s->conn.fd, p, b->cap - b->len, MSG_DONTWAIT);
+        size_t room = b->cap - b->len;
+        ssize_t n = recv(s->conn.fd, p, room, MSG_DONTWAIT);
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -796,6 +808,9 @@ static void softdev_tap_read_ready(void *opaque)
             }
             softdev_tap_teardown(s, err);
             break;
+        }
+        if ((size_t)n < room) {
+            break;      /* the socket is drained: save a system call */
         }
     }
     softdev_tap_unlock(s);
