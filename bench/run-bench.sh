@@ -21,7 +21,7 @@
 #                          "file":{"driver":"file","filename":IMG}}
 #                    with libsoftdev's C passthrough example (its read and
 #                    write callbacks run for every request and forward it;
-#                    it busy-polls its socket 100 us before sleeping;
+#                    it busy-polls its socket 500 us before sleeping;
 #                    unix socket, shared memory, batched messages)
 #     tap-py         the same with the Python passthrough example
 #                    (informational)
@@ -281,7 +281,7 @@ start_device() {
     die "$name did not start"
 }
 start_device tap-c "$TMP/tap-c.sock" "$TMP/libsoftdev/passthrough" \
-    --unix "$TMP/tap-c.sock" --poll-us 100
+    --unix "$TMP/tap-c.sock" --poll-us 500
 start_device tap-py "$TMP/tap-py.sock" env PYTHONPATH="$SRC/python" "$PY" \
     -m softdev run softdev.examples.passthrough:Passthrough \
     --unix "$TMP/tap-py.sock"

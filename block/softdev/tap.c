@@ -118,6 +118,7 @@ struct SoftdevTap {
     QemuMutex lock;             /* everything below */
     AioContext *ctx;
     QEMUBH *send_bh;
+    bool send_scheduled;        /* send_bh will run */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
@@ -360,6 +361,27 @@ static int softdev_tap_policy_outcome(SoftdevTap *s)
     return -EIO;
 }
 
+static void softdev_tap_flush(SoftdevTap *s);
+
+/*
+ * Get queued messages going.  The first message of an event-loop turn is
+ * sent at once, so that the process works on it while we queue the rest
+ * (otherwise all requests would travel in lockstep, and each side would
+ * wait while the other works); the others go out together from the send
+ * BH at the end of the turn.  Locked.
+ */
+static void softdev_tap_kick(SoftdevTap *s)
+{
+    if (s->send_scheduled) {
+        return;
+    }
+    s->send_scheduled = true;
+    if (qemu_get_current_aio_context() == s->ctx) {
+        softdev_tap_flush(s);
+    }
+    qemu_bh_schedule(s->send_bh);
+}
+
 /*
  * Send unsent requests, in order, while the process has room.  Locked;
  * the messages go to the send buffer, flushed by the send BH.
@@ -419,7 +441,7 @@ static void softdev_tap_pump(SoftdevTap *s)
         queued = true;
     }
     if (queued && s->send_bh) {
-        qemu_bh_schedule(s->send_bh);
+        softdev_tap_kick(s);
     }
 }
 
@@ -571,6 +593,7 @@ static void softdev_tap_send_bh(void *opaque)
     SoftdevTap *s = opaque;
 
     qemu_mutex_lock(&s->lock);
+    s->send_scheduled = false;
     softdev_tap_flush(s);
     softdev_tap_unlock(s);
 }
@@ -642,7 +665,7 @@ static void coroutine_fn softdev_tap_co_lower(void *opaque)
         memcpy(p + len, l->buf, rep.bytes);
         s->sbuf.len += len + rep.bytes;
         if (s->send_bh) {
-            qemu_bh_schedule(s->send_bh);
+            softdev_tap_kick(s);
         }
     }
     if (--s->lower_inflight == 0) {
@@ -1468,6 +1491,7 @@ static void softdev_tap_detach_aio_context(BlockDriverState *bs)
     softdev_tap_clear_handlers(s);
     qemu_bh_delete(s->send_bh);
     s->send_bh = NULL;
+    s->send_scheduled = false;
     qemu_bh_delete(s->attach_bh);
     s->attach_bh = NULL;
     timer_free(s->watchdog);
@@ -1491,6 +1515,7 @@ static void softdev_tap_attach_aio_context(BlockDriverState *bs,
     if (s->connected) {
         softdev_tap_set_handlers(s);
         if (s->sbuf.off < s->sbuf.len) {
+            s->send_scheduled = true;
             qemu_bh_schedule(s->send_bh);
         }
     }
