@@ -671,7 +671,7 @@ static void coroutine_fn softdev_tap_co_lower(void *opaque)
     if (--s->lower_inflight == 0) {
         qemu_cond_broadcast(&s->cond);
     }
-    qemu_mutex_unlock(&s->lock);
+    softdev_tap_unlock(s);      /* the kick may have dropped the connection */
     qemu_vfree(l->buf);
     g_free(l);
     bdrv_dec_in_flight(bs);
@@ -915,13 +915,18 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         softdev_tap_arm_watchdog(s);
     }
     softdev_tap_pump(s);
+    /*
+     * Sending may have dropped the connection and completed other
+     * requests (and this one): softdev_tap_unlock() wakes them, after we
+     * yielded (aio_co_wake from a coroutine defers the wake-up).
+     */
     if (!tr.done) {
         tr.waiting = true;
-        qemu_mutex_unlock(&s->lock);
+        softdev_tap_unlock(s);
         qemu_coroutine_yield();
         assert(tr.done);
     } else {
-        qemu_mutex_unlock(&s->lock);
+        softdev_tap_unlock(s);
     }
 
     if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower) {
