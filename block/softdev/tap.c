@@ -351,6 +351,24 @@ static void softdev_tap_arm_watchdog(SoftdevTap *s)
     }
 }
 
+/* @req as the wire describes it (without flags and slot) */
+static SoftdevTapRequest softdev_tap_wire(const SoftdevRequest *req)
+{
+    SoftdevTapRequest wire = { .op = req->op };
+
+    if (req->op != SOFTDEV_OP_FLUSH) {
+        wire.offset = req->offset;
+        wire.bytes = req->bytes;
+    }
+    return wire;
+}
+
+/* Where shared-memory slot @slot starts */
+static uint8_t *softdev_tap_slot(SoftdevTap *s, uint32_t slot)
+{
+    return s->conn.shm + (size_t)slot * s->conn.max_data;
+}
+
 /* What a request gets while the process is away, except with queue */
 static int softdev_tap_policy_outcome(SoftdevTap *s)
 {
@@ -395,15 +413,11 @@ static void softdev_tap_pump(SoftdevTap *s)
            s->sent_count < s->conn.max_inflight) {
         SoftdevTapReq *tr = s->next_unsent;
         SoftdevRequest *req = tr->req;
-        SoftdevTapRequest wire = { .op = req->op };
+        SoftdevTapRequest wire = softdev_tap_wire(req);
         bool write = req->op == SOFTDEV_OP_WRITE;
         uint8_t *p;
         size_t len;
 
-        if (req->op != SOFTDEV_OP_FLUSH) {
-            wire.offset = req->offset;
-            wire.bytes = req->bytes;
-        }
         if ((req->flags & BDRV_REQ_FUA) &&
             (s->conn.features & SOFTDEV_TAP_F_FUA)) {
             wire.req_flags |= SOFTDEV_TAP_REQ_FUA;
@@ -417,9 +431,7 @@ static void softdev_tap_pump(SoftdevTap *s)
             tr->slot = wire.slot = s->free_slots[--s->nfree];
             if (write) {
                 qemu_iovec_to_buf(req->qiov, req->qiov_offset,
-                                  s->conn.shm +
-                                  (size_t)tr->slot * s->conn.max_data,
-                                  req->bytes);
+                                  softdev_tap_slot(s, tr->slot), req->bytes);
             }
         }
         p = softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE +
@@ -463,16 +475,11 @@ static bool softdev_tap_poll(void *opaque)
     return recv(s->conn.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
 }
 
-static void softdev_tap_poll_ready(void *opaque)
-{
-    softdev_tap_read_ready(opaque);
-}
-
 static void softdev_tap_set_handlers(SoftdevTap *s)
 {
     aio_set_fd_handler(s->ctx, s->conn.fd, softdev_tap_read_ready,
                        s->want_write ? softdev_tap_write_ready : NULL,
-                       softdev_tap_poll, softdev_tap_poll_ready, s);
+                       softdev_tap_poll, softdev_tap_read_ready, s);
     s->handlers_set = true;
 }
 
@@ -682,7 +689,7 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
                                          const SoftdevTapHeader *hdr,
                                          const uint8_t *payload)
 {
-    SoftdevTapRequest wire = { 0 };
+    SoftdevTapRequest wire;
     SoftdevTapReply rep;
     const char *err = NULL;
     SoftdevTapReq *tr;
@@ -698,16 +705,12 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
         return "reply to a request that is not outstanding";
     }
     req = tr->req;
-    wire.op = req->op;
-    if (req->op != SOFTDEV_OP_FLUSH) {
-        wire.offset = req->offset;
-        wire.bytes = req->bytes;
-    }
+    wire = softdev_tap_wire(req);
     if (softdev_tap_decode_reply(hdr, payload, &wire, s->has_lower,
                                  s->conn.shm != NULL, &rep, &err) < 0) {
         return err;
     }
-    data = s->conn.shm ? s->conn.shm + (size_t)tr->slot * s->conn.max_data :
+    data = s->conn.shm ? softdev_tap_slot(s, tr->slot) :
                          payload + SOFTDEV_TAP_REPLY_SIZE;
     if (rep.action == SOFTDEV_TAP_FORWARD) {
         if (rep.offset > s->lower_size ||
@@ -892,6 +895,7 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         .fwd_offset = UINT64_MAX,
     };
     uint64_t gate = softdev_tap_op_feature[req->op];
+    bool wait;
 
     qemu_mutex_lock(&s->lock);
     if (!s->connected && s->on_disconnect != SOFTDEV_TAP_ON_DISCONNECT_QUEUE) {
@@ -920,14 +924,13 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
      * requests (and this one): softdev_tap_unlock() wakes them, after we
      * yielded (aio_co_wake from a coroutine defers the wake-up).
      */
-    if (!tr.done) {
-        tr.waiting = true;
-        softdev_tap_unlock(s);
+    wait = !tr.done;
+    tr.waiting = wait;          /* a waker may clear it once unlocked */
+    softdev_tap_unlock(s);
+    if (wait) {
         qemu_coroutine_yield();
-        assert(tr.done);
-    } else {
-        softdev_tap_unlock(s);
     }
+    assert(tr.done);
 
     if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower) {
         if (tr.fwd_offset != UINT64_MAX) {
@@ -1053,7 +1056,7 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
     const char *err = NULL;
     int memfd = -1;
     size_t len;
-    int ret;
+    int ret = -EIO, r;
 
     *c = (SoftdevTapConn) { .fd = -1 };
     c->fd = socket_connect(s->saddr, errp);
@@ -1068,7 +1071,7 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
         /* close() may have looked before connecting_fd was set */
         qemu_mutex_unlock(&s->lock);
         error_setg(errp, "softdev-tap: the node is closing");
-        goto fail;
+        goto out;
     }
     qemu_mutex_unlock(&s->lock);
     qemu_socket_set_block(c->fd);
@@ -1082,13 +1085,13 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
         if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
             error_setg_errno(errp, errno, "softdev-tap: cannot get the "
                              "process's credentials");
-            goto fail;
+            goto out;
         }
         if (cred.uid != s->peer_uid) {
             error_setg(errp, "softdev-tap: the soft-device process runs as "
                        "uid %u, not peer-uid %" PRId64, (unsigned)cred.uid,
                        s->peer_uid);
-            goto fail;
+            goto out;
         }
     }
 
@@ -1096,17 +1099,17 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
     if (softdev_tap_write_all(c->fd, buf, len, -1) < 0) {
         error_setg_errno(errp, errno, "softdev-tap handshake: cannot send "
                          "HELLO");
-        goto fail;
+        goto out;
     }
-    ret = softdev_tap_read_all(c->fd, buf, SOFTDEV_TAP_HDR_SIZE);
-    if (ret == -ECONNRESET) {
+    r = softdev_tap_read_all(c->fd, buf, SOFTDEV_TAP_HDR_SIZE);
+    if (r == -ECONNRESET) {
         error_setg(errp, "softdev-tap handshake: the soft-device process "
                    "closed the connection (its log says why)");
-        goto fail;
-    } else if (ret < 0) {
-        error_setg_errno(errp, -ret, "softdev-tap handshake: no answer from "
+        goto out;
+    } else if (r < 0) {
+        error_setg_errno(errp, -r, "softdev-tap handshake: no answer from "
                          "the soft-device process");
-        goto fail;
+        goto out;
     }
     if (softdev_tap_decode_header(buf, SOFTDEV_TAP_HANDSHAKE_MAX, &hdr,
                                   &err) == 0 &&
@@ -1114,17 +1117,17 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
         softdev_tap_read_all(c->fd, buf + SOFTDEV_TAP_HDR_SIZE,
                              hdr.length) < 0) {
         error_setg(errp, "softdev-tap handshake: truncated answer");
-        goto fail;
+        goto out;
     }
     if (err || softdev_tap_decode_hello(&hdr, buf + SOFTDEV_TAP_HDR_SIZE,
                                         true, &hello, &reply, &err) < 0) {
         error_setg(errp, "softdev-tap handshake: %s", err);
-        goto fail;
+        goto out;
     }
     if (!reply.size && !s->has_lower) {
         error_setg(errp, "softdev-tap: there is no node below, so the soft "
                    "device must give its size");
-        goto fail;
+        goto out;
     }
     c->features = reply.features;
     c->max_data = reply.max_data;
@@ -1143,7 +1146,7 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
                                   errp);
         if (memfd < 0) {
             error_prepend(errp, "softdev-tap: shared memory: ");
-            goto fail;
+            goto out;
         }
         c->shm = mmap(NULL, c->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
                       memfd, 0);
@@ -1151,34 +1154,32 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
             c->shm = NULL;
             error_setg_errno(errp, errno, "softdev-tap: cannot map shared "
                              "memory");
-            goto fail;
+            goto out;
         }
         len = softdev_tap_encode_shm(buf, &shm);
         if (softdev_tap_write_all(c->fd, buf, len, memfd) < 0) {
             error_setg_errno(errp, errno, "softdev-tap: cannot send the "
                              "shared memory");
-            goto fail;
+            goto out;
         }
-        close(memfd);
     }
     tv.tv_sec = 0;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     qemu_socket_set_nonblock(c->fd);
-    qemu_mutex_lock(&s->lock);
-    s->connecting_fd = -1;
-    qemu_mutex_unlock(&s->lock);
-    return 0;
+    ret = 0;
 
-fail:
+out:
     if (memfd >= 0) {
         close(memfd);
     }
     qemu_mutex_lock(&s->lock);
     s->connecting_fd = -1;
     qemu_mutex_unlock(&s->lock);
-    softdev_tap_conn_free(c);
-    return -EIO;
+    if (ret < 0) {
+        softdev_tap_conn_free(c);
+    }
+    return ret;
 }
 
 /*
@@ -1233,7 +1234,6 @@ static void softdev_tap_attach_bh(void *opaque)
     if (s->connected && !s->handlers_set) {
         softdev_tap_set_handlers(s);
         softdev_tap_pump(s);
-        softdev_tap_flush(s);
     }
     softdev_tap_unlock(s);
 }
