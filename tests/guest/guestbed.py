@@ -357,6 +357,18 @@ def check_regions(image, regions, table=None):
     return errors
 
 
+def wait_for_socket(path, proc):
+    """Wait up to 5 s for the soft-device process @proc to listen on
+    @path."""
+    for _ in range(500):
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f'device exited with {proc.returncode}')
+        time.sleep(0.01)
+    raise RuntimeError(f'device did not listen on {path}')
+
+
 def report(errors):
     """Print a test's errors and verdict; return its exit status."""
     for e in errors:

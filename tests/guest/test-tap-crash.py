@@ -72,10 +72,7 @@ def main():
     kills_with_requests = 0
     rng = random.Random(1234)
     try:
-        for _ in range(500):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.01)
+        guestbed.wait_for_socket(sock, dev)
         disk = ['-blockdev', f'driver=file,node-name=file0,filename={image}',
                 '-blockdev', 'driver=softdev-tap,node-name=tap0,file=file0,'
                              f'server.type=unix,server.path={sock},'

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 TOP = os.path.join(HERE, '..', '..')
@@ -24,16 +23,6 @@ import guestbed  # noqa: E402
 
 DISK_SIZE = 128 << 20
 KEY = 0x5a
-
-
-def wait_for_socket(path, proc):
-    for _ in range(500):
-        if os.path.exists(path):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f'device exited with {proc.returncode}')
-        time.sleep(0.01)
-    raise RuntimeError(f'device did not listen on {path}')
 
 
 def run_guest(qemu, guest_dir, work, name, device_argv, key, env=None):
@@ -47,7 +36,7 @@ def run_guest(qemu, guest_dir, work, name, device_argv, key, env=None):
                                        'w'))
     errors = []
     try:
-        wait_for_socket(sock, dev)
+        guestbed.wait_for_socket(sock, dev)
         disk = ['-blockdev', f'driver=file,node-name=file0,filename={image}',
                 '-blockdev', 'driver=softdev-tap,node-name=tap0,file=file0,'
                              f'server.type=unix,server.path={sock}',
