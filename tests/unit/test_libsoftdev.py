@@ -756,6 +756,10 @@ class OptionsTest(ProcessTest):
             (('--unix', self.path, '--allow-uid', 'root'),
              '--allow-uid wants UID[,UID...]'),
             (('--tcp', 'nocolon'), '--tcp wants HOST:PORT'),
+            (('--unix', self.path, '--poll-us', '-1'),
+             '--poll-us takes 0 to 1000000'),
+            (('--unix', self.path, '--poll-us', '1000001'),
+             '--poll-us takes 0 to 1000000'),
         ]
         for args, msg in cases:
             with self.subTest(args=args):
@@ -765,6 +769,21 @@ class OptionsTest(ProcessTest):
         r = self.run_tool('passthrough', '--help')
         self.assertEqual(r.returncode, 0)
         self.assertIn('--allow-uid', r.stdout)
+        self.assertIn('--poll-us', r.stdout)
+
+    def test_poll_us(self):
+        """--poll-us: the serialize loop busy-polls, and still serves
+        batches and single requests, and sees the client leave"""
+        dev = self.start('passthrough', '--unix', self.path, '--poll-us',
+                         '2000', path=self.path)
+        c = TestClient.connect_unix(self.path, lower=bytearray(MiB),
+                                    shm=True)
+        c.handshake()
+        check_io(c, rounds=3, count=32)
+        time.sleep(0.01)            # past the polling window: sleeps
+        self.assertEqual(c.write(0, b'p' * 512), (0, b''))
+        c.close()
+        dev.stop()
 
     def test_tcp(self):
         dev = self.start('ramdisk', '--tcp', '127.0.0.1:0', 'size=1M',
