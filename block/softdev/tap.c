@@ -119,6 +119,8 @@ struct SoftdevTap {
     AioContext *ctx;
     QEMUBH *send_bh;
     bool send_scheduled;        /* send_bh will run */
+    unsigned waking;            /* nested softdev_tap_unlock() turns */
+    bool turn_sent;             /* the turn sent its first message */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
@@ -305,31 +307,54 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
     }
 }
 
-/* Drop the lock and wake the coroutines whose requests completed */
+static void softdev_tap_flush(SoftdevTap *s);
+
+/*
+ * Drop the lock and wake the coroutines whose requests completed.
+ *
+ * In s->ctx this is a "turn": the woken requests go on to the node below,
+ * whose completions often start new requests for us before the turn ends
+ * (a guest's or qemu-img's next request).  Those wait in the send buffer
+ * but for the first one, which goes at once so that the process has work
+ * while we queue the rest; the rest go together when the turn ends, with
+ * no BH (scheduling one from here would also write the AioContext's event
+ * notifier, and the next iteration read it: two system calls per batch).
+ */
 static void softdev_tap_unlock(SoftdevTap *s)
 {
-    SoftdevTapReq *tr = s->wake_list;
+    bool turn = qemu_get_current_aio_context() == s->ctx;
 
-    s->wake_list = NULL;
+    for (;;) {
+        SoftdevTapReq *tr = s->wake_list;
+
+        s->wake_list = NULL;
+        if (!tr) {
+            break;
+        }
+        s->waking += turn;
+        qemu_mutex_unlock(&s->lock);
+        /*
+         * The woken requests go on to the node below: let it submit them
+         * together (one io_uring_enter or io_submit for the batch), as a
+         * device model does for the requests of one notification.
+         */
+        defer_call_begin();
+        while (tr) {
+            SoftdevTapReq *next = tr->wake_next;
+            Coroutine *co = tr->co;
+
+            /* @tr lives on the coroutine's stack: read it before waking. */
+            aio_co_wake(co);
+            tr = next;
+        }
+        defer_call_end();
+        qemu_mutex_lock(&s->lock);
+        if (turn && --s->waking == 0) {
+            s->turn_sent = false;
+            softdev_tap_flush(s);       /* may complete more: loop */
+        }
+    }
     qemu_mutex_unlock(&s->lock);
-    if (!tr) {
-        return;
-    }
-    /*
-     * The woken requests go on to the node below: let it submit them
-     * together (one io_uring_enter or io_submit for the batch), as a
-     * device model does for the requests of one notification.
-     */
-    defer_call_begin();
-    while (tr) {
-        SoftdevTapReq *next = tr->wake_next;
-        Coroutine *co = tr->co;
-
-        /* @tr lives on the coroutine's stack: read it before waking. */
-        aio_co_wake(co);
-        tr = next;
-    }
-    defer_call_end();
 }
 
 /* Have the watchdog look at the oldest request in time.  Locked. */
@@ -379,8 +404,6 @@ static int softdev_tap_policy_outcome(SoftdevTap *s)
     return -EIO;
 }
 
-static void softdev_tap_flush(SoftdevTap *s);
-
 /*
  * Get queued messages going.  The first message of an event-loop turn is
  * sent at once, so that the process works on it while we queue the rest
@@ -390,6 +413,14 @@ static void softdev_tap_flush(SoftdevTap *s);
  */
 static void softdev_tap_kick(SoftdevTap *s)
 {
+    if (s->waking && s->connected) {
+        /* In a turn (softdev_tap_unlock), which sends the rest. */
+        if (!s->turn_sent) {
+            s->turn_sent = true;
+            softdev_tap_flush(s);
+        }
+        return;
+    }
     if (s->send_scheduled) {
         return;
     }
