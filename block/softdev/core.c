@@ -473,6 +473,8 @@ void softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
                                   path);
 }
 
+static SoftdevQueryHook *softdev_query_hook;
+
 SoftdevInfo *softdev_query_node(BlockDriverState *bs)
 {
     SoftdevState *s = bs->opaque;
@@ -520,5 +522,13 @@ SoftdevInfo *softdev_query_node(BlockDriverState *bs)
     if (s->sd->query && s->opaque) {
         s->sd->query(bs, info);
     }
+    if (softdev_query_hook) {
+        softdev_query_hook(bs, info);
+    }
     return info;
+}
+
+void softdev_set_query_hook(SoftdevQueryHook *hook)
+{
+    softdev_query_hook = hook;
 }

@@ -143,4 +143,12 @@ softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
 /* Fill a query-softdevs entry for @bs (the core's part and the driver's). */
 SoftdevInfo *softdev_query_node(BlockDriverState *bs);
 
+/*
+ * What a subsystem knows of soft-device nodes (e.g. the Xen disk they
+ * serve), added to their query-softdevs entries.  One hook; the graph is
+ * read-locked when it runs.
+ */
+typedef void SoftdevQueryHook(BlockDriverState *bs, SoftdevInfo *info);
+void softdev_set_query_hook(SoftdevQueryHook *hook);
+
 #endif /* SOFTDEV_SOFTDEV_H */

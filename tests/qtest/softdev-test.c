@@ -404,6 +404,68 @@ static void test_errors(void)
     qtest_quit(qts);
 }
 
+/*
+ * softdev-xen-disk checks its configuration when it is created (it acts
+ * only when a Xen guest's disk appears, which needs a real Xen: see
+ * tests/xen).
+ */
+static void test_xen_disk_object(void)
+{
+    QTestState *qts = qtest_init("-machine none");
+    QDict *resp;
+
+    resp = qtest_qmp(qts, "{'execute': 'object-add', 'arguments': {"
+        " 'qom-type': 'softdev-xen-disk', 'id': 'sx0', 'vdev': 'xvda',"
+        " 'domid': 3, 'chain': [ {'driver': 'softdev-trace'},"
+        "   {'driver': 'softdev-xor', 'key': 90, 'node-name': 'x1'} ]}}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': {"
+        " 'path': '/objects/sx0', 'property': 'vdev'}}");
+    g_assert_cmpstr(qdict_get_try_str(resp, "return"), ==, "xvda");
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': {"
+        " 'path': '/objects/sx0', 'property': 'domid'}}");
+    g_assert_cmpint(qdict_get_int(resp, "return"), ==, 3);
+    qobject_unref(resp);
+    assert_qmp_error(qts, "'vdev' cannot change once the object exists",
+        "{'execute': 'qom-set', 'arguments': {"
+        " 'path': '/objects/sx0', 'property': 'vdev', 'value': 'xvdb'}}");
+
+#define XEN_DISK_ERROR(msg, members)                                    \
+    assert_qmp_error(qts, msg,                                          \
+        "{'execute': 'object-add', 'arguments': {"                      \
+        " 'qom-type': 'softdev-xen-disk', 'id': 'bad', " members "}}")
+    XEN_DISK_ERROR("'vdev' must be given",
+                   "'vdev': '', 'chain': [ {'driver': 'softdev-trace'} ]");
+    XEN_DISK_ERROR("'chain' must list at least one soft device",
+                   "'vdev': 'xvda', 'chain': []");
+    XEN_DISK_ERROR("chain[1]: driver 'raw' is not a soft device",
+                   "'vdev': 'xvda', 'chain': [ {'driver': 'softdev-trace'},"
+                   " {'driver': 'raw'} ]");
+    XEN_DISK_ERROR("chain[0]: 'driver' must be given",
+                   "'vdev': 'xvda', 'chain': [ {'node-name': 'x'} ]");
+    XEN_DISK_ERROR("chain[0] must be an object",
+                   "'vdev': 'xvda', 'chain': [ 'softdev-trace' ]");
+    XEN_DISK_ERROR("chain[0]: 'file' is filled in",
+                   "'vdev': 'xvda', 'chain': [ {'driver': 'softdev-trace',"
+                   " 'file': 'disk0'} ]");
+    XEN_DISK_ERROR("chain[0]: Parameter 'bogus' is unexpected",
+                   "'vdev': 'xvda', 'chain': [ {'driver': 'softdev-trace',"
+                   " 'bogus': 1} ]");
+    XEN_DISK_ERROR("chain[0]: Parameter 'key' is missing",
+                   "'vdev': 'xvda', 'chain': [ {'driver': 'softdev-xor'} ]");
+    XEN_DISK_ERROR("'domid' 32752 is not a guest's domain id",
+                   "'vdev': 'xvda', 'domid': 32752,"
+                   " 'chain': [ {'driver': 'softdev-trace'} ]");
+#undef XEN_DISK_ERROR
+    resp = qtest_qmp(qts, "{'execute': 'qom-list', 'arguments': {"
+        " 'path': '/objects/bad'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -418,5 +480,8 @@ int main(int argc, char **argv)
     qtest_add_func("/softdev/insert-all-parents", test_insert_all_parents);
     qtest_add_func("/softdev/trace-alert", test_trace_alert);
     qtest_add_func("/softdev/errors", test_errors);
+    if (qtest_has_machine("xenpv")) {
+        qtest_add_func("/softdev/xen-disk-object", test_xen_disk_object);
+    }
     return g_test_run();
 }
