@@ -30,6 +30,7 @@
 #include "block/qdict.h"
 #include "hw/xen/xen-backend.h"
 #include "hw/xen/xen-bus.h"
+#include "hw/xen/xen.h"
 #include "qapi/clone-visitor.h"
 #include "qapi/error.h"
 #include "qapi/qapi-builtin-visit.h"
@@ -272,11 +273,12 @@ static void softdev_xen_remember(SoftdevXenDisk *disk)
 }
 
 /*
- * Open soft device @layer above @below for disk @disk.  Returns a new
- * reference, or NULL with @errp set.
+ * Open soft device @layer above @below, read-only if @read_only.  Returns
+ * a new reference, or NULL with @errp set.
  */
 static BlockDriverState *softdev_xen_open_layer(QDict *layer,
                                                 BlockDriverState *below,
+                                                bool read_only,
                                                 const char *default_name,
                                                 Error **errp)
 {
@@ -290,7 +292,8 @@ static BlockDriverState *softdev_xen_open_layer(QDict *layer,
     if (!qdict_haskey(copy, "node-name")) {
         qdict_put_str(copy, "node-name", default_name);
     }
-    if (!qdict_haskey(copy, "read-only") && bdrv_is_read_only(below)) {
+    if (!qdict_haskey(copy, "read-only") &&
+        (read_only || bdrv_is_read_only(below))) {
         qdict_put_bool(copy, "read-only", true);
     }
     if (!qdict_haskey(copy, "discard") && (below->open_flags & BDRV_O_UNMAP)) {
@@ -324,19 +327,21 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
                                Error **errp)
 {
     XenBus *xenbus = xen_backend_get_bus(backend);
-    const char *fe = qdict_get_try_str(opts, "frontend-id");
+    /* QEMU serves the backends of its own guest (-xen-domid) only */
+    uint32_t domid = xen_domid;
+    /*
+     * xen-block makes only the protocol node of a read-only disk
+     * read-only ("mode" r); the device finds out from its own node.
+     */
+    const char *mode = qdict_get_try_str(opts, "mode");
+    bool read_only = mode && *mode != 'w';
     SoftdevXenDisk *disk;
     SoftdevXenDiskObject *sx;
     BlockDriverState *top;
-    unsigned int domid;
     int n = 0;
 
     GLOBAL_STATE_CODE();
 
-    if (!fe || qemu_strtoui(fe, NULL, 10, &domid) < 0) {
-        error_setg(errp, "the backend has no valid 'frontend-id'");
-        return NULL;
-    }
     top = bdrv_find_node(node_name);
     if (!top) {
         error_setg(errp, "node '%s' not found", node_name);
@@ -346,7 +351,8 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
     disk = g_new0(SoftdevXenDisk, 1);
     disk->domid = domid;
     disk->vdev = g_strdup(vdev);
-    disk->backend = g_strdup_printf("/local/domain/%u/backend/qdisk/%u/%s",
+    disk->backend = g_strdup_printf("/local/domain/%u/backend/qdisk/%"
+                                    PRIu32 "/%s",
                                     xenbus->backend_id, domid,
                                     xen_backend_get_name(backend));
     disk->node = g_strdup(node_name);
@@ -364,9 +370,10 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
             g_autofree char *name = g_strdup_printf("%s-softdev%d", vdev, n);
             BlockDriverState *bs;
 
-            bs = softdev_xen_open_layer(layer, top, name, errp);
+            bs = softdev_xen_open_layer(layer, top, read_only, name, errp);
             if (!bs) {
-                error_prepend(errp, "soft device %d of disk %s of domain %u "
+                error_prepend(errp, "soft device %d of disk %s of domain %"
+                              PRIu32 " "
                               "(object '%s'): ", n, vdev, domid,
                               object_get_canonical_path_component(
                                   OBJECT(sx)));
@@ -383,7 +390,8 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
         bdrv_unref(top);
         return g_strdup(node_name);
     }
-    info_report("softdev: disk %s of domain %u: %d soft device%s above "
+    info_report("softdev: disk %s of domain %" PRIu32 ": %d soft device%s "
+                "above "
                 "'%s', top '%s'", vdev, domid, n, n == 1 ? "" : "s",
                 node_name, bdrv_get_node_name(top));
     softdev_xen_held = g_slist_prepend(softdev_xen_held, top);
