@@ -44,7 +44,8 @@ class QMPError(Exception):
 
 
 class QMP:
-    """Minimal synchronous QMP client over a unix socket (JSON lines)."""
+    """Minimal synchronous QMP client over a unix socket (JSON lines).
+    path is the socket's path, or a (host, port) tuple for a TCP server."""
 
     def __init__(self, path, timeout=30.0, connect_timeout=30.0):
         self.path = path
@@ -56,7 +57,10 @@ class QMP:
         self._sock = None
         deadline = time.monotonic() + connect_timeout
         while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if isinstance(path, tuple):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            else:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.connect(path)
                 break
@@ -87,7 +91,7 @@ class QMP:
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("QMP: no data from %s" % self.path)
+                raise TimeoutError("QMP: no data from %s" % (self.path,))
             self._sock.settimeout(left)
             try:
                 data = self._sock.recv(65536)
