@@ -24,10 +24,12 @@ QEMU_TARGETS := qemu-system-x86_64 qemu-img qemu-io qemu-nbd \
 	storage-daemon/qemu-storage-daemon tests/qtest/softdev-test
 
 GUEST_DIR := $(SRC)/build/guest
+XEN_BED_DIR := $(SRC)/build/xen/bed
+export XEN_BED_DIR
 
 .PHONY: all build check check-qtest check-iotests check-stock check-unit \
-	check-guest \
-	run bench install clean distclean guest fuzz
+	check-guest check-xen \
+	run bench install clean distclean guest xen-bed fuzz
 
 all: build
 
@@ -43,7 +45,10 @@ build: config.mak
 guest: build
 	$(SRC)/tests/guest/build-guest.sh $(GUEST_DIR)
 
-check: build guest
+xen-bed:
+	$(SRC)/tests/xen/build-xen-bed.sh $(XEN_BED_DIR)
+
+check: build guest xen-bed
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR)
 
 # Parts of 'make check', for development
@@ -52,7 +57,8 @@ check-unit:
 	cd $(SRC) && SANITIZE=1 $(PY) -m unittest discover -s tests/unit \
 		-p 'test_*.py' -v
 
-check-qtest check-iotests check-stock check-guest: build guest
+check-qtest check-iotests check-stock check-guest check-xen: build guest \
+		xen-bed
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR) \
 		$(patsubst check-%,%,$@)
 

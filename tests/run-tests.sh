@@ -1,7 +1,9 @@
 #!/bin/bash
 # run-tests.sh QEMU_SRC QEMU_BUILD GUEST_DIR [SUITE...]: run softdev's test
-# suites (all by default): unit, qtest, iotests, stock, guest.  Each suite
-# prints its own output; the last line counts suites as 'N passed, N failed'.
+# suites (all by default): unit, qtest, iotests, stock, guest, xen.  Each
+# suite prints its own output; the last line counts suites as 'N passed,
+# N failed'.  The xen suite boots the Xen bed in XEN_BED_DIR (default
+# build/xen/bed, made by tests/xen/build-xen-bed.sh).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -11,7 +13,8 @@ QEMU_SRC=$(cd "$1" && pwd)
 QEMU_BUILD=$(cd "$2" && pwd)
 GUEST_DIR=$(cd "$3" && pwd)
 shift 3
-SUITES=${*:-unit qtest iotests stock guest}
+SUITES=${*:-unit qtest iotests stock guest xen}
+XEN_BED_DIR=${XEN_BED_DIR:-$SRC/build/xen/bed}
 PY=/usr/bin/python3
 
 # QEMU's own quick iotests for raw must keep passing with softdev built
@@ -80,6 +83,13 @@ run_guest() {
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
+run_xen() {
+    timeout 600 $PY "$SRC/tests/xen/test-xen-softdev.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" &&
+    timeout 600 $PY "$SRC/tests/xen/test-xen-net.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR"
+}
+
 for s in $SUITES; do
     case $s in
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
@@ -90,6 +100,8 @@ for s in $SUITES; do
         run_stock ;;
     guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs)" \
         run_guest ;;
+    xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC)" \
+        run_xen ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac
 done

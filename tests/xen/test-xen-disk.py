@@ -15,7 +15,6 @@ Usage: test-xen-disk.py --qemu QEMU --bed-dir OUTDIR_OF_build-xen-bed.sh
 SPDX-License-Identifier: GPL-2.0-or-later
 """
 
-import argparse
 import os
 import sys
 import time
@@ -27,21 +26,10 @@ import xenbed  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--qemu', required=True)
-    ap.add_argument('--bed-dir', required=True,
-                    help='OUTDIR of tests/xen/build-xen-bed.sh')
+    ap = xenbed.test_arg_parser(__doc__, timeout=230, print_config=False)
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--workdir', help='keep the image and console log here')
-    ap.add_argument('--timeout', type=float, default=230)
-    ap.add_argument('-v', '--verbose', action='store_true',
-                    help='echo the console')
-    a = ap.parse_args()
-    for f in ('xen', 'vmlinuz', 'dom0-base.cpio.gz', 'domu-base.cpio.gz'):
-        if not os.path.isfile(os.path.join(a.bed_dir, f)):
-            print('test-xen-disk: no %s in %s: run tests/xen/build-xen-bed.sh'
-                  ' %s first' % (f, a.bed_dir, a.bed_dir), file=sys.stderr)
-            return 2
+    a = xenbed.parse_test_args(ap)
     if a.workdir:
         os.makedirs(a.workdir, exist_ok=True)
     t0 = time.monotonic()

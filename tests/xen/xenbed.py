@@ -608,6 +608,43 @@ class XenBed(guestbed.GuestBed):
         return int(m.group(1))
 
 
+# -- the command line of the Xen tests ------------------------------------------
+BED_FILES = ('xen', 'vmlinuz', 'dom0-base.cpio.gz', 'domu-base.cpio.gz')
+
+
+def test_arg_parser(doc, timeout, print_config=True):
+    """The options every Xen test takes (--qemu, --bed-dir, --timeout,
+    --verbose, and --print-config if the test has a domain config to
+    show); the test adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+    if print_config:
+        ap.add_argument('--print-config', action='store_true',
+                        help='print the xl domain config and exit')
+    ap.add_argument('--qemu', help='qemu-system-x86_64 (outer machine and '
+                    'device model)')
+    ap.add_argument('--bed-dir', help='OUTDIR of tests/xen/build-xen-bed.sh')
+    ap.add_argument('--timeout', type=float, default=timeout)
+    ap.add_argument('-v', '--verbose', action='store_true',
+                    help='echo the console')
+    return ap
+
+
+def parse_test_args(ap):
+    """Parse; unless --print-config, insist on --qemu and a complete bed
+    (exits with status 2 otherwise)."""
+    a = ap.parse_args()
+    if getattr(a, 'print_config', False):
+        return a
+    if not a.qemu or not a.bed_dir:
+        ap.error('--qemu and --bed-dir are required')
+    missing = [f for f in BED_FILES
+               if not os.path.isfile(os.path.join(a.bed_dir, f))]
+    if missing:
+        ap.error('no %s in %s: run tests/xen/build-xen-bed.sh %s first'
+                 % (', '.join(missing), a.bed_dir, a.bed_dir))
+    return a
+
+
 # -- helpers for domU jobs ------------------------------------------------------
 DOMU_SH_LIB = r'''
 MB=1048576
