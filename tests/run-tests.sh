@@ -87,7 +87,8 @@ run_xen() {
     timeout 600 $PY "$SRC/tests/xen/test-xen-softdev.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" &&
     timeout 600 $PY "$SRC/tests/xen/test-xen-net.py" \
-        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR"
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" \
+        --log "$SRC/build/xen/test-xen-net.log"
 }
 
 for s in $SUITES; do
