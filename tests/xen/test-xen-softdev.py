@@ -10,6 +10,8 @@ object in device_model_args):
   xvdb  rw, discard   no soft device (a file in dom0): the reference for
                       what the frontend should see
   xvdc  ro            softdev-trace (a file in dom0)
+  xvdd  rw            softdev-tap, served by a soft-device process in dom0
+                      (libsoftdev's C XOR example, key 0xa5; a file in dom0)
 
 Once the three disks are connected, dom0 prints their backend and frontend
 xenstore keys, and the host checks that xvda (soft devices) and xvdb (none)
@@ -24,7 +26,9 @@ above xvda-raw and removes it again, three times, checking each time that
 query-softdevs shows it with the Xen disk it serves.  Before the domU
 ends, query-softdevs must show the configured soft devices with their Xen
 identity (domid, vdev, backend path) and the flushes, writes and the
-discard the domU made.  Afterwards the host checks the image: every
+discard the domU made.  On xvdd the domU writes 4 MiB and reads them back
+uncached; dom0 shows the md5 of what the file holds there, which must be
+the data XORed with the process's key.  Afterwards the host checks the image: every
 written region holds the pattern XOR 0x5a (what softdev-xor stores),
 everything else is zero.
 
@@ -34,15 +38,18 @@ Usage: test-xen-softdev.py --qemu QEMU --bed-dir OUTDIR_OF_build-xen-bed.sh
 SPDX-License-Identifier: GPL-2.0-or-later
 """
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
+TOP = os.path.join(HERE, '..', '..')
 sys.path.insert(0, HERE)
 
 import xenbed  # noqa: E402
@@ -58,6 +65,15 @@ XVDA_OBJECT = {
     'qom-type': 'softdev-xen-disk', 'id': 'sd-xvda', 'vdev': 'xvda',
     'chain': [{'driver': 'softdev-xor', 'key': KEY},
               {'driver': 'softdev-trace', 'node-name': 'xvda-trace'}]}
+# xvdd: an out-of-process soft device in dom0 (libsoftdev's C XOR example,
+# TAP_KEY), reached over a unix socket.
+TAP_KEY = 0xa5
+TAP_SOCK = '/run/softdev/xvdd.sock'
+TAP_MIB = (1, 4)                # the domU writes MiB 1..4 of the pattern
+XVDD_OBJECT = {
+    'qom-type': 'softdev-xen-disk', 'id': 'sd-xvdd', 'vdev': 'xvdd',
+    'chain': [{'driver': 'softdev-tap', 'on-disconnect': 'queue',
+               'server': {'type': 'unix', 'path': TAP_SOCK}}]}
 XVDC_OBJECT = {
     'qom-type': 'softdev-xen-disk', 'id': 'sd-xvdc', 'vdev': 'xvdc',
     'chain': [{'driver': 'softdev-trace'}]}
@@ -111,16 +127,31 @@ xs_report() {
 }
 xenbed_pre() {
     truncate -s %(mib)dM /tmp/xvdb.img && truncate -s %(mib)dM /tmp/xvdc.img &&
+    truncate -s %(mib)dM /tmp/xvdd.img || return 1
+    # xvdd's soft device, a process of its own (the device model connects
+    # to it when the disk appears)
+    mkdir -p /run/softdev && chmod 755 /job/softdev-xor || return 1
+    /job/softdev-xor --unix %(sock)s key=%(key)#x >/tmp/xor.log 2>&1 &
+    i=0
+    while [ ! -S %(sock)s ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
+    [ -S %(sock)s ] || { cat /tmp/xor.log; return 1; }
     { xs_report & }
 }
-''' % {'mib': DISK_MIB, 'name': xenbed.DOMU_NAME,
+# What the XOR process stored on xvdd where the domU wrote.
+xenbed_post() {
+    set -- $(dd if=/tmp/xvdd.img bs=1M skip=%(tap_start)d count=%(tap_n)d \
+             status=none | md5sum)
+    echo "XENBED-XVDD-IMAGE md5=$1"
+}
+''' % {'mib': DISK_MIB, 'name': xenbed.DOMU_NAME, 'sock': TAP_SOCK,
+       'key': TAP_KEY, 'tap_start': TAP_MIB[0], 'tap_n': TAP_MIB[1],
        'devids': ' '.join(str(v) for v in DEVIDS.values()),
        'pairs': ' '.join('%s=%d' % kv for kv in DEVIDS.items())}
 
 DOMU_SCRIPT = r'''
 ERR=0
 fail() { echo "XENBED-ERROR $*"; ERR=$((ERR + 1)); }
-for d in xvda xvdb xvdc; do
+for d in xvda xvdb xvdc xvdd; do
     i=0
     while [ ! -b /dev/$d ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
     [ -b /dev/$d ] || { echo "XENBED-RESULT FAIL no /dev/$d"; exit 1; }
@@ -153,6 +184,20 @@ fi
 dd if=/dev/xvdc of=/dev/null bs=1M count=4 iflag=direct status=none ||
     fail "cannot read xvdc"
 sh /job/disk.sh || ERR=$((ERR + 1))
+# xvdd, served by a soft-device process in dom0: write, re-read uncached.
+: >/tmp/d
+i=%(tap_start)d
+while [ $i -lt $((%(tap_start)d + %(tap_n)d)) ]; do
+    pattern_block $i && cat /tmp/pat >>/tmp/d
+    i=$((i + 1))
+done
+dd if=/tmp/d of=/dev/xvdd bs=1M seek=%(tap_start)d conv=notrunc,fsync \
+    status=none || fail "xvdd: write failed"
+echo 3 >/proc/sys/vm/drop_caches
+dd if=/dev/xvdd of=/tmp/r bs=1M skip=%(tap_start)d count=%(tap_n)d \
+    iflag=direct status=none || fail "xvdd: read failed"
+[ "$(md5_of /tmp/r)" = "$(md5_of /tmp/d)" ] || fail "xvdd: read back differs"
+echo "XENBED-XVDD md5=$(md5_of /tmp/d)"
 # A discard of a range the workload never wrote (the end of the disk).
 if ! blkdiscard -o $((%(disk_mib)d * 1048576 - 8388608)) -l 8388608 /dev/xvda \
        2>/tmp/bd.err; then
@@ -165,7 +210,8 @@ sleep %(hold)d
 [ $ERR -eq 0 ] || { echo "XENBED-RESULT FAIL errors=$ERR"; exit 1; }
 echo "XENBED-SOFTDEV PASS"
 exit 0
-''' % {'disk_mib': DISK_MIB, 'hold': HOLD_S}
+''' % {'disk_mib': DISK_MIB, 'hold': HOLD_S, 'tap_start': TAP_MIB[0],
+       'tap_n': TAP_MIB[1]}
 
 
 def by_name(entries):
@@ -229,7 +275,8 @@ def final_checks(qmp, errors, info):
     info['softdevs'] = sorted(entries)
     want = {'xvda-softdev0': ('softdev-xor', 'xvda', 'xvda-raw'),
             'xvda-trace': ('softdev-trace', 'xvda', 'xvda-raw'),
-            'xvdc-softdev0': ('softdev-trace', 'xvdc', 'xvdc-raw')}
+            'xvdc-softdev0': ('softdev-trace', 'xvdc', 'xvdc-raw'),
+            'xvdd-softdev0': ('softdev-tap', 'xvdd', 'xvdd-raw')}
     if sorted(entries) != sorted(want):
         errors.append('soft devices %s, want %s' % (sorted(entries),
                                                     sorted(want)))
@@ -260,6 +307,10 @@ def final_checks(qmp, errors, info):
             errors.append('xvda-trace saw no discard')
         if info['xvda_trace']['errors']:
             errors.append('xvda-trace counted errors: %s' % tr['stats'])
+    d = entries.get('xvdd-softdev0')
+    if d and op_stats(d, 'write')['bytes'] < TAP_MIB[1] * MIB:
+        errors.append('xvdd-softdev0 (softdev-tap) saw %d bytes written'
+                      % op_stats(d, 'write')['bytes'])
     c = entries.get('xvdc-softdev0')
     if c and op_stats(c, 'read')['ops'] < 1:
         errors.append('xvdc-softdev0 saw no read')
@@ -305,6 +356,24 @@ def check_xenstore(lines, errors, info):
         '%s=%s' % kv for kv in sorted(features('xvda', 'fe').items()))
 
 
+def check_tap_disk(lines, domu, errors, info):
+    """xvdd: the domU read back what it wrote, and the file in dom0 holds it
+    XORed with TAP_KEY, as the soft-device process stores it."""
+    data = b''.join(xenbed.guestbed.pattern_block(i) for i in
+                    range(TAP_MIB[0], TAP_MIB[0] + TAP_MIB[1]))
+    want_domu = 'XENBED-XVDD md5=%s' % hashlib.md5(data).hexdigest()
+    want_image = 'XENBED-XVDD-IMAGE md5=%s' % hashlib.md5(
+        bytes(b ^ TAP_KEY for b in data)).hexdigest()
+    if want_domu not in domu:
+        errors.append('xvdd: the domU did not verify its data through the '
+                      'soft-device process (%s)'
+                      % [t for t in domu if 'XVDD' in t])
+    if want_image not in lines:
+        errors.append('xvdd: the image does not hold the XORed data (%s)'
+                      % [t for t in lines if 'XVDD-IMAGE' in t])
+    info['tap_disk'] = want_domu in domu and want_image in lines
+
+
 def unxor_copy(image, plan, out):
     """A copy of image with the planned regions XORed back with KEY."""
     shutil.copyfile(image, out)
@@ -321,9 +390,11 @@ def xl_config():
     return xenbed.domain_config(
         disks=[DISK_SPEC % ('xvda', 'rw, discard', '/dev/vda'),
                DISK_SPEC % ('xvdb', 'rw, discard', '/tmp/xvdb.img'),
-               DISK_SPEC % ('xvdc', 'ro', '/tmp/xvdc.img')],
+               DISK_SPEC % ('xvdc', 'ro', '/tmp/xvdc.img'),
+               DISK_SPEC % ('xvdd', 'rw', '/tmp/xvdd.img')],
         dm_args=['-object', json.dumps(XVDA_OBJECT),
-                 '-object', json.dumps(XVDC_OBJECT)])
+                 '-object', json.dumps(XVDC_OBJECT),
+                 '-object', json.dumps(XVDD_OBJECT)])
 
 
 def main():
@@ -347,8 +418,16 @@ def main():
     errors, info = [], {}
     t0 = time.monotonic()
     log = os.path.join(work, 'console.log')
-    with xenbed.XenBed(a.qemu, a.bed_dir, DOMU_SCRIPT, cfg,
-                       dom0_script=DOM0_SCRIPT,
+    # xvdd's soft-device process: libsoftdev's C XOR example, run in dom0
+    # (same Debian glibc as here)
+    subprocess.run([os.path.join(TOP, 'libsoftdev', 'build.sh'), TOP,
+                    os.path.join(work, 'libsoftdev')], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(work, 'libsoftdev', 'xor'), 'rb') as f:
+        xor_bin = f.read()
+    with xenbed.XenBed(a.qemu, a.bed_dir, xenbed.DOMU_SH_LIB + DOMU_SCRIPT,
+                       cfg, dom0_script=DOM0_SCRIPT,
+                       dom0_files={'/job/softdev-xor': xor_bin},
                        domu_files={'/job/disk.sh': disk_sh}, disk=image,
                        echo=a.verbose, log_path=log,
                        domu_timeout=int(a.timeout)) as bed:
@@ -373,6 +452,7 @@ def main():
         domu = bed.domu_lines()
         timings = bed.timings()
         check_xenstore(bed.lines(), errors, info)
+        check_tap_disk(bed.lines(), domu, errors, info)
     print('test-xen-softdev: xvda backend keys: %s' % info.get('xs_backend'))
     print('test-xen-softdev: xvda frontend keys: %s'
           % info.get('xs_frontend'))
@@ -400,10 +480,11 @@ def main():
         os.unlink(plain)
     for e in errors:
         print('ERROR: ' + e)
-    print('test-xen-softdev: %s regions=%d live-cycles=%d xvda-trace=%s '
-          'xen=%s total=%.1fs timings=%s'
+    print('test-xen-softdev: %s regions=%d live-cycles=%d tap-disk=%s '
+          'xvda-trace=%s xen=%s total=%.1fs timings=%s'
           % ('PASS' if not errors else 'FAIL', len(regions),
-             len(info.get('live_ops', [])), info.get('xvda_trace'),
+             len(info.get('live_ops', [])), info.get('tap_disk'),
+             info.get('xvda_trace'),
              (info.get('xen') or {}).get('xvda-trace'),
              time.monotonic() - t0, timings))
     if errors:
