@@ -17,8 +17,10 @@ case "$1" in -h|--help) usage ;; esac
 
 OUT=$1
 SELF=$(readlink -f "$0")
-SCRIPT_SHA=$(sha256sum "$SELF" | cut -d' ' -f1)
-STAMP_WANT="script-sha256=$SCRIPT_SHA kpkg=${SOFTDEV_KERNEL_PKG:-auto}"
+BED_TOOL=build-guest
+BED_LIB=$(dirname "$SELF")/debian-bed.sh
+. "$BED_LIB"
+STAMP_WANT=$(bed_stamp "$SELF")
 STAMP="$OUT/.build-guest.stamp"
 
 # ---- cache check ---------------------------------------------------------
@@ -33,136 +35,22 @@ fi
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
 virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4"
 
-# Fixed timestamp for reproducible archives.
-EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
-
-for tool in apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "build-guest: missing host tool '$tool'" >&2; exit 1; }
-done
+bed_check_tools apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/softdev-guest.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
-# ---- pick the kernel package ---------------------------------------------
-pick_kpkg() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' |
-        sort -V | tail -n 1
-}
-KPKG=${SOFTDEV_KERNEL_PKG:-}
-if [ -z "$KPKG" ]; then
-    KPKG=$(pick_kpkg)
-    if [ -z "$KPKG" ]; then
-        apt-get update >&2
-        KPKG=$(pick_kpkg)
-    fi
-fi
-case "$KPKG" in
-    linux-image-6.1.0-*-amd64) ;;
-    *) echo "build-guest: cannot determine kernel package (got '$KPKG')" >&2
-       exit 1 ;;
-esac
-KVER=${KPKG#linux-image-}
-echo "build-guest: kernel package $KPKG"
-
-# ---- download --------------------------------------------------------------
-download() {
-    (cd "$TMP/debs" && apt-get -q -o APT::Sandbox::User=root download "$@") \
-        >"$TMP/apt.log" 2>&1
-}
-mkdir -p "$TMP/debs"
-if ! download "$KPKG" busybox-static; then
-    if grep -q "Unable to locate" "$TMP/apt.log"; then
-        apt-get update >&2
-        download "$KPKG" busybox-static || { cat "$TMP/apt.log" >&2; exit 1; }
-    else
-        cat "$TMP/apt.log" >&2
-        exit 1
-    fi
-fi
-
-KDEB=$(ls "$TMP"/debs/"$KPKG"_*.deb)
-BDEB=$(ls "$TMP"/debs/busybox-static_*.deb)
-KDEB_VER=$(dpkg-deb -f "$KDEB" Version)
-BDEB_VER=$(dpkg-deb -f "$BDEB" Version)
-
-# ---- extract -------------------------------------------------------------
-dpkg-deb -x "$KDEB" "$TMP/k"
-dpkg-deb -x "$BDEB" "$TMP/bb"
-
-VMLINUZ="$TMP/k/boot/vmlinuz-$KVER"
-[ -f "$VMLINUZ" ] || { echo "build-guest: no $VMLINUZ in $KDEB" >&2; exit 1; }
-
-# Normalise to <root>/lib/modules/KVER so depmod/modprobe -d find it.
-if [ ! -d "$TMP/k/lib/modules/$KVER" ] && [ -d "$TMP/k/usr/lib/modules/$KVER" ]; then
-    mkdir -p "$TMP/k/lib/modules"
-    mv "$TMP/k/usr/lib/modules/$KVER" "$TMP/k/lib/modules/$KVER"
-fi
-KMOD="$TMP/k/lib/modules/$KVER"
-[ -d "$KMOD" ] || { echo "build-guest: no modules for $KVER" >&2; exit 1; }
-
-# Debian ships no modules.dep: generate it.
-depmod -b "$TMP/k" "$KVER"
-
-# ---- resolve module dependencies (load order) ----------------------------
-: >"$TMP/modlist"
-for m in $MODULES; do
-    modprobe -d "$TMP/k" -S "$KVER" --show-depends "$m" >"$TMP/dep" 2>"$TMP/dep.err" || {
-        echo "build-guest: cannot resolve module $m:" >&2
-        cat "$TMP/dep.err" >&2
-        exit 1
-    }
-    # "insmod /path/x.ko [params]" or "builtin x"
-    sed -n "s|^insmod $KMOD/\([^ ]*\).*|\1|p" "$TMP/dep" |
-    while read -r rel; do
-        grep -qxF "$rel" "$TMP/modlist" || echo "$rel" >>"$TMP/modlist"
-    done
-done
+bed_pick_kernel
+bed_download "$KPKG" busybox-static
+KDEB_VER=$(dpkg-deb -f "$(bed_deb_of "$KPKG")" Version)
+BDEB_VER=$(dpkg-deb -f "$(bed_deb_of busybox-static)" Version)
+bed_unpack_kernel_busybox
+bed_resolve_modules "$MODULES" "$TMP/modlist"
 
 # ---- assemble the initramfs tree ------------------------------------------
 R="$TMP/root"
-mkdir -p "$R/bin" "$R/sbin" "$R/usr/bin" "$R/usr/sbin" "$R/etc" \
-         "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/mnt" "$R/root" "$R/run"
-cp "$TMP/bb/bin/busybox" "$R/bin/busybox"
-chmod 755 "$R/bin/busybox"
-# Pre-made applet links (the binary is static x86-64, runs on the host).
-"$R/bin/busybox" --list-full | while read -r app; do
-    [ "$app" = bin/busybox ] && continue
-    dir=$(dirname "$app")
-    case "$dir" in
-        bin) target=busybox ;;
-        sbin|usr/bin) target=../bin/busybox ;;
-        usr/sbin) target=../../bin/busybox ;;
-        *) continue ;;
-    esac
-    [ -e "$R/$app" ] || ln -s "$target" "$R/$app"
-done
-[ -e "$R/bin/sh" ] || ln -s busybox "$R/bin/sh"
-
-RM="$R/lib/modules/$KVER"
-mkdir -p "$RM"
-: >"$R/etc/softdev-modules"
-while read -r rel; do
-    case "$rel" in
-        *.ko) ;;
-        *.ko.xz) mkdir -p "$RM/$(dirname "$rel")"
-                 xz -dc "$KMOD/$rel" >"$RM/${rel%.xz}"
-                 echo "${rel%.xz}" >>"$R/etc/softdev-modules"; continue ;;
-        *.ko.zst) mkdir -p "$RM/$(dirname "$rel")"
-                  zstd -qdc "$KMOD/$rel" >"$RM/${rel%.zst}"
-                  echo "${rel%.zst}" >>"$R/etc/softdev-modules"; continue ;;
-        *) echo "build-guest: unexpected module file $rel" >&2; exit 1 ;;
-    esac
-    mkdir -p "$RM/$(dirname "$rel")"
-    cp "$KMOD/$rel" "$RM/$rel"
-    echo "$rel" >>"$R/etc/softdev-modules"
-done <"$TMP/modlist"
-for f in modules.order modules.builtin modules.builtin.modinfo; do
-    [ -f "$KMOD/$f" ] && cp "$KMOD/$f" "$RM/$f"
-done
-depmod -b "$R" "$KVER"
-echo "$KVER" >"$R/etc/softdev-kver"
+bed_busybox_root "$R"
+bed_install_modules "$R" "$TMP/modlist" softdev
 
 # ---- /init -------------------------------------------------------------------
 cat >"$R/init" <<'EOF_INIT'
@@ -389,16 +277,12 @@ EOF_INIT
 chmod 755 "$R/init"
 
 # ---- pack ------------------------------------------------------------------
-find "$R" -exec touch -h -d "@$EPOCH" {} +
-(cd "$R" && find . -mindepth 1 | LC_ALL=C sort |
-    cpio --quiet -o -H newc -R 0:0 --reproducible) | gzip -n -9 >"$TMP/initrd.img"
+bed_pack "$R" "$TMP/initrd.img"
 
 mkdir -p "$OUT"
 rm -f "$STAMP"
-cp "$VMLINUZ" "$OUT/vmlinuz.tmp"
-mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
-mv "$TMP/initrd.img" "$OUT/initrd.img.tmp"
-mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
+bed_install "$VMLINUZ" "$OUT/vmlinuz"
+bed_install "$TMP/initrd.img" "$OUT/initrd.img"
 {
     echo "kernel-package $KPKG $KDEB_VER"
     echo "busybox-package busybox-static $BDEB_VER"

@@ -24,8 +24,10 @@ case "$1" in -h|--help) usage ;; esac
 
 OUT=$1
 SELF=$(readlink -f "$0")
-SCRIPT_SHA=$(sha256sum "$SELF" | cut -d' ' -f1)
-STAMP_WANT="script-sha256=$SCRIPT_SHA kpkg=${SOFTDEV_KERNEL_PKG:-auto}"
+BED_TOOL=build-xen-bed
+BED_LIB=$(dirname "$SELF")/../guest/debian-bed.sh
+. "$BED_LIB"
+STAMP_WANT=$(bed_stamp "$SELF")
 STAMP="$OUT/.build-xen-bed.stamp"
 
 # ---- cache check ---------------------------------------------------------
@@ -60,178 +62,36 @@ libuuid1 liblzma5 libzstd1 zlib1g"
 # Toolstack binaries (in $XENLIB/bin) for dom0.
 XEN_BINS="xl xenstored xenconsoled xenconsole xen-init-dom0 libxl-save-helper"
 
-# Fixed timestamp for reproducible archives.
-EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
-
-for tool in apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum \
-            objdump; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "build-xen-bed: missing host tool '$tool'" >&2; exit 1; }
-done
+bed_check_tools apt-get apt-cache dpkg-deb depmod modprobe cpio gzip \
+    sha256sum objdump
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/softdev-xenbed.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
-die() {
-    echo "build-xen-bed: $*" >&2
-    exit 1
-}
-
-# ---- pick the kernel package (as tests/guest/build-guest.sh) ---------------
-pick_kpkg() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' |
-        sort -V | tail -n 1
-}
-KPKG=${SOFTDEV_KERNEL_PKG:-}
-if [ -z "$KPKG" ]; then
-    KPKG=$(pick_kpkg)
-    if [ -z "$KPKG" ]; then
-        apt-get update >&2
-        KPKG=$(pick_kpkg)
-    fi
-fi
-case "$KPKG" in
-    linux-image-6.1.0-*-amd64) ;;
-    *) die "cannot determine kernel package (got '$KPKG')" ;;
-esac
-KVER=${KPKG#linux-image-}
-echo "build-xen-bed: kernel package $KPKG"
-
-# ---- download --------------------------------------------------------------
-download() {
-    (cd "$TMP/debs" && apt-get -q -o APT::Sandbox::User=root download "$@") \
-        >"$TMP/apt.log" 2>&1
-}
-mkdir -p "$TMP/debs"
+bed_pick_kernel
 # shellcheck disable=SC2086
-if ! download "$KPKG" busybox-static $XEN_PKGS; then
-    if grep -q "Unable to locate\|Unable to find\|Can't select" "$TMP/apt.log"
-    then
-        apt-get update >&2
-        # shellcheck disable=SC2086
-        download "$KPKG" busybox-static $XEN_PKGS || {
-            cat "$TMP/apt.log" >&2; die "apt-get download failed"; }
-    else
-        cat "$TMP/apt.log" >&2
-        die "apt-get download failed"
-    fi
-fi
-
-deb_of() {
-    for f in "$TMP"/debs/"$1"_*.deb; do
-        [ -f "$f" ] || die "package $1 was not downloaded"
-        echo "$f"
-        return
-    done
-}
-
-# ---- extract -------------------------------------------------------------
-KDEB=$(deb_of "$KPKG")
-BDEB=$(deb_of busybox-static)
-dpkg-deb -x "$KDEB" "$TMP/k"
-dpkg-deb -x "$BDEB" "$TMP/bb"
+bed_download "$KPKG" busybox-static $XEN_PKGS
+bed_unpack_kernel_busybox
 X="$TMP/x"                      # all Xen toolstack packages, merged
 for p in $XEN_PKGS; do
-    dpkg-deb -x "$(deb_of "$p")" "$X"
+    dpkg-deb -x "$(bed_deb_of "$p")" "$X"
 done
 
-VMLINUZ="$TMP/k/boot/vmlinuz-$KVER"
-[ -f "$VMLINUZ" ] || die "no $VMLINUZ in $KDEB"
-
 XENGZ="$X/boot/xen-$XENVER-amd64.gz"
-[ -f "$XENGZ" ] || die "no boot/xen-$XENVER-amd64.gz in xen-hypervisor-$XENVER-amd64"
+[ -f "$XENGZ" ] || bed_die "no boot/xen-$XENVER-amd64.gz in xen-hypervisor-$XENVER-amd64"
 gzip -dc "$XENGZ" >"$TMP/xen"
 # QEMU's -kernel loads a multiboot ELF image (not a gzip file).
 [ "$(head -c 4 "$TMP/xen" | od -An -c | tr -d ' ')" = '177ELF' ] ||
-    die "$XENGZ does not hold an ELF image"
+    bed_die "$XENGZ does not hold an ELF image"
 
-# Normalise to <root>/lib/modules/KVER so depmod/modprobe -d find it.
-if [ ! -d "$TMP/k/lib/modules/$KVER" ] &&
-   [ -d "$TMP/k/usr/lib/modules/$KVER" ]; then
-    mkdir -p "$TMP/k/lib/modules"
-    mv "$TMP/k/usr/lib/modules/$KVER" "$TMP/k/lib/modules/$KVER"
-fi
-KMOD="$TMP/k/lib/modules/$KVER"
-[ -d "$KMOD" ] || die "no modules for $KVER"
-# Debian ships no modules.dep: generate it.
-depmod -b "$TMP/k" "$KVER"
-
-# ---- helpers -------------------------------------------------------------
-
-# resolve_modules LIST OUTFILE: module files (relative to $KMOD) with their
-# dependencies, in load order.
-resolve_modules() {
-    : >"$2"
-    for m in $1; do
-        modprobe -d "$TMP/k" -S "$KVER" --show-depends "$m" \
-            >"$TMP/dep" 2>"$TMP/dep.err" || {
-            echo "build-xen-bed: cannot resolve module $m:" >&2
-            cat "$TMP/dep.err" >&2
-            exit 1
-        }
-        sed -n "s|^insmod $KMOD/\([^ ]*\).*|\1|p" "$TMP/dep" |
-        while read -r rel; do
-            grep -qxF "$rel" "$2" || echo "$rel" >>"$2"
-        done
-    done
-}
-
-# busybox_root ROOT: a root tree with busybox and its applet links.
-busybox_root() {
-    R=$1
-    mkdir -p "$R/bin" "$R/sbin" "$R/usr/bin" "$R/usr/sbin" "$R/etc" \
-             "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/mnt" "$R/root" \
-             "$R/run" "$R/var/log" "$R/job"
-    cp "$TMP/bb/bin/busybox" "$R/bin/busybox"
-    chmod 755 "$R/bin/busybox"
-    "$R/bin/busybox" --list-full | while read -r app; do
-        [ "$app" = bin/busybox ] && continue
-        dir=$(dirname "$app")
-        case "$dir" in
-            bin) target=busybox ;;
-            sbin) target=../bin/busybox ;;
-            usr/bin|usr/sbin) target=../../bin/busybox ;;
-            *) continue ;;
-        esac
-        [ -e "$R/$app" ] || ln -s "$target" "$R/$app"
-    done
-    [ -e "$R/bin/sh" ] || ln -s busybox "$R/bin/sh"
-    ln -s /run "$R/var/run"
-    ln -s /run/lock "$R/var/lock"
-    echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
-    echo "root:x:0:" >"$R/etc/group"
-}
-
-# install_modules ROOT LISTFILE: copy modules, write ROOT/etc/xenbed-modules.
-install_modules() {
-    R=$1
-    RM="$R/lib/modules/$KVER"
-    mkdir -p "$RM"
-    : >"$R/etc/xenbed-modules"
-    while read -r rel; do
-        case "$rel" in
-            *.ko) dst=$rel; cmd="cat" ;;
-            *.ko.xz) dst=${rel%.xz}; cmd="xz -dc" ;;
-            *.ko.zst) dst=${rel%.zst}; cmd="zstd -qdc" ;;
-            *) die "unexpected module file $rel" ;;
-        esac
-        mkdir -p "$RM/$(dirname "$dst")"
-        $cmd "$KMOD/$rel" >"$RM/$dst"
-        echo "$dst" >>"$R/etc/xenbed-modules"
-    done <"$2"
-    for f in modules.order modules.builtin modules.builtin.modinfo; do
-        [ -f "$KMOD/$f" ] && cp "$KMOD/$f" "$RM/$f"
-    done
-    depmod -b "$R" "$KVER"
-    echo "$KVER" >"$R/etc/xenbed-kver"
-}
-
-# pack ROOT OUTFILE: reproducible newc cpio, gzip'd.
-pack() {
-    find "$1" -exec touch -h -d "@$EPOCH" {} +
-    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort |
-        cpio --quiet -o -H newc -R 0:0 --reproducible) | gzip -n -9 >"$2"
+# xenbed_root ROOT: a busybox root with what both /init scripts expect.
+xenbed_root() {
+    bed_busybox_root "$1"
+    mkdir -p "$1/var/log" "$1/job"
+    ln -s /run "$1/var/run"
+    ln -s /run/lock "$1/var/lock"
+    echo "root:x:0:0:root:/root:/bin/sh" >"$1/etc/passwd"
+    echo "root:x:0:" >"$1/etc/group"
 }
 
 # Shell functions shared by both /init scripts.
@@ -290,12 +150,12 @@ EOF_COMMON
 }
 
 # ---- domU initramfs --------------------------------------------------------
-resolve_modules "$DOMU_MODULES" "$TMP/domu-mods"
+bed_resolve_modules "$DOMU_MODULES" "$TMP/domu-mods"
 [ "$(wc -l <"$TMP/domu-mods")" -eq "$(echo "$DOMU_MODULES" | wc -w)" ] ||
-    die "domU modules $DOMU_MODULES need others: $(tr '\n' ' ' <"$TMP/domu-mods")"
+    bed_die "domU modules $DOMU_MODULES need others: $(tr '\n' ' ' <"$TMP/domu-mods")"
 RU="$TMP/domu"
-busybox_root "$RU"
-install_modules "$RU" "$TMP/domu-mods"
+xenbed_root "$RU"
+bed_install_modules "$RU" "$TMP/domu-mods" xenbed
 write_init_common "$RU"
 cat >"$RU/init" <<'EOF_INIT'
 #!/bin/sh
@@ -336,13 +196,13 @@ echo "XENBED-DOMU-EXIT $rc"
 finish
 EOF_INIT
 chmod 755 "$RU/init"
-pack "$RU" "$TMP/domu-base.cpio.gz"
+bed_pack "$RU" "$TMP/domu-base.cpio.gz"
 
 # ---- dom0 initramfs --------------------------------------------------------
-resolve_modules "$DOM0_MODULES" "$TMP/dom0-mods"
+bed_resolve_modules "$DOM0_MODULES" "$TMP/dom0-mods"
 R0="$TMP/dom0"
-busybox_root "$R0"
-install_modules "$R0" "$TMP/dom0-mods"
+xenbed_root "$R0"
+bed_install_modules "$R0" "$TMP/dom0-mods" xenbed
 write_init_common "$R0"
 
 LIBDIR=usr/lib/x86_64-linux-gnu
@@ -366,7 +226,7 @@ find_lib() {
 
 : >"$TMP/libs.todo"
 for b in $XEN_BINS; do
-    [ -f "$X$XENLIB/bin/$b" ] || die "no $XENLIB/bin/$b in xen-utils-$XENVER"
+    [ -f "$X$XENLIB/bin/$b" ] || bed_die "no $XENLIB/bin/$b in xen-utils-$XENVER"
     cp "$X$XENLIB/bin/$b" "$R0$XENLIB/bin/$b"
     echo "$X$XENLIB/bin/$b" >>"$TMP/libs.todo"
 done
@@ -391,7 +251,7 @@ while [ -s "$TMP/libs.todo" ]; do
         grep -qxF "$so" "$TMP/libs.done" && continue
         echo "$so" >>"$TMP/libs.done"
         src=$(find_lib "$so") ||
-            die "library $so (needed by $(basename "$f")) is in none of the packages: add its package to XEN_PKGS"
+            bed_die "library $so (needed by $(basename "$f")) is in none of the packages: add its package to XEN_PKGS"
         cp -L "$src" "$R0/$LIBDIR/$so"
         echo "$src" >>"$TMP/libs.todo"
     done <"$TMP/libs.want"
@@ -459,17 +319,15 @@ fi
 finish
 EOF_INIT
 chmod 755 "$R0/init"
-pack "$R0" "$TMP/dom0-base.cpio.gz"
+bed_pack "$R0" "$TMP/dom0-base.cpio.gz"
 
 # ---- install ---------------------------------------------------------------
 mkdir -p "$OUT"
 rm -f "$STAMP"
 for f in xen dom0-base.cpio.gz domu-base.cpio.gz; do
-    mv "$TMP/$f" "$OUT/$f.tmp"
-    mv "$OUT/$f.tmp" "$OUT/$f"
+    bed_install "$TMP/$f" "$OUT/$f"
 done
-cp "$VMLINUZ" "$OUT/vmlinuz.tmp"
-mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+bed_install "$VMLINUZ" "$OUT/vmlinuz"
 {
     for d in "$TMP"/debs/*.deb; do
         echo "package $(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Version)"
