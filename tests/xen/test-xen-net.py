@@ -13,7 +13,10 @@ disk (a file in dom0); --trigger channel uses a console channel instead
 which keeps the block layer out of this test.  The domU also has a PV USB
 controller (usbctrl type qusb): QEMU's backend must come up and wait for a
 frontend, and the domU, whose kernel has no PV USB frontend, must list the
-device with no driver (docs/xen.rst, PV USB).
+device with no driver (docs/xen.rst, PV USB).  A second disk, xvdb, has a
+soft device that cannot open (a softdev-tap with no process behind its
+socket): it must fail alone, with the reason in the device model's log,
+and be missing in the domU while everything else works.
 
 Usage: test-xen-net.py --qemu QEMU --bed-dir OUTDIR_OF_build-xen-bed.sh
        test-xen-net.py --print-config
@@ -22,6 +25,7 @@ SPDX-License-Identifier: GPL-2.0-or-later
 """
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -37,6 +41,16 @@ import guestbed  # noqa: E402
 MAC = '00:16:3e:5a:00:01'
 # A PV USB controller served by QEMU (qusb); see docs/xen.rst, PV USB.
 USBCTRL = 'usbctrl = [ "type=qusb, version=2, ports=4" ]'
+# xvdb's soft device cannot open (no process listens on its socket): that
+# disk must fail alone, with a clear error in the device model's log,
+# while the NIC and xvda work.
+BROKEN_OBJECT = {
+    'qom-type': 'softdev-xen-disk', 'id': 'sd-broken', 'vdev': 'xvdb',
+    'chain': [{'driver': 'softdev-tap',
+               'server': {'type': 'unix', 'path': '/run/softdev/none.sock'}}]}
+BROKEN_ERROR = (r"failed to attach soft devices: soft device 0 of disk xvdb "
+                r"of domain \d+ \(object 'sd-broken'\): softdev-tap: cannot "
+                r"reach the soft-device process")
 HTTP_PORT = 8080
 
 DOM0_SCRIPT = r'''
@@ -55,6 +69,7 @@ EOF_CGI
     httpd -p %(port)d -h /srv/www || return 1
     # For --trigger disk: a qdisk makes libxl start the device model.
     dd if=/dev/zero of=/tmp/dummy.img bs=1M count=8 status=none
+    dd if=/dev/zero of=/tmp/broken.img bs=1M count=8 status=none
     { usb_report & }
 }
 # PV USB: QEMU's qusb backend for the domU's usbctrl; the domU kernel has no
@@ -126,6 +141,9 @@ else
     echo "XENBED-ERROR upload: $(head -n 1 /tmp/wget.err)"
     ERR=$((ERR + 1))
 fi
+# xvda is there, xvdb (whose soft device could not open) is not.
+echo "XENBED-DISKS xvda=$([ -b /dev/xvda ] && echo 1 || echo 0)" \
+     "xvdb=$([ -b /dev/xvdb ] && echo 1 || echo 0)"
 # PV USB: xenbus shows the usbctrl's device, no driver takes it.
 if [ -e /sys/bus/xen/devices/vusb-0 ]; then
     drv=none
@@ -153,9 +171,11 @@ def xl_config(trigger='disk'):
                            'path=/tmp/xenbed-channel.sock, '
                            'name=org.softdev.xenbed" ]']
     return xenbed.domain_config(
-        disks=disks, more=more + [USBCTRL],
+        disks=disks + [xenbed.qdisk('/tmp/broken.img', 'xvdb')],
+        more=more + [USBCTRL],
         dm_args=['-netdev', 'user,id=n0',
-                 '-device', 'xen-net-device,netdev=n0,mac=%s' % MAC])
+                 '-device', 'xen-net-device,netdev=n0,mac=%s' % MAC,
+                 '-object', json.dumps(BROKEN_OBJECT)])
 
 
 def main():
@@ -217,6 +237,13 @@ def main():
     if not any(re.search(r'^XENBED-DOM0-UPLOAD md5=%s bytes=%d$'
                          % (up_md5, a.mib * xenbed.MIB), t) for t in lines):
         errors.append('dom0 did not receive the upload intact')
+    # a disk whose soft device cannot open fails alone, and says why
+    want = 'XENBED-DISKS xvda=%d xvdb=0' % (a.trigger == 'disk')
+    if want not in domu_lines:
+        errors.append('domU disks: %s, want %r' % (
+            [t for t in domu_lines if t.startswith('XENBED-DISKS')], want))
+    if not any(re.search(BROKEN_ERROR, t) for t in dm_log):
+        errors.append('no error for xvdb in the device model log')
     # PV USB: QEMU's backend is up, the domU has no frontend for it
     if 'XENBED-USB be-state=2 fe-state=1 ports=4 usb-ver=2' not in lines:
         errors.append('qusb backend: %s' % [t for t in lines
