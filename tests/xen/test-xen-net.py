@@ -77,7 +77,7 @@ EOF_CGI
 # waits (state 2, InitWait) and the frontend never initialises.
 usb_report() {
     t=0
-    while [ $t -lt 300 ]; do
+    while [ $t -lt 180 ]; do
         d=$(domid_of %(name)s)
         be=$(xenstore-read /local/domain/0/backend/qusb/$d/0/state 2>/dev/null)
         if [ -n "$d" ] && [ "$be" = 2 ]; then
@@ -87,7 +87,7 @@ usb_report() {
                  "usb-ver=$(xenstore-read /local/domain/0/backend/qusb/$d/0/usb-ver)"
             return
         fi
-        usleep 200000
+        sleep 1
         t=$((t + 1))
     done
     echo "XENBED-USB timeout be-state=$be"

@@ -26,9 +26,12 @@ above xvda-raw and removes it again, three times, checking each time that
 query-softdevs shows it with the Xen disk it serves.  Before the domU
 ends, query-softdevs must show the configured soft devices with their Xen
 identity (domid, vdev, backend path) and the flushes, writes and the
-discard the domU made.  On xvdd the domU writes 4 MiB and reads them back
-uncached; dom0 shows the md5 of what the file holds there, which must be
-the data XORed with the process's key.  Afterwards the host checks the image: every
+discard the domU made.  On xvdd the domU writes 16 MiB in rounds and
+re-reads everything uncached after each, while dom0 kills the
+soft-device process (SIGKILL) and starts it again five times: the domU
+must see no error, the tap node must count five disconnects and
+reconnects and no timeout or failed request, and the file in dom0 must
+hold the data XORed with the process's key.  Afterwards the host checks the image: every
 written region holds the pattern XOR 0x5a (what softdev-xor stores),
 everything else is zero.
 
@@ -69,7 +72,11 @@ XVDA_OBJECT = {
 # TAP_KEY), reached over a unix socket.
 TAP_KEY = 0xa5
 TAP_SOCK = '/run/softdev/xvdd.sock'
-TAP_MIB = (1, 4)                # the domU writes MiB 1..4 of the pattern
+TAP_CHUNK, TAP_ROUNDS = 4, 4     # the domU writes MiB 1..16, 4 a round
+TAP_MIB = (1, TAP_CHUNK * TAP_ROUNDS)
+# dom0 kills the process (SIGKILL) and starts it again this many times
+# during the domU's I/O on xvdd; on-disconnect=queue hides that.
+TAP_KILLS = 5
 XVDD_OBJECT = {
     'qom-type': 'softdev-xen-disk', 'id': 'sd-xvdd', 'vdev': 'xvdd',
     'chain': [{'driver': 'softdev-tap', 'on-disconnect': 'queue',
@@ -100,7 +107,7 @@ xs_dump() {
 }
 xs_report() {
     t=0
-    while [ $t -lt 600 ]; do
+    while [ $t -lt 180 ]; do
         d=$(domid_of %(name)s)
         if [ -n "$d" ]; then
             ok=1
@@ -120,7 +127,7 @@ xs_report() {
                 return
             fi
         fi
-        usleep 200000
+        sleep 1
         t=$((t + 1))
     done
     echo "XENBED-XS-TIMEOUT"
@@ -131,11 +138,36 @@ xenbed_pre() {
     # xvdd's soft device, a process of its own (the device model connects
     # to it when the disk appears)
     mkdir -p /run/softdev && chmod 755 /job/softdev-xor || return 1
-    /job/softdev-xor --unix %(sock)s key=%(key)#x >/tmp/xor.log 2>&1 &
+    start_xor
     i=0
     while [ ! -S %(sock)s ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
     [ -S %(sock)s ] || { cat /tmp/xor.log; return 1; }
     { xs_report & }
+    { tap_chaos & }
+}
+start_xor() {
+    /job/softdev-xor --unix %(sock)s key=%(key)#x >>/tmp/xor.log 2>&1 &
+    XOR_PID=$!
+}
+# Once the domU's first write reached xvdd's file (MiB 1 is no longer
+# zero), kill the soft-device process and start it again, TAP_KILLS times.
+tap_chaos() {
+    i=0
+    while [ "$(dd if=/tmp/xvdd.img bs=4096 skip=256 count=1 status=none |
+               tr -d '\000' | wc -c)" = 0 ] && [ $i -lt 600 ]; do
+        usleep 500000
+        i=$((i + 1))
+    done
+    k=0
+    while [ $k -lt %(kills)d ]; do
+        usleep 500000
+        kill -9 $XOR_PID
+        echo "XENBED-TAP-KILL $k uptime=$(cut -d' ' -f1 /proc/uptime)"
+        usleep 300000
+        start_xor
+        k=$((k + 1))
+    done
+    echo "XENBED-TAP-CHAOS-DONE"
 }
 # What the XOR process stored on xvdd where the domU wrote.
 xenbed_post() {
@@ -145,6 +177,7 @@ xenbed_post() {
 }
 ''' % {'mib': DISK_MIB, 'name': xenbed.DOMU_NAME, 'sock': TAP_SOCK,
        'key': TAP_KEY, 'tap_start': TAP_MIB[0], 'tap_n': TAP_MIB[1],
+       'kills': TAP_KILLS,
        'devids': ' '.join(str(v) for v in DEVIDS.values()),
        'pairs': ' '.join('%s=%d' % kv for kv in DEVIDS.items())}
 
@@ -184,19 +217,29 @@ fi
 dd if=/dev/xvdc of=/dev/null bs=1M count=4 iflag=direct status=none ||
     fail "cannot read xvdc"
 sh /job/disk.sh || ERR=$((ERR + 1))
-# xvdd, served by a soft-device process in dom0: write, re-read uncached.
+# xvdd, served by a soft-device process in dom0 that dom0 kills and starts
+# again meanwhile: write a chunk a round (fsync'd), re-read all uncached.
 : >/tmp/d
-i=%(tap_start)d
-while [ $i -lt $((%(tap_start)d + %(tap_n)d)) ]; do
-    pattern_block $i && cat /tmp/pat >>/tmp/d
-    i=$((i + 1))
+r=0
+while [ $r -lt %(tap_rounds)d ]; do
+    first=$((%(tap_start)d + r * %(tap_chunk)d))
+    : >/tmp/chunk
+    i=$first
+    while [ $i -lt $((first + %(tap_chunk)d)) ]; do
+        pattern_block $i && cat /tmp/pat >>/tmp/chunk
+        i=$((i + 1))
+    done
+    dd if=/tmp/chunk of=/dev/xvdd bs=1M seek=$first conv=notrunc,fsync \
+        status=none || fail "xvdd: write of round $r failed"
+    cat /tmp/chunk >>/tmp/d
+    echo 3 >/proc/sys/vm/drop_caches
+    dd if=/dev/xvdd of=/tmp/r bs=1M skip=%(tap_start)d \
+        count=$(((r + 1) * %(tap_chunk)d)) iflag=direct status=none ||
+        fail "xvdd: read of round $r failed"
+    [ "$(md5_of /tmp/r)" = "$(md5_of /tmp/d)" ] ||
+        fail "xvdd: round $r read back differs"
+    r=$((r + 1))
 done
-dd if=/tmp/d of=/dev/xvdd bs=1M seek=%(tap_start)d conv=notrunc,fsync \
-    status=none || fail "xvdd: write failed"
-echo 3 >/proc/sys/vm/drop_caches
-dd if=/dev/xvdd of=/tmp/r bs=1M skip=%(tap_start)d count=%(tap_n)d \
-    iflag=direct status=none || fail "xvdd: read failed"
-[ "$(md5_of /tmp/r)" = "$(md5_of /tmp/d)" ] || fail "xvdd: read back differs"
 echo "XENBED-XVDD md5=$(md5_of /tmp/d)"
 # A discard of a range the workload never wrote (the end of the disk).
 if ! blkdiscard -o $((%(disk_mib)d * 1048576 - 8388608)) -l 8388608 /dev/xvda \
@@ -211,7 +254,7 @@ sleep %(hold)d
 echo "XENBED-SOFTDEV PASS"
 exit 0
 ''' % {'disk_mib': DISK_MIB, 'hold': HOLD_S, 'tap_start': TAP_MIB[0],
-       'tap_n': TAP_MIB[1]}
+       'tap_chunk': TAP_CHUNK, 'tap_rounds': TAP_ROUNDS}
 
 
 def by_name(entries):
@@ -356,6 +399,48 @@ def check_xenstore(lines, errors, info):
         '%s=%s' % kv for kv in sorted(features('xvda', 'fe').items()))
 
 
+def check_tap_reconnects(bed, qmp, errors, info):
+    """dom0 killed xvdd's soft-device process TAP_KILLS times, at least once
+    while the domU was still doing I/O on xvdd: the softdev-tap node must
+    have lost and regained it each time, with no request timed out or
+    failed (the domU's own checks and the image show that no data was
+    lost)."""
+    if 'XENBED-TAP-CHAOS-DONE' not in bed.lines():
+        try:
+            bed.wait_for(r'^XENBED-TAP-CHAOS-DONE', 30)
+        except TimeoutError:
+            errors.append('dom0 did not finish killing the soft-device '
+                          'process')
+            return
+    deadline = time.monotonic() + 15
+    while True:
+        e = by_name(qmp.cmd('query-softdevs')).get('xvdd-softdev0')
+        if not e:
+            errors.append('xvdd-softdev0: not in query-softdevs')
+            return
+        if e['connected'] and e['reconnects'] >= TAP_KILLS or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    tap = {k: e[k] for k in ('connected', 'disconnects', 'reconnects',
+                             'replayed', 'timeouts')}
+    tap['failed'] = sum(st['errors'] for st in e['stats'])
+    times = bed.timed_lines()
+    end = [ts for ts, t in times if t.startswith('[domU] XENBED-XVDD md5=')]
+    tap['kills-during-io'] = len(
+        [ts for ts, t in times if t.startswith('XENBED-TAP-KILL')
+         and end and ts < end[0]])
+    info['tap'] = tap
+    if (not tap['connected'] or tap['reconnects'] != TAP_KILLS or
+            tap['disconnects'] != TAP_KILLS or tap['timeouts'] or
+            tap['failed']):
+        errors.append('xvdd-softdev0 after %d kills of its process: %s'
+                      % (TAP_KILLS, tap))
+    if not tap['kills-during-io']:
+        errors.append('no kill of the soft-device process fell into the '
+                      'domU\'s I/O on xvdd')
+
+
 def check_tap_disk(lines, domu, errors, info):
     """xvdd: the domU read back what it wrote, and the file in dom0 holds it
     XORed with TAP_KEY, as the soft-device process stores it."""
@@ -441,6 +526,7 @@ def main():
                              a.timeout)
                 if any('XENBED-HOLD' in t for t in bed.domu_lines()):
                     final_checks(qmp, errors, info)
+                    check_tap_reconnects(bed, qmp, errors, info)
                 else:
                     errors.append('the domU did not finish its I/O')
             rc = bed.run(a.timeout)
@@ -481,9 +567,10 @@ def main():
     for e in errors:
         print('ERROR: ' + e)
     print('test-xen-softdev: %s regions=%d live-cycles=%d tap-disk=%s '
-          'xvda-trace=%s xen=%s total=%.1fs timings=%s'
+          'tap=%s xvda-trace=%s xen=%s total=%.1fs timings=%s'
           % ('PASS' if not errors else 'FAIL', len(regions),
              len(info.get('live_ops', [])), info.get('tap_disk'),
+             info.get('tap'),
              info.get('xvda_trace'),
              (info.get('xen') or {}).get('xvda-trace'),
              time.monotonic() - t0, timings))
