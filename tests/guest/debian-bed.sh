@@ -10,6 +10,18 @@
 # Fixed timestamp for reproducible archives.
 EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
+# bed_parse_args "$@": the command line of the build scripts, OUTDIR;
+# sets OUT.
+bed_parse_args() {
+    if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
+        echo "usage: $BED_TOOL OUTDIR" >&2
+        echo "  env SOFTDEV_KERNEL_PKG=linux-image-6.1.0-N-amd64 pins the" \
+             "kernel" >&2
+        exit 2
+    fi
+    OUT=$1
+}
+
 bed_die() {
     echo "$BED_TOOL: $*" >&2
     exit 1

@@ -14,19 +14,11 @@
 
 set -eu
 
-usage() {
-    echo "usage: $0 OUTDIR" >&2
-    echo "  env SOFTDEV_KERNEL_PKG=linux-image-6.1.0-N-amd64 pins the kernel" >&2
-    exit 2
-}
-[ $# -eq 1 ] || usage
-case "$1" in -h|--help) usage ;; esac
-
-OUT=$1
 SELF=$(readlink -f "$0")
 BED_TOOL=build-xen-bed
 BED_LIB=$(dirname "$SELF")/../guest/debian-bed.sh
 . "$BED_LIB"
+bed_parse_args "$@"
 STAMP_WANT=$(bed_stamp "$SELF")
 STAMP="$OUT/.build-xen-bed.stamp"
 
