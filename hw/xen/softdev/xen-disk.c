@@ -373,8 +373,7 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
             bs = softdev_xen_open_layer(layer, top, read_only, name, errp);
             if (!bs) {
                 error_prepend(errp, "soft device %d of disk %s of domain %"
-                              PRIu32 " "
-                              "(object '%s'): ", n, vdev, domid,
+                              PRIu32 " (object '%s'): ", n, vdev, domid,
                               object_get_canonical_path_component(
                                   OBJECT(sx)));
                 bdrv_unref(top);
@@ -391,8 +390,7 @@ char *softdev_xen_block_attach(XenBackendInstance *backend, QDict *opts,
         return g_strdup(node_name);
     }
     info_report("softdev: disk %s of domain %" PRIu32 ": %d soft device%s "
-                "above "
-                "'%s', top '%s'", vdev, domid, n, n == 1 ? "" : "s",
+                "above '%s', top '%s'", vdev, domid, n, n == 1 ? "" : "s",
                 node_name, bdrv_get_node_name(top));
     softdev_xen_held = g_slist_prepend(softdev_xen_held, top);
     return g_strdup(bdrv_get_node_name(top));
