@@ -150,6 +150,11 @@ class QMP:
                 self.events.append(obj)
 
 
+def firmware_args():
+    """-L options for the firmware directories that exist."""
+    return [a for d in FIRMWARE_DIRS for a in ("-L", d)]
+
+
 def qemu_argv(qemu, kernel, initrd, append="", extra_args=(), qmp_path=None,
               memory=512):
     """QEMU command line for the test guest (TCG, serial console on stdio)."""
@@ -164,8 +169,7 @@ def qemu_argv(qemu, kernel, initrd, append="", extra_args=(), qmp_path=None,
         args += ["-qmp", "unix:%s,server=on,wait=off" % qmp_path]
     else:
         args += ["-monitor", "none"]
-    for d in FIRMWARE_DIRS:
-        args += ["-L", d]
+    args += firmware_args()
     args += list(extra_args)
     args += ["-kernel", kernel, "-initrd", initrd,
              "-append", (BASE_APPEND + " " + append).strip()]
@@ -181,7 +185,15 @@ class GuestBed:
 
     def __init__(self, qemu, kernel, initrd, append="", extra_args=(),
                  qmp_path=None, log_path=None, memory=512, echo=False):
-        self.workdir = tempfile.mkdtemp(prefix="guestbed-")
+        self._init_state("guestbed-", qmp_path, log_path, echo)
+        self.args = qemu_argv(qemu, kernel, initrd, append, extra_args,
+                              self.qmp_path, memory)
+        self._start()
+
+    def _init_state(self, prefix, qmp_path, log_path, echo):
+        """A work directory and empty console state (for subclasses that
+        build their own command line too)."""
+        self.workdir = tempfile.mkdtemp(prefix=prefix)
         self.qmp_path = qmp_path or os.path.join(self.workdir, "qmp.sock")
         self.log_path = log_path or os.path.join(self.workdir, "console.log")
         self.echo = echo
@@ -191,8 +203,9 @@ class GuestBed:
         self._eof = False
         self._qmp = None
         self.stderr_lines = []
-        self.args = qemu_argv(qemu, kernel, initrd, append, extra_args,
-                              self.qmp_path, memory)
+
+    def _start(self):
+        """Start QEMU with self.args and the console and stderr readers."""
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.start_time = time.monotonic()
         self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE,

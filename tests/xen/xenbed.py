@@ -40,7 +40,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
@@ -122,6 +121,11 @@ class Cpio:
         self._parents(path)
         self.names.add(path)
         self._entry(path, stat.S_IFREG | mode, data)
+
+    def files(self, files):
+        """Add {path: data}; scripts (*.sh) executable."""
+        for path, data in files.items():
+            self.file(path, data, 0o755 if path.endswith('.sh') else 0o644)
 
     def copy(self, path, src, mode=None):
         """Add host file src (symlinks followed) as path."""
@@ -468,16 +472,7 @@ class XenBed(guestbed.GuestBed):
                  domu_timeout=120, log_path=None, echo=False,
                  xl_verbose='', interactive=False, cpu='max',
                  accel='tcg'):
-        self.workdir = tempfile.mkdtemp(prefix='xenbed-')
-        self.qmp_path = os.path.join(self.workdir, 'qmp.sock')
-        self.log_path = log_path or os.path.join(self.workdir, 'console.log')
-        self.echo = echo
-        self._lines = []
-        self._cursor = 0
-        self._cond = threading.Condition()
-        self._eof = False
-        self._qmp = None
-        self.stderr_lines = []
+        self._init_state('xenbed-', None, log_path, echo)
         self.qmp_port = free_port() if dm_qmp else None
         self.disk = disk
 
@@ -488,8 +483,7 @@ class XenBed(guestbed.GuestBed):
         def build_domu(c):
             if domu_script:
                 c.file('/job/domu.sh', domu_script, 0o755)
-            for path, data in (domu_files or {}).items():
-                c.file(path, data, 0o755 if path.endswith('.sh') else 0o644)
+            c.files(domu_files or {})
         concat_initrd(domu_initrd, os.path.join(bed_dir, 'domu-base.cpio.gz'),
                       build_domu, single_gzip=True)
 
@@ -512,8 +506,7 @@ class XenBed(guestbed.GuestBed):
                 c.file('/job/domu.cfg', domain_config(
                     disks=[qdisk('/dev/vda')] if disk else [],
                     extra='xenbed.shell=1'))
-            for path, data in (dom0_files or {}).items():
-                c.file(path, data, 0o755 if path.endswith('.sh') else 0o644)
+            c.files(dom0_files or {})
         concat_initrd(dom0_initrd, os.path.join(bed_dir, 'dom0-base.cpio.gz'),
                       build_dom0)
         self.pack_seconds = time.monotonic() - t0
@@ -523,8 +516,7 @@ class XenBed(guestbed.GuestBed):
                 '-nographic', '-display', 'none', '-no-reboot',
                 '-serial', 'stdio',
                 '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path]
-        for d in guestbed.FIRMWARE_DIRS:
-            args += ['-L', d]
+        args += guestbed.firmware_args()
         if disk:
             args += guestbed.disk_args(disk)
         if dm_qmp:
@@ -546,17 +538,7 @@ class XenBed(guestbed.GuestBed):
         if interactive:
             self.proc = None
             return
-        self._log = open(self.log_path, 'w', encoding='utf-8')
-        self.start_time = time.monotonic()
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self._threads = [
-            threading.Thread(target=self._read_console,
-                                      daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._start()
 
     def kill(self):
         if self.proc is None:
