@@ -46,10 +46,12 @@ static void st64(uint8_t *p, uint64_t v)
 
 #define FAIL(msg) do { *err = (msg); return -1; } while (0)
 
-/* Fixed payload size of @type, 0 if unknown */
-static uint32_t fixed_size(uint16_t type)
+/* Fixed payload size of @type, -1 if unknown */
+static int fixed_size(uint16_t type)
 {
     switch (type) {
+    case SOFTDEV_TAP_KICK:
+        return 0;
     case SOFTDEV_TAP_HELLO:
         return SOFTDEV_TAP_HELLO_SIZE;
     case SOFTDEV_TAP_HELLO_REPLY:
@@ -64,7 +66,7 @@ static uint32_t fixed_size(uint16_t type)
     case SOFTDEV_TAP_LOWER_REPLY:
         return SOFTDEV_TAP_LOWER_REPLY_SIZE;
     default:
-        return 0;
+        return -1;
     }
 }
 
@@ -72,7 +74,7 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
                               uint32_t max_payload, SoftdevTapHeader *hdr,
                               const char **err)
 {
-    uint32_t fixed;
+    int fixed;
 
     if (ld32(buf) != SOFTDEV_TAP_MAGIC) {
         FAIL("bad magic");
@@ -82,7 +84,7 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
     hdr->handle = ld64(buf + 8);
     hdr->length = ld32(buf + 16);
     fixed = fixed_size(hdr->type);
-    if (!fixed) {
+    if (fixed < 0) {
         FAIL("unknown message type");
     }
     if (ld32(buf + 20) ||
@@ -90,8 +92,11 @@ int softdev_tap_decode_header(const uint8_t buf[SOFTDEV_TAP_HDR_SIZE],
                         SOFTDEV_TAP_FLAG_REPLAY : 0))) {
         FAIL("reserved header bits set");
     }
-    if (hdr->length < fixed) {
+    if (hdr->length < (uint32_t)fixed) {
         FAIL("message shorter than its fixed part");
+    }
+    if (hdr->type == SOFTDEV_TAP_KICK && (hdr->length || hdr->handle)) {
+        FAIL("malformed KICK");
     }
     if (hdr->length > max_payload) {
         FAIL("message longer than the negotiated maximum");
@@ -168,7 +173,8 @@ int softdev_tap_decode_shm(const SoftdevTapHeader *hdr, const uint8_t *buf,
     }
     shm->slots = ld32(buf);
     shm->slot_size = ld32(buf + 4);
-    if (ld64(buf + 8)) {
+    shm->ring_entries = ld32(buf + 8);
+    if (ld32(buf + 12)) {
         FAIL("reserved SHM_SETUP field set");
     }
     if (!(agreed->features & SOFTDEV_TAP_F_SHM)) {
@@ -177,6 +183,31 @@ int softdev_tap_decode_shm(const SoftdevTapHeader *hdr, const uint8_t *buf,
     if (shm->slots != agreed->max_inflight ||
         shm->slot_size != agreed->max_data) {
         FAIL("SHM_SETUP geometry differs from the handshake");
+    }
+    if (!(agreed->features & SOFTDEV_TAP_F_RING) != !shm->ring_entries) {
+        FAIL(shm->ring_entries ? "reserved SHM_SETUP field set" :
+             "SHM_SETUP without rings for SOFTDEV_TAP_F_RING");
+    }
+    if (shm->ring_entries &&
+        (shm->ring_entries & (shm->ring_entries - 1) ||
+         shm->ring_entries < shm->slots ||
+         shm->ring_entries > SOFTDEV_TAP_MAX_INFLIGHT)) {
+        FAIL("ring_entries is not a power of two from slots to 1024");
+    }
+    return 0;
+}
+
+int softdev_tap_decode_ring_entry(const uint8_t *entry, uint16_t type,
+                                  SoftdevTapHeader *hdr, const char **err)
+{
+    if (softdev_tap_decode_header(entry, SOFTDEV_TAP_REQUEST_SIZE, hdr,
+                                  err) < 0) {
+        return -1;
+    }
+    /* max_payload is the fixed part: the entry carries no data */
+    if (hdr->type != type) {
+        FAIL(type == SOFTDEV_TAP_REQUEST ? "ring entry is not a REQUEST" :
+             "ring entry is not a REPLY");
     }
     return 0;
 }
@@ -336,8 +367,14 @@ size_t softdev_tap_encode_shm(uint8_t *buf, const SoftdevTapShm *shm)
 
     st32(p, shm->slots);
     st32(p + 4, shm->slot_size);
-    st64(p + 8, 0);
+    st32(p + 8, shm->ring_entries);
+    st32(p + 12, 0);
     return SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_SHM_SETUP_SIZE;
+}
+
+size_t softdev_tap_encode_kick(uint8_t *buf)
+{
+    return softdev_tap_encode_header(buf, SOFTDEV_TAP_KICK, 0, 0);
 }
 
 size_t softdev_tap_encode_request(uint8_t *buf, uint16_t type,

@@ -29,6 +29,7 @@ enum SoftdevTapType {
     SOFTDEV_TAP_HELLO           = 1,
     SOFTDEV_TAP_HELLO_REPLY     = 2,
     SOFTDEV_TAP_SHM_SETUP       = 3,
+    SOFTDEV_TAP_KICK            = 4,    /* with SOFTDEV_TAP_F_RING */
     SOFTDEV_TAP_REQUEST         = 16,
     SOFTDEV_TAP_REPLY           = 17,
     SOFTDEV_TAP_LOWER_REQUEST   = 32,
@@ -69,7 +70,24 @@ enum SoftdevTapOp {
 #define SOFTDEV_TAP_F_FUA           (1ull << 3)
 #define SOFTDEV_TAP_F_LOWER         (1ull << 4)
 #define SOFTDEV_TAP_F_SHM           (1ull << 5)
-#define SOFTDEV_TAP_F_ALL           ((1ull << 6) - 1)   /* known bits */
+#define SOFTDEV_TAP_F_RING          (1ull << 6)
+#define SOFTDEV_TAP_F_NO_WRITE_DATA (1ull << 7)
+#define SOFTDEV_TAP_F_ALL           ((1ull << 8) - 1)   /* known bits */
+
+/*
+ * Rings (SOFTDEV_TAP_F_RING) lie in the shared memory after the slots: a
+ * control block, then the request ring and the reply ring of
+ * ring_entries entries each.  An entry holds one REQUEST or REPLY message
+ * without data (header and fixed part).  Control block words (32 bits):
+ */
+#define SOFTDEV_TAP_RING_CTL_SIZE   4096
+#define SOFTDEV_TAP_RING_ENTRY      64
+#define SOFTDEV_TAP_RING_MSG_SIZE   (SOFTDEV_TAP_HDR_SIZE + \
+                                     SOFTDEV_TAP_REQUEST_SIZE)
+#define SOFTDEV_TAP_RING_REQ_PROD   0       /* written by the client */
+#define SOFTDEV_TAP_RING_REP_PROD   64      /* written by the device */
+#define SOFTDEV_TAP_RING_DEV_IDLE   128     /* 1: the device wants a KICK */
+#define SOFTDEV_TAP_RING_CLI_IDLE   192     /* 1: the client wants a KICK */
 
 enum SoftdevTapAction {
     SOFTDEV_TAP_COMPLETE        = 0,
@@ -96,7 +114,107 @@ typedef struct SoftdevTapHello {
 typedef struct SoftdevTapShm {
     uint32_t slots;         /* = negotiated max_inflight */
     uint32_t slot_size;     /* = negotiated max_data */
+    uint32_t ring_entries;  /* 0 without SOFTDEV_TAP_F_RING */
 } SoftdevTapShm;
+
+/* Bytes of shared memory @shm describes */
+static inline uint64_t softdev_tap_shm_size(const SoftdevTapShm *shm)
+{
+    uint64_t size = (uint64_t)shm->slots * shm->slot_size;
+
+    if (shm->ring_entries) {
+        size += SOFTDEV_TAP_RING_CTL_SIZE +
+                2 * (uint64_t)shm->ring_entries * SOFTDEV_TAP_RING_ENTRY;
+    }
+    return size;
+}
+
+/* The smallest valid ring_entries for @slots: a power of two */
+static inline uint32_t softdev_tap_ring_entries(uint32_t slots)
+{
+    uint32_t n = 1;
+
+    while (n < slots) {
+        n <<= 1;
+    }
+    return n;
+}
+
+/*
+ * Ring helpers, for both peers.  @ctl is the control block; indices run
+ * freely and wrap at 2^32; entry i of a ring is at (i % ring_entries).
+ * The shared memory is written by the peer at any time: read an entry
+ * once, into private memory, before decoding it.
+ */
+static inline uint32_t *softdev_tap_ring_word(uint8_t *ctl, unsigned off)
+{
+    return (uint32_t *)(void *)(ctl + off);
+}
+
+/* Entry @index of the ring that starts at @ring */
+static inline uint8_t *softdev_tap_ring_entry(uint8_t *ring, uint32_t entries,
+                                              uint32_t index)
+{
+    return ring + (size_t)(index & (entries - 1)) * SOFTDEV_TAP_RING_ENTRY;
+}
+
+/*
+ * Producer: make entries up to @prod visible at @prod_off, then tell
+ * whether the consumer (its idle word @idle_off) must be sent a KICK.
+ * The fence pairs with the one in softdev_tap_ring_may_sleep(): either
+ * the producer sees the idle flag or the consumer sees the entries.
+ */
+static inline bool softdev_tap_ring_publish(uint8_t *ctl, unsigned prod_off,
+                                            uint32_t prod, unsigned idle_off)
+{
+    uint32_t *idle = softdev_tap_ring_word(ctl, idle_off);
+
+    __atomic_store_n(softdev_tap_ring_word(ctl, prod_off), prod,
+                     __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return __atomic_load_n(idle, __ATOMIC_RELAXED) &&
+           __atomic_exchange_n(idle, 0, __ATOMIC_ACQ_REL);
+}
+
+/*
+ * Consumer: entries waiting after @cons, or -1 if the producer index is
+ * not within @entries of it (a broken peer).
+ */
+static inline int64_t softdev_tap_ring_avail(uint8_t *ctl, unsigned prod_off,
+                                             uint32_t cons, uint32_t entries)
+{
+    uint32_t n = __atomic_load_n(softdev_tap_ring_word(ctl, prod_off),
+                                 __ATOMIC_ACQUIRE) - cons;
+
+    return n > entries ? -1 : (int64_t)n;
+}
+
+/*
+ * Consumer, before it waits for a KICK: set its idle word and look at the
+ * ring once more.  True: nothing came, it may sleep until a KICK.  False:
+ * entries came (the idle word is cleared again).
+ */
+static inline bool softdev_tap_ring_may_sleep(uint8_t *ctl, unsigned idle_off,
+                                              unsigned prod_off, uint32_t cons)
+{
+    uint32_t *idle = softdev_tap_ring_word(ctl, idle_off);
+
+    __atomic_store_n(idle, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(softdev_tap_ring_word(ctl, prod_off),
+                        __ATOMIC_ACQUIRE) != cons) {
+        __atomic_store_n(idle, 0, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
+}
+
+/* Consumer, while it polls: no KICKs wanted */
+static inline void softdev_tap_ring_busy(uint8_t *ctl, unsigned idle_off)
+{
+    __atomic_store_n(softdev_tap_ring_word(ctl, idle_off), 0,
+                     __ATOMIC_RELAXED);
+}
 
 typedef struct SoftdevTapRequest {
     uint16_t op;
@@ -137,7 +255,10 @@ int softdev_tap_decode_hello(const SoftdevTapHeader *hdr, const uint8_t *buf,
                              bool reply, const SoftdevTapHello *client,
                              SoftdevTapHello *hello, const char **err);
 
-/* SHM_SETUP, checked against the negotiated HELLO_REPLY @agreed */
+/*
+ * SHM_SETUP, checked against the negotiated HELLO_REPLY @agreed
+ * (ring_entries: a power of two >= slots with SOFTDEV_TAP_F_RING, else 0)
+ */
 int softdev_tap_decode_shm(const SoftdevTapHeader *hdr, const uint8_t *buf,
                            const SoftdevTapHello *agreed, SoftdevTapShm *shm,
                            const char **err);
@@ -153,6 +274,16 @@ int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
                                const uint8_t *buf, uint64_t size,
                                uint32_t max_data, uint32_t slots,
                                SoftdevTapRequest *req, const char **err);
+
+/*
+ * A ring entry (SOFTDEV_TAP_F_RING): its header, which must be a
+ * @type (REQUEST or REPLY) message without data.  @entry is a private
+ * copy of SOFTDEV_TAP_RING_MSG_SIZE bytes; the fixed part follows the
+ * header and is decoded with softdev_tap_decode_request() or
+ * softdev_tap_decode_reply() as for a message with SHM.
+ */
+int softdev_tap_decode_ring_entry(const uint8_t *entry, uint16_t type,
+                                  SoftdevTapHeader *hdr, const char **err);
 
 /*
  * REPLY to @req (@has_lower: a node below exists, so FORWARD is legal) or
@@ -173,6 +304,7 @@ size_t softdev_tap_encode_header(uint8_t *buf, uint16_t type,
 size_t softdev_tap_encode_hello(uint8_t *buf, bool reply,
                                 const SoftdevTapHello *hello);
 size_t softdev_tap_encode_shm(uint8_t *buf, const SoftdevTapShm *shm);
+size_t softdev_tap_encode_kick(uint8_t *buf);
 /* @flags: SOFTDEV_TAP_FLAG_*; @shm: the data goes in the slot */
 size_t softdev_tap_encode_request(uint8_t *buf, uint16_t type,
                                   uint64_t handle, uint16_t flags, bool shm,

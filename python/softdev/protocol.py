@@ -47,13 +47,14 @@ FLAG_REPLAY = 1 << 0            # header flag: a REQUEST sent again
 TYPE_HELLO = 1
 TYPE_HELLO_REPLY = 2
 TYPE_SHM_SETUP = 3
+TYPE_KICK = 4                   # with F_RING, either direction
 TYPE_REQUEST = 16
 TYPE_REPLY = 17
 TYPE_LOWER_REQUEST = 32
 TYPE_LOWER_REPLY = 33
 TYPE_NAMES = {
     TYPE_HELLO: 'HELLO', TYPE_HELLO_REPLY: 'HELLO_REPLY',
-    TYPE_SHM_SETUP: 'SHM_SETUP',
+    TYPE_SHM_SETUP: 'SHM_SETUP', TYPE_KICK: 'KICK',
     TYPE_REQUEST: 'REQUEST', TYPE_REPLY: 'REPLY',
     TYPE_LOWER_REQUEST: 'LOWER_REQUEST', TYPE_LOWER_REPLY: 'LOWER_REPLY',
 }
@@ -77,11 +78,27 @@ F_ZEROES = 1 << 2
 F_FUA = 1 << 3
 F_LOWER = 1 << 4
 F_SHM = 1 << 5                  # shared-memory data path (unix sockets)
-F_ALL = F_FLUSH | F_DISCARD | F_ZEROES | F_FUA | F_LOWER | F_SHM  # known
+# What the Python device implements (it declines the two below)
+F_ALL = F_FLUSH | F_DISCARD | F_ZEROES | F_FUA | F_LOWER | F_SHM
+F_RING = 1 << 6                 # requests and replies in shared-memory rings
+F_NO_WRITE_DATA = 1 << 7        # the device does not read WRITE data
 FEATURE_NAMES = {F_FLUSH: 'SOFTDEV_TAP_F_FLUSH',
                  F_DISCARD: 'SOFTDEV_TAP_F_DISCARD',
                  F_ZEROES: 'SOFTDEV_TAP_F_ZEROES', F_FUA: 'SOFTDEV_TAP_F_FUA',
-                 F_LOWER: 'SOFTDEV_TAP_F_LOWER', F_SHM: 'SOFTDEV_TAP_F_SHM'}
+                 F_LOWER: 'SOFTDEV_TAP_F_LOWER', F_SHM: 'SOFTDEV_TAP_F_SHM',
+                 F_RING: 'SOFTDEV_TAP_F_RING',
+                 F_NO_WRITE_DATA: 'SOFTDEV_TAP_F_NO_WRITE_DATA'}
+
+# Rings (F_RING): after the slots, a control block of RING_CTL_SIZE
+# bytes, then the request ring and the reply ring, ring_entries entries
+# of RING_ENTRY bytes each; an entry is a REQUEST or REPLY message without
+# data.  Control words (32 bits) at these offsets in the control block:
+RING_CTL_SIZE = 4096
+RING_ENTRY = 64
+RING_REQ_PROD = 0               # written by the client
+RING_REP_PROD = 64              # written by the device
+RING_DEV_IDLE = 128             # 1: the device waits for a KICK
+RING_CLI_IDLE = 192             # 1: the client waits for a KICK
 # Requests of these ops reach the device only if it accepted the bit.
 OP_FEATURE = {OP_FLUSH: F_FLUSH, OP_DISCARD: F_DISCARD,
               OP_WRITE_ZEROES: F_ZEROES}
@@ -92,17 +109,18 @@ ACTION_FORWARD = 1
 HEADER = struct.Struct('<IHHQII')       # magic type flags handle length rsvd
 HELLO = struct.Struct('<IIQQIIQ')
 HELLO_REPLY = struct.Struct('<IIQQII')
-SHM_SETUP = struct.Struct('<IIQ')       # slots slot_size reserved
+SHM_SETUP = struct.Struct('<IIII')      # slots slot_size ring_entries rsvd
 REQUEST = struct.Struct('<HHIQQ')       # REQUEST and LOWER_REQUEST
 REPLY = struct.Struct('<iIQQ')
 LOWER_REPLY = struct.Struct('<iIQ')
 HEADER_SIZE = HEADER.size               # 24
+RING_MSG_SIZE = HEADER_SIZE + REQUEST.size  # a ring entry's message: 48
 FIXED_SIZE = {TYPE_HELLO: HELLO.size, TYPE_HELLO_REPLY: HELLO_REPLY.size,
-              TYPE_SHM_SETUP: SHM_SETUP.size,
+              TYPE_SHM_SETUP: SHM_SETUP.size, TYPE_KICK: 0,
               TYPE_REQUEST: REQUEST.size, TYPE_REPLY: REPLY.size,
               TYPE_LOWER_REQUEST: REQUEST.size,
               TYPE_LOWER_REPLY: LOWER_REPLY.size}
-EXACT_SIZE = (TYPE_HELLO, TYPE_HELLO_REPLY, TYPE_SHM_SETUP)
+EXACT_SIZE = (TYPE_HELLO, TYPE_HELLO_REPLY, TYPE_SHM_SETUP, TYPE_KICK)
 
 MIN_MAX_DATA = 65536            # the least max_data
 MAX_MAX_DATA = 16 << 20         # the largest max_data
@@ -115,8 +133,9 @@ MAX_ERRNO = 4095                # results are 0 or -1 .. -MAX_ERRNO
 DEVICE = 'device'
 CLIENT = 'client'
 SENDS = {CLIENT: (TYPE_HELLO, TYPE_SHM_SETUP, TYPE_REQUEST,
-                  TYPE_LOWER_REPLY),
-         DEVICE: (TYPE_HELLO_REPLY, TYPE_REPLY, TYPE_LOWER_REQUEST)}
+                  TYPE_LOWER_REPLY, TYPE_KICK),
+         DEVICE: (TYPE_HELLO_REPLY, TYPE_REPLY, TYPE_LOWER_REQUEST,
+                  TYPE_KICK)}
 
 
 class ProtocolError(Exception):
@@ -164,9 +183,29 @@ class ShmSetup:
     slots: int                  # = the negotiated max_inflight
     slot_size: int              # = the negotiated max_data
     handle: int = 0
+    ring_entries: int = 0       # with F_RING: a power of two >= slots
 
     def payload(self, shm: bool = False) -> bytes:
-        return SHM_SETUP.pack(self.slots, self.slot_size, 0)
+        return SHM_SETUP.pack(self.slots, self.slot_size, self.ring_entries,
+                              0)
+
+    @property
+    def region_size(self) -> int:
+        """Bytes of shared memory: the slots, then the rings."""
+        size = self.slots * self.slot_size
+        if self.ring_entries:
+            size += RING_CTL_SIZE + 2 * self.ring_entries * RING_ENTRY
+        return size
+
+
+@dataclass
+class Kick:
+    """KICK (F_RING): look at your ring."""
+    TYPE: ClassVar[int] = TYPE_KICK
+    handle: int = 0
+
+    def payload(self, shm: bool = False) -> bytes:
+        return b''
 
 
 @dataclass
@@ -222,8 +261,8 @@ class LowerReply:
         return LOWER_REPLY.pack(self.result, 0, len(self.data)) + self.data
 
 
-Message = Union[Hello, HelloReply, ShmSetup, Request, LowerRequest, Reply,
-                LowerReply]
+Message = Union[Hello, HelloReply, ShmSetup, Kick, Request, LowerRequest,
+                Reply, LowerReply]
 
 
 def encode(msg: Message, shm: bool = False) -> bytes:
@@ -275,10 +314,12 @@ def parse(t: int, handle: int, p: bytes, flags: int = 0,
         return HelloReply(features, size, max_data, max_inflight, version,
                           cls, handle)
     if t == TYPE_SHM_SETUP:
-        slots, slot_size, r1 = SHM_SETUP.unpack(p)
+        slots, slot_size, ring_entries, r1 = SHM_SETUP.unpack(p)
         if r1:
             raise ProtocolError('SHM_SETUP reserved field must be 0')
-        return ShmSetup(slots, slot_size, handle)
+        return ShmSetup(slots, slot_size, handle, ring_entries)
+    if t == TYPE_KICK:
+        return Kick(handle)
     if t in (TYPE_REQUEST, TYPE_LOWER_REQUEST):
         op, req_flags, slot, offset, length = REQUEST.unpack_from(p)
         cls = Request if t == TYPE_REQUEST else LowerRequest
@@ -353,7 +394,10 @@ class Decoder:
         return self.hello_reply is not None and \
             bool(self.features & F_SHM) and self.shm_setup is None
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes, ring: bool = False) -> list[Message]:
+        """ring: data is one ring entry (F_RING), which must be a REQUEST
+        or REPLY without data; with F_RING those come only from the
+        rings."""
         with self._lock:
             if self.error is not None:
                 raise ProtocolError(f'decoder already failed: {self.error}')
@@ -368,6 +412,12 @@ class Decoder:
                         break
                     payload = bytes(self._buf[HEADER_SIZE:end])
                     del self._buf[:end]
+                    if self.features & F_RING and \
+                            (t in (TYPE_REQUEST, TYPE_REPLY)) != ring:
+                        raise ProtocolError(
+                            f'{_name(t)} in a ring entry' if ring else
+                            f'{_name(t)} outside the ring, with '
+                            f'SOFTDEV_TAP_F_RING')
                     in_slot = bool(self.features & F_SHM) and \
                         t in (TYPE_REQUEST, TYPE_REPLY)
                     msg = parse(t, handle, payload, flags, in_slot)
@@ -484,6 +534,14 @@ class Decoder:
             return
         if self.awaiting_shm_setup:
             raise ProtocolError(f'{name} before SHM_SETUP')
+        if isinstance(msg, Kick):
+            if not self.features & F_RING:
+                raise ProtocolError('KICK but SOFTDEV_TAP_F_RING was not '
+                                    'negotiated')
+            if msg.handle:
+                raise ProtocolError(f'KICK handle must be 0, not '
+                                    f'{msg.handle}')
+            return
         if isinstance(msg, LowerRequest):
             if not self.features & F_LOWER:
                 raise ProtocolError('LOWER_REQUEST but SOFTDEV_TAP_F_LOWER '
@@ -599,6 +657,14 @@ class Decoder:
                                 'negotiated')
         if self.shm_setup is not None:
             raise ProtocolError('second SHM_SETUP')
+        n = msg.ring_entries
+        if not self.features & F_RING:
+            if n:
+                raise ProtocolError('SHM_SETUP reserved field must be 0')
+        elif n & (n - 1) or not msg.slots <= n <= MAX_INFLIGHT:
+            raise ProtocolError(f'SHM_SETUP ring_entries {n} is not a '
+                                f'power of two from slots to '
+                                f'{MAX_INFLIGHT}')
         if (msg.slots, msg.slot_size) != (self.max_inflight, self.max_data):
             raise ProtocolError(f'SHM_SETUP geometry {msg.slots} slots of '
                                 f'{msg.slot_size} bytes differs from the '
@@ -609,7 +675,7 @@ class Decoder:
             raise ProtocolError('SHM_SETUP but this decoder has no map_shm '
                                 'to map the shared memory')
         region = self.map_shm(msg)
-        if region is None or len(region) < msg.slots * msg.slot_size:
+        if region is None or len(region) < msg.region_size:
             raise ProtocolError('the shared memory of SHM_SETUP could not '
                                 'be mapped')
         self.shm_setup, self.shm = msg, region

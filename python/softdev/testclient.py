@@ -26,6 +26,8 @@ import mmap
 import os
 import random
 import socket
+import struct
+import time
 
 from . import protocol as p
 
@@ -35,7 +37,10 @@ OP_FEATURES = p.F_FLUSH | p.F_DISCARD | p.F_ZEROES | p.F_FUA
 class TestClient:
     """A client on a connected socket.  lower is the node below (None: no
     node below).  shm: offer SOFTDEV_TAP_F_SHM in handshake() (the default
-    for its shm argument).  lower_errors maps an op to an errno the node
+    for its shm argument); ring: with it, offer SOFTDEV_TAP_F_RING too, so
+    that REQUESTs and REPLYs travel through the rings (the client KICKs
+    after every REQUEST, and looks at the reply ring at least every 10 ms
+    whether or not a KICK came).  lower_errors maps an op to an errno the node
     below fails it with; lower_ops lists (op, offset, length, flags) of
     every request the node below ran; received lists every message the
     device sent.
@@ -47,8 +52,15 @@ class TestClient:
     __test__ = False            # not a unittest/pytest test case
 
     def __init__(self, sock: socket.socket, lower: bytearray | None = None,
-                 timeout: float = 5.0, shm: bool = False):
+                 timeout: float = 5.0, shm: bool = False,
+                 ring: bool = False):
         self.sock = sock
+        self.timeout = timeout
+        self.ring_wanted = ring
+        self.ring: memoryview | None = None     # control block
+        self.ring_entries = 0
+        self.kicks = 0                  # KICKs the device sent
+        self._req_prod = self._rep_cons = 0
         self.sock.settimeout(timeout)
         self.lower = lower
         self.shm_wanted = shm
@@ -81,9 +93,17 @@ class TestClient:
         if self._shm_fd is not None:
             os.close(self._shm_fd)
             self._shm_fd = None
+        if self.ring is not None:
+            self.ring.release()
+            self.ring = None
         if self.shm is not None:
             self.shm.close()
             self.shm = None
+
+    @property
+    def ring_active(self) -> bool:
+        """Requests and replies travel through the rings."""
+        return self.ring is not None
 
     @property
     def shm_active(self) -> bool:
@@ -109,6 +129,8 @@ class TestClient:
         if features is None:
             features = OP_FEATURES | (p.F_LOWER if has_lower else 0)
         features = features & ~p.F_SHM | (p.F_SHM if shm else 0)
+        if shm and self.ring_wanted:
+            features |= p.F_RING
         self._send(p.Hello(features, lower_size, max_data, max_inflight))
         while self.hello_reply is None:
             self._pump()
@@ -117,8 +139,14 @@ class TestClient:
         self.max_inflight = self.decoder.max_inflight
         self.size = self.decoder.size
         if self.features & p.F_SHM and shm_setup:
+            entries = 0
+            if self.features & p.F_RING:
+                entries = 1
+                while entries < self.max_inflight:
+                    entries *= 2
             wire = self.decoder.sending(p.ShmSetup(self.max_inflight,
-                                                   self.max_data))
+                                                   self.max_data,
+                                                   ring_entries=entries))
             self._flush()
             socket.send_fds(self.sock, [wire], [self._shm_fd])
             self.writes += 1
@@ -300,7 +328,7 @@ class TestClient:
 
     def _map_shm(self, setup: p.ShmSetup) -> mmap.mmap:
         """The decoder's map_shm: a new memfd for the SHM_SETUP we send."""
-        size = setup.slots * setup.slot_size
+        size = setup.region_size
         fd = os.memfd_create('softdev-tap-test', os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
@@ -309,10 +337,67 @@ class TestClient:
             os.close(fd)
             raise
         self._shm_fd = fd
+        if setup.ring_entries:
+            start = setup.slots * setup.slot_size
+            self.ring = memoryview(self.shm)[start:]
+            self.ring_entries = setup.ring_entries
+            self._put_word(p.RING_CLI_IDLE, 1)
         return self.shm
 
+    # -- rings ------------------------------------------------------------
+
+    def _word(self, off: int) -> int:
+        return struct.unpack_from('<I', self.ring, off)[0]
+
+    def _put_word(self, off: int, value: int):
+        struct.pack_into('<I', self.ring, off, value & 0xffffffff)
+
+    def _entry(self, ring: int, index: int) -> int:
+        """Offset in the control block's view of entry index of ring 0
+        (requests) or 1 (replies)."""
+        return p.RING_CTL_SIZE + \
+            (ring * self.ring_entries + index % self.ring_entries) * \
+            p.RING_ENTRY
+
+    def ring_post(self, wire: bytes, kick: bool = True):
+        """Put a message (or any bytes, for tests of broken entries) in
+        the next request-ring entry, publish it and KICK the device."""
+        off = self._entry(0, self._req_prod)
+        self.ring[off:off + p.RING_ENTRY] = bytes(p.RING_ENTRY)
+        self.ring[off:off + len(wire)] = wire
+        self._req_prod = (self._req_prod + 1) & 0xffffffff
+        self._put_word(p.RING_REQ_PROD, self._req_prod)
+        if kick:
+            self._out.append(self.decoder.sending(p.Kick()))
+
+    def ring_set_prod(self, value: int):
+        """Write the request ring's producer index as it is (tests)."""
+        self._put_word(p.RING_REQ_PROD, value)
+        self._out.append(self.decoder.sending(p.Kick()))
+        self._flush()
+
+    def _reap(self) -> bool:
+        """Take the replies in the reply ring; True if there were any."""
+        n = (self._word(p.RING_REP_PROD) - self._rep_cons) & 0xffffffff
+        if n > self.ring_entries:
+            raise p.ProtocolError(f'reply ring producer index is {n} '
+                                  f'entries ahead')
+        for _ in range(n):
+            off = self._entry(1, self._rep_cons)
+            entry = bytes(self.ring[off:off + p.RING_MSG_SIZE])
+            self._rep_cons = (self._rep_cons + 1) & 0xffffffff
+            msgs = self.decoder.feed(entry, ring=True)
+            if len(msgs) != 1 or self.decoder.pending:
+                raise p.ProtocolError('ring entry is not one message '
+                                      'without data')
+            self._got(msgs[0])
+        return n > 0
+
     def _send(self, msg):
-        self._out.append(self.decoder.sending(msg))
+        if self.ring_active and msg.TYPE == p.TYPE_REQUEST:
+            self.ring_post(self.decoder.sending(msg))
+        else:
+            self._out.append(self.decoder.sending(msg))
         if not self._corked:
             self._flush()
 
@@ -325,28 +410,55 @@ class TestClient:
 
     def _pump(self):
         self._flush()                   # what the device waits for
+        if not self.ring_active:
+            self._read_socket()
+            return
+        deadline = time.monotonic() + self.timeout
+        while True:
+            # The device clears it when it KICKs: ask again each time.
+            self._put_word(p.RING_CLI_IDLE, 1)
+            if self._reap():
+                return
+            if time.monotonic() > deadline:
+                raise socket.timeout('no reply in the ring')
+            self.sock.settimeout(0.01)
+            try:
+                self._read_socket()
+            except socket.timeout:
+                pass
+            finally:
+                self.sock.settimeout(self.timeout)
+            self._flush()               # LOWER_REPLYs
+
+    def _read_socket(self):
         chunk = self.sock.recv(1 << 16)
         if not chunk:
             raise ConnectionError('the device closed the connection')
         for msg in self.decoder.feed(chunk):
-            self.received.append(msg)
-            if isinstance(msg, p.HelloReply):
-                self.hello_reply = msg
-            elif isinstance(msg, p.LowerRequest):
-                result, data = self._run_lower(msg.op, msg.offset,
-                                               msg.length, msg.data,
-                                               msg.flags)
-                self._send(p.LowerReply(msg.handle, result, data))
+            self._got(msg)
+
+    def _got(self, msg):
+        """Act on one message of the device."""
+        self.received.append(msg)
+        if isinstance(msg, p.Kick):
+            self.kicks += 1
+        elif isinstance(msg, p.HelloReply):
+            self.hello_reply = msg
+        elif isinstance(msg, p.LowerRequest):
+            result, data = self._run_lower(msg.op, msg.offset,
+                                           msg.length, msg.data,
+                                           msg.flags)
+            self._send(p.LowerReply(msg.handle, result, data))
+        else:
+            req = self._pending.pop(msg.handle)
+            if self.shm_active:
+                self._free_slots.append(req.slot)
+            if msg.action == p.ACTION_COMPLETE:
+                self._done[msg.handle] = (msg.result, msg.data)
             else:
-                req = self._pending.pop(msg.handle)
-                if self.shm_active:
-                    self._free_slots.append(req.slot)
-                if msg.action == p.ACTION_COMPLETE:
-                    self._done[msg.handle] = (msg.result, msg.data)
-                else:
-                    self._done[msg.handle] = self._run_lower(
-                        req.op, msg.offset, req.length,
-                        msg.data or req.data, req.flags)
+                self._done[msg.handle] = self._run_lower(
+                    req.op, msg.offset, req.length,
+                    msg.data or req.data, req.flags)
 
     def _run_lower(self, op, offset, length, data, flags):
         """Run one request on the node below: (result, data read)."""

@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     SoftdevTapHeader h;
     SoftdevTapShm shm;
     uint8_t shm_msg[SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_SHM_SETUP_SIZE];
-    bool has_lower, use_shm;
+    bool has_lower, use_shm, use_ring;
     size_t pos = 1;
     int i;
 
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         hello.size = 0;
     }
     if (!(data[0] & 2)) {
-        hello.features &= ~SOFTDEV_TAP_F_SHM;
+        hello.features &= ~(SOFTDEV_TAP_F_SHM | SOFTDEV_TAP_F_RING);
     }
 
     /* HELLO_REPLY */
@@ -91,9 +91,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     pos += SOFTDEV_TAP_HDR_SIZE + h.length;
     use_shm = agreed.features & SOFTDEV_TAP_F_SHM;
+    use_ring = use_shm && (agreed.features & SOFTDEV_TAP_F_RING);
     if (use_shm) {
         /* What QEMU sends must pass the device's check */
-        shm = (SoftdevTapShm){ agreed.max_inflight, agreed.max_data };
+        shm = (SoftdevTapShm){
+            agreed.max_inflight, agreed.max_data,
+            use_ring ? softdev_tap_ring_entries(agreed.max_inflight) : 0,
+        };
         softdev_tap_encode_shm(shm_msg, &shm);
         if (softdev_tap_decode_header(shm_msg, SOFTDEV_TAP_HANDSHAKE_MAX,
                                       &h, &err) < 0 ||
@@ -135,6 +139,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         p = data + pos + SOFTDEV_TAP_HDR_SIZE;
+        if (use_ring && h.type == SOFTDEV_TAP_REPLY) {
+            /* With rings, a REPLY is a ring entry: decode it as QEMU does */
+            uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
+
+            if (size - pos < sizeof(entry)) {
+                break;
+            }
+            memcpy(entry, data + pos, sizeof(entry));
+            if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REPLY, &h,
+                                              &err) < 0) {
+                break;
+            }
+        }
         pos += SOFTDEV_TAP_HDR_SIZE + h.length;
         if (h.type == SOFTDEV_TAP_REPLY) {
             for (i = 0; i < NREQ && !(out[i].busy &&

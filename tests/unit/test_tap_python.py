@@ -58,8 +58,8 @@ def reply_payload(version=1, cls=1, features=0, size=MiB, max_data=65536,
                               max_inflight)
 
 
-def shm_payload(slots=4, slot_size=65536, r1=0):
-    return p.SHM_SETUP.pack(slots, slot_size, r1)
+def shm_payload(slots=4, slot_size=65536, r1=0, ring_entries=0):
+    return p.SHM_SETUP.pack(slots, slot_size, ring_entries, r1)
 
 
 def request_payload(op, offset=0, length=0, flags=0, slot=0, data=b''):
@@ -502,6 +502,11 @@ DEVICE_CASES = {
                             'geometry 4 slots of 4096 bytes differs'),
     'shm_setup_reserved': (shm_pending, raw(3, shm_payload(r1=1)),
                            'SHM_SETUP reserved field must be 0'),
+    # the Python device declines rings, so ring_entries must be 0
+    'shm_setup_rings': (shm_pending, raw(3, shm_payload(ring_entries=4)),
+                        'SHM_SETUP reserved field must be 0'),
+    'kick_without_rings': (ready_device, raw(4, b''),
+                           'KICK but SOFTDEV_TAP_F_RING was not negotiated'),
     'shm_setup_short': (shm_pending, raw(3, shm_payload()[:15]),
                         'SHM_SETUP payload is 15 bytes, must be 16'),
     'shm_setup_handle': (shm_pending, raw(3, shm_payload(), handle=1),
