@@ -83,9 +83,9 @@ int main(int argc, char **argv)
         dlclose(so);
         return 1;
     }
-    if (dev->api_version != SOFTDEV_API_VERSION) {
+    if (dev->api_version < 1 || dev->api_version > SOFTDEV_API_VERSION) {
         fprintf(stderr, "softdev-run: %s: device api_version %d, this "
-                "libsoftdev knows %d\n", argv[1], dev->api_version,
+                "libsoftdev knows 1 to %d\n", argv[1], dev->api_version,
                 SOFTDEV_API_VERSION);
         dlclose(so);
         return 1;

@@ -127,6 +127,14 @@ struct Conn {
     int shm_fd;                     /* received, not yet mapped */
     uint8_t *slot_busy;
 
+    /* Rings (SOFTDEV_TAP_F_RING), in the shared memory */
+    uint8_t *ring;                  /* control block */
+    uint32_t ring_entries;
+    uint32_t req_cons;              /* the reading thread only */
+    uint32_t rep_prod;              /* under send_lock */
+    bool unkicked;                  /* replies posted since the last look
+                                       at the client's idle word */
+
     /* Receive buffer: the reading thread only */
     uint8_t *rbuf;
     size_t rcap, rstart, rend, rwant;
@@ -149,6 +157,7 @@ struct Conn {
 
 static const struct softdev_device *current_dev;
 static bool no_shm;                 /* --no-shm */
+static bool no_ring;                /* --no-ring */
 static uint64_t poll_ns;            /* --poll-us */
 
 void softdev_error(const char *fmt, ...)
@@ -162,6 +171,16 @@ void softdev_error(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s: %s\n", dev && dev->name ? dev->name : "softdev",
             msg);
+}
+
+/* In busy-wait loops: let a sibling hyperthread (or the host) run */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
 }
 
 static uint64_t now_ns(void)
@@ -422,6 +441,7 @@ static void out_discard(Conn *c, Out *o)
 
 static int conn_fill(Conn *c);
 static int conn_parse(Conn *c);
+static void ring_kick(Conn *c, bool reader);
 
 static int lower_one(struct softdev_req *r, uint16_t op, uint64_t off,
                      uint64_t len, const void *wdata, void *rbuf,
@@ -456,7 +476,10 @@ static int lower_one(struct softdev_req *r, uint16_t op, uint64_t off,
     out_release(c, r->out);
     pthread_mutex_unlock(&c->lock);
 
-    /* Send it with the replies this thread gathered so far */
+    /* Send it with the replies this thread gathered (or posted) so far */
+    if (c->ring) {
+        ring_kick(c, r->out->reader);
+    }
     m = out_next(c, r->out);
     out_push(r->out, softdev_tap_encode_request(
                  m, SOFTDEV_TAP_LOWER_REQUEST, w.handle, 0, false, &w.req),
@@ -610,6 +633,68 @@ static int call_device(Conn *c, struct softdev_req *r)
     }
 }
 
+/*
+ * KICK the client if replies were posted since we last looked and it
+ * waits for one.  Called when a thread runs out of queued requests (or
+ * after a slow callback), so that the client, if it sleeps, is woken
+ * once for what a batch of requests gave, not once per reply.  @reader:
+ * we are the reading thread.
+ */
+static void ring_kick(Conn *c, bool reader)
+{
+    bool kick = false;
+
+    pthread_mutex_lock(&c->send_lock);
+    if (__atomic_load_n(&c->unkicked, __ATOMIC_RELAXED) && !conn_closed(c)) {
+        __atomic_store_n(&c->unkicked, false, __ATOMIC_RELAXED);
+        kick = softdev_tap_ring_publish(c->ring, SOFTDEV_TAP_RING_REP_PROD,
+                                        c->rep_prod,
+                                        SOFTDEV_TAP_RING_CLI_IDLE);
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    if (kick) {
+        uint8_t m[SOFTDEV_TAP_HDR_SIZE];
+        struct iovec iov = { m, softdev_tap_encode_kick(m) };
+
+        send_iov(c, &iov, 1, reader);
+    }
+}
+
+/*
+ * Post the REPLY @rep of @r in the reply ring, where the client sees it
+ * at once if it polls; ring_kick() wakes it if it sleeps.  @r is
+ * recycled.
+ */
+static void ring_reply(Conn *c, struct softdev_req *r,
+                       const SoftdevTapReply *rep)
+{
+    uint8_t *replies = c->ring + SOFTDEV_TAP_RING_CTL_SIZE +
+                       (size_t)c->ring_entries * SOFTDEV_TAP_RING_ENTRY;
+
+    /* The client may reuse the handle and slot once it sees the reply */
+    pthread_mutex_lock(&c->lock);
+    release(c, r);
+    pthread_mutex_unlock(&c->lock);
+
+    pthread_mutex_lock(&c->send_lock);
+    if (!conn_closed(c)) {
+        softdev_tap_encode_reply(softdev_tap_ring_entry(replies,
+                                                        c->ring_entries,
+                                                        c->rep_prod++),
+                                 SOFTDEV_TAP_REPLY, r->handle, true, rep);
+        __atomic_store_n(softdev_tap_ring_word(c->ring,
+                                               SOFTDEV_TAP_RING_REP_PROD),
+                         c->rep_prod, __ATOMIC_RELEASE);
+        __atomic_store_n(&c->unkicked, true, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&c->send_lock);
+
+    pthread_mutex_lock(&c->lock);
+    r->next = c->free_reqs;
+    c->free_reqs = r;
+    pthread_mutex_unlock(&c->lock);
+}
+
 /* Run @r's callback and add its REPLY to @o (not sent yet) */
 static void run_request(Conn *c, Out *o, struct softdev_req *r)
 {
@@ -666,6 +751,15 @@ static void run_request(Conn *c, Out *o, struct softdev_req *r)
     if (rep.action != SOFTDEV_TAP_FORWARD) {
         rep.result = rc;
     }
+    if (c->ring) {
+        /* Posted at once: no system call, so nothing to gather for */
+        ring_reply(c, r, &rep);
+        if (o->now) {
+            o->now = false;
+            ring_kick(c, o->reader);
+        }
+        return;
+    }
     m = out_next(c, o);
     out_push(o, softdev_tap_encode_reply(m, SOFTDEV_TAP_REPLY, r->handle,
                                          !inline_data, &rep),
@@ -711,6 +805,11 @@ static void *worker(void *opaque)
         } else if ((r = dequeue(c))) {
             pthread_mutex_unlock(&c->lock);
             run_request(c, o, r);
+            pthread_mutex_lock(&c->lock);
+        } else if (c->ring &&
+                   __atomic_load_n(&c->unkicked, __ATOMIC_RELAXED)) {
+            pthread_mutex_unlock(&c->lock);
+            ring_kick(c, false);
             pthread_mutex_lock(&c->lock);
         } else {
             c->idle++;
@@ -801,17 +900,43 @@ static int conn_fill(Conn *c)
                 /*
                  * Busy-poll a while before sleeping: under load the next
                  * batch comes within microseconds, and being woken costs
-                 * far more than that on some machines.
+                 * far more than that on some machines.  With rings, the
+                 * requests are in memory; the socket (LOWER_REPLYs) is
+                 * looked at every 64th turn, or every turn while a
+                 * callback waits for the node below.
                  */
                 uint64_t end = now_ns() + poll_ns;
+                unsigned turn = 0;
 
                 do {
-                    n = recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend,
-                             MSG_DONTWAIT);
+                    if (c->ring &&
+                        softdev_tap_ring_avail(c->ring,
+                                               SOFTDEV_TAP_RING_REQ_PROD,
+                                               c->req_cons,
+                                               c->ring_entries)) {
+                        return 1;
+                    }
+                    if (!c->ring || ++turn % 64 == 0 ||
+                        __atomic_load_n(&c->waiters, __ATOMIC_ACQUIRE)) {
+                        n = recv(c->fd, c->rbuf + c->rend,
+                                 c->rcap - c->rend, MSG_DONTWAIT);
+                    }
+                    cpu_relax();
                 } while (n < 0 && errno == EAGAIN && now_ns() < end);
             }
             if (n < 0 && errno == EAGAIN) {
+                if (c->ring &&
+                    !softdev_tap_ring_may_sleep(c->ring,
+                                                SOFTDEV_TAP_RING_DEV_IDLE,
+                                                SOFTDEV_TAP_RING_REQ_PROD,
+                                                c->req_cons)) {
+                    return 1;
+                }
+                /* Until a KICK (or a LOWER_REPLY, or EOF) */
                 n = read(c->fd, c->rbuf + c->rend, c->rcap - c->rend);
+                if (c->ring) {
+                    softdev_tap_ring_busy(c->ring, SOFTDEV_TAP_RING_DEV_IDLE);
+                }
             }
         }
         if (n >= 0 || errno != EINTR) {
@@ -884,9 +1009,19 @@ static const char *got_hello(Conn *c, const SoftdevTapHeader *h,
     feat |= SOFTDEV_TAP_F_LOWER;
     if (c->family == AF_UNIX && !no_shm) {
         feat |= SOFTDEV_TAP_F_SHM;
+        if (!no_ring) {
+            feat |= SOFTDEV_TAP_F_RING;
+        }
+    }
+    if (!d->write || (d->api_version >= 2 &&
+                      (d->flags & SOFTDEV_NO_WRITE_DATA))) {
+        feat |= SOFTDEV_TAP_F_NO_WRITE_DATA;
     }
     /* Bits we do not know are ignored: we accept only our own */
     c->features = feat & hello.features;
+    if (!(c->features & SOFTDEV_TAP_F_SHM)) {
+        c->features &= ~SOFTDEV_TAP_F_RING;
+    }
     c->has_lower = hello.features & SOFTDEV_TAP_F_LOWER;
     c->lower_size = c->has_lower ? hello.size : 0;
     c->size = d->size ? d->size : c->lower_size;
@@ -931,7 +1066,7 @@ static const char *got_shm(Conn *c, const SoftdevTapHeader *h,
     if (c->shm_fd < 0) {
         return "SHM_SETUP without a file descriptor";
     }
-    len = (uint64_t)shm.slots * shm.slot_size;
+    len = softdev_tap_shm_size(&shm);
     if (fstat(c->shm_fd, &st) < 0) {
         softdev_error("fstat of the shared memory: %s", strerror(errno));
         return "";
@@ -940,7 +1075,7 @@ static const char *got_shm(Conn *c, const SoftdevTapHeader *h,
         return "shared memory is not a memfd";
     }
     if ((uint64_t)st.st_size < len || len > SIZE_MAX) {
-        return "shared memory is smaller than slots * slot_size";
+        return "shared memory is smaller than its slots and rings";
     }
     p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->shm_fd, 0);
     if (p == MAP_FAILED) {
@@ -952,6 +1087,10 @@ static const char *got_shm(Conn *c, const SoftdevTapHeader *h,
     c->shm_fd = -1;
     c->shm = p;
     c->shm_size = len;
+    if (shm.ring_entries) {
+        c->ring = c->shm + (size_t)shm.slots * shm.slot_size;
+        c->ring_entries = shm.ring_entries;
+    }
     return start_run(c);
 }
 
@@ -1071,6 +1210,46 @@ static const char *got_lower_reply(Conn *c, const SoftdevTapHeader *h,
 }
 
 /*
+ * Take the REQUESTs waiting in the request ring and append them to the
+ * list @head..@tail; an error message or NULL.
+ */
+static const char *ring_take(Conn *c, struct softdev_req **head,
+                             struct softdev_req **tail, int *count)
+{
+    uint8_t *requests = c->ring + SOFTDEV_TAP_RING_CTL_SIZE;
+    int64_t n = softdev_tap_ring_avail(c->ring, SOFTDEV_TAP_RING_REQ_PROD,
+                                       c->req_cons, c->ring_entries);
+
+    if (n < 0) {
+        return "request ring index out of range";
+    }
+    while (n--) {
+        uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
+        struct softdev_req *r = NULL;
+        SoftdevTapHeader h;
+        const char *err = NULL;
+
+        /* The client may change it under us: decode a copy */
+        memcpy(entry, softdev_tap_ring_entry(requests, c->ring_entries,
+                                             c->req_cons), sizeof(entry));
+        c->req_cons++;
+        if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REQUEST, &h,
+                                          &err) < 0 ||
+            (err = got_request(c, &h, entry + SOFTDEV_TAP_HDR_SIZE, &r))) {
+            return err;
+        }
+        if (*tail) {
+            (*tail)->next = r;
+        } else {
+            *head = r;
+        }
+        *tail = r;
+        (*count)++;
+    }
+    return NULL;
+}
+
+/*
  * Parse every complete message in the receive buffer.  New REQUESTs are
  * queued and idle workers woken once.  0, or -1 after a protocol error
  * (the connection is failed).
@@ -1104,7 +1283,7 @@ static int conn_parse(Conn *c)
             err = got_hello(c, &h, p);
         } else if (c->phase == PHASE_SHM) {
             err = got_shm(c, &h, p);
-        } else if (h.type == SOFTDEV_TAP_REQUEST) {
+        } else if (h.type == SOFTDEV_TAP_REQUEST && !c->ring) {
             err = got_request(c, &h, p, &r);
             if (!err) {
                 if (tail) {
@@ -1117,12 +1296,17 @@ static int conn_parse(Conn *c)
             }
         } else if (h.type == SOFTDEV_TAP_LOWER_REPLY) {
             err = got_lower_reply(c, &h, p);
+        } else if (h.type == SOFTDEV_TAP_KICK && c->ring) {
+            /* the ring is looked at below */
         } else {
             err = "unexpected message type from the client";
         }
     }
     if (c->rend - c->rstart < SOFTDEV_TAP_HDR_SIZE) {
         c->rwant = SOFTDEV_TAP_HDR_SIZE;
+    }
+    if (!err && c->ring) {
+        err = ring_take(c, &head, &tail, &n);
     }
     if (head) {
         pthread_mutex_lock(&c->lock);
@@ -1199,6 +1383,9 @@ static void serve_serial(Conn *c, Out *o)
             break;
         }
         out_flush(c, o);
+        if (c->ring) {
+            ring_kick(c, true);
+        }
         /* What the client sent while we were sending is parsed first */
         if (!c->absorbed && conn_fill(c) <= 0) {
             break;
@@ -1250,8 +1437,8 @@ int softdev_serve_fd(const struct softdev_device *dev, void *handle, int fd)
     Out *o;
 
     current_dev = dev;
-    if (dev->api_version != SOFTDEV_API_VERSION) {
-        softdev_error("device api_version %d, libsoftdev knows %d",
+    if (dev->api_version < 1 || dev->api_version > SOFTDEV_API_VERSION) {
+        softdev_error("device api_version %d, libsoftdev knows 1 to %d",
                       dev->api_version, SOFTDEV_API_VERSION);
         return -1;
     }
@@ -1557,17 +1744,19 @@ static void usage(FILE *f, const char *prog)
     fprintf(f,
             "usage: %s (--unix PATH | --tcp HOST:PORT | --vsock CID:PORT | "
             "--fd N)\n"
-            "          [--allow-uid UID[,UID...]] [--no-shm] [--poll-us N] "
-            "[DEVICE ARGS...]\n"
+            "          [--allow-uid UID[,UID...]] [--no-shm] [--no-ring]\n"
+            "          [--poll-us N] [DEVICE ARGS...]\n"
             "  --unix PATH    listen on a unix socket (mode 0600)\n"
             "  --tcp H:P      listen on TCP (HOST may be empty: any)\n"
             "  --vsock C:P    listen on vsock (CID may be empty: any)\n"
             "  --fd N         serve the connected socket N once\n"
             "  --allow-uid    unix sockets: only these users' processes\n"
             "  --no-shm       decline the shared-memory data path\n"
-            "  --poll-us N    busy-poll the socket N microseconds before\n"
-            "                 sleeping (serialize model; costs CPU, saves\n"
-            "                 wake-ups under load; default 0)\n",
+            "  --no-ring      shared memory for data only: requests and\n"
+            "                 replies as socket messages\n"
+            "  --poll-us N    busy-poll for requests N microseconds before\n"
+            "                 sleeping (costs CPU, saves wake-ups under\n"
+            "                 load; default 0)\n",
             prog);
 }
 
@@ -1600,6 +1789,8 @@ int softdev_main(const struct softdev_device *dev, int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--no-shm")) {
             no_shm = true;
+        } else if (!strcmp(argv[i], "--no-ring")) {
+            no_ring = true;
         } else if (!strcmp(argv[i], "--poll-us") && has_val) {
             char *end;
             long v = strtol(argv[++i], &end, 10);

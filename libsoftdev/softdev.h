@@ -16,13 +16,13 @@ extern "C" {
 #endif
 
 /*
- * Version of struct softdev_device.  Version 1 is the struct below, which
- * libsoftdev.so.1 is built for.  Fields are only ever appended; a field
- * appended after max_inflight comes with version 2, and the library then
- * reads it only from devices that declare version 2, so a device built
- * against this header keeps working with newer libraries.
+ * Version of struct softdev_device.  Fields are only ever appended:
+ * version 1 ends with max_inflight, version 2 adds flags.  The library
+ * reads a field only from devices that declare the version that brought
+ * it, so a device built against an older header keeps working with newer
+ * libraries (libsoftdev.so.1 serves versions 1 and 2).
  */
-#define SOFTDEV_API_VERSION         1
+#define SOFTDEV_API_VERSION         2
 
 /* What libsoftdev.so exports (it is built with -fvisibility=hidden) */
 #if defined(__GNUC__) && !defined(SOFTDEV_API)
@@ -49,10 +49,12 @@ extern "C" {
  *
  * SOFTDEV_THREAD_SERIALIZE (the default, 0): the callbacks run one at a
  *   time, in the order the requests arrived, in the thread that called
- *   softdev_main() (or softdev_serve_fd()).  That thread also reads the
- *   socket: it reads every request the client has sent, runs them, and
- *   sends their replies together, so a fast device costs about two
- *   system calls per batch of requests and no thread switch.  A callback
+ *   softdev_main() (or softdev_serve_fd()).  That thread also takes the
+ *   requests in: over a unix socket from rings in shared memory, where
+ *   each reply is posted as soon as its callback returns, with no system
+ *   call while both sides are busy; otherwise it reads every request the
+ *   client has sent, runs them, and sends their replies together (about
+ *   two system calls per batch).  No thread switch either way.  A callback
  *   waiting in softdev_lower_*() reads the socket itself until its answer
  *   comes.  The device needs no locks.
  * SOFTDEV_THREAD_PARALLEL: a reader thread (the caller) queues requests
@@ -141,7 +143,20 @@ struct softdev_device {
      * before it sends more.
      */
     uint32_t max_inflight;
+
+    /* Version 2 */
+
+    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA */
 };
+
+/*
+ * flags: the write callback never reads @buf: it decides by offset and
+ * length alone (forward, move, delay, fail, log where).  QEMU then skips
+ * copying the guest's data into shared memory, and @buf holds
+ * unspecified bytes.  Replacement data from softdev_forward_to() still
+ * works.  A device without a write callback gets this without asking.
+ */
+#define SOFTDEV_NO_WRITE_DATA       (1u << 0)
 
 /*
  * I/O on the node below, callable from a callback: each sends

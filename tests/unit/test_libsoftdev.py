@@ -54,9 +54,9 @@ def raw_request(handle, op, offset, length, slot=0, data=b'', flags=0):
             p.REQUEST.pack(op, flags, slot, offset, length) + data)
 
 
-def shm_setup(slots, slot_size, reserved=0):
+def shm_setup(slots, slot_size, ring_entries=0, reserved=0):
     return (header(p.TYPE_SHM_SETUP, 0, 16) +
-            p.SHM_SETUP.pack(slots, slot_size, reserved))
+            p.SHM_SETUP.pack(slots, slot_size, ring_entries, reserved))
 
 
 def memfd(size):
@@ -132,6 +132,7 @@ class ExampleTest(unittest.TestCase):
     example = None
     args = ()
     shm = False         # offer the shared-memory data path
+    ring = False        # ...with rings
     runner = False      # load example.so with softdev-run
     options = ()        # softdev_main options
 
@@ -173,9 +174,11 @@ class ExampleTest(unittest.TestCase):
         """The device must report these (checked at tearDown)."""
         self.allowed_errors += msgs
 
-    def connect(self, lower=None, shm=None, **kwargs):
+    def connect(self, lower=None, shm=None, ring=None, **kwargs):
         shm = self.shm if shm is None else shm
-        client = TestClient.connect_unix(self.path, lower=lower, shm=shm)
+        ring = self.ring if ring is None else ring
+        client = TestClient.connect_unix(self.path, lower=lower, shm=shm,
+                                         ring=ring)
         self.clients.append(client)
         client.handshake(**kwargs)
         if shm and kwargs.get('shm_setup', True):
@@ -401,7 +404,8 @@ class RamdiskShmTest(RamdiskTest):
     def test_shm_setup_errors(self):
         self.expect_errors('SHM_SETUP without a file descriptor',
                            'more than one file descriptor with SHM_SETUP',
-                           'shared memory is smaller than slots * slot_size',
+                           'shared memory is smaller than its slots and '
+                           'rings',
                            'SHM_SETUP geometry differs from the handshake',
                            'reserved SHM_SETUP field set',
                            'expected SHM_SETUP',
@@ -619,6 +623,171 @@ class PassthroughNoShmOptionTest(PassthroughTest):
         self.assertFalse(c.features & p.F_SHM)
         self.assertFalse(c.shm_active)
         self.assertEqual(c.write(0, b'q' * 512), (0, b''))
+
+
+class RingTests:
+    """Requests and replies through the rings (SOFTDEV_TAP_F_RING)"""
+    shm = True
+    ring = True
+    lower = None
+
+    def ring_client(self, **kwargs):
+        lower = bytearray(MiB) if self.lower else None
+        c = self.connect(lower, **kwargs)
+        self.assertTrue(c.features & p.F_RING)
+        self.assertTrue(c.ring_active)
+        return c
+
+    def test_io_through_the_rings(self):
+        c = self.ring_client(max_inflight=32)
+        self.assertEqual(c.ring_entries, 32)
+        check_io(c, rounds=3, count=40)
+        # no REQUEST or REPLY went over the socket: the replies came from
+        # the ring, and the device KICKed us because we said we wait
+        self.assertGreater(len([m for m in c.received
+                                if isinstance(m, p.Reply)]), 100)
+        self.assertGreater(c.kicks, 0)
+
+    def test_ring_geometry_rounds_up(self):
+        c = self.ring_client(max_inflight=5)
+        self.assertEqual(c.ring_entries, 8)
+        self.assertEqual(len(c.shm), 5 * c.max_data + 4096 + 2 * 8 * 64)
+        check_io(c, rounds=2, count=8)
+
+    def test_declined_without_shm(self):
+        c = self.connect(bytearray(MiB) if self.lower else None, shm=False,
+                         features=p.F_RING | p.F_LOWER)
+        self.assertFalse(c.features & (p.F_RING | p.F_SHM))
+        self.assertEqual(c.write(0, b'r' * 512), (0, b''))
+
+    def test_broken_ring_entries(self):
+        self.expect_errors('bad magic',
+                           'message longer than the negotiated maximum',
+                           'ring entry is not a REQUEST',
+                           'request slot out of range',
+                           'request ring index out of range',
+                           'more requests outstanding than max_inflight',
+                           'unexpected message type from the client',
+                           'malformed KICK')
+        good = raw_request(1, p.OP_READ, 0, 512)
+        cases = [
+            b'\0' * 48,
+            raw_request(1, p.OP_WRITE, 0, 512, data=bytes(8)),
+            header(p.TYPE_REPLY, 1, 24) + p.REPLY.pack(0, 0, 0, 0),
+            raw_request(1, p.OP_READ, 0, 512, slot=4),
+        ]
+        for wire in cases:
+            with self.subTest(wire=wire.hex()):
+                c = self.ring_client(max_inflight=4)
+                c.ring_post(wire)
+                c._flush()
+                self.assertTrue(c.expect_eof())
+        with self.subTest('producer index far ahead'):
+            c = self.ring_client(max_inflight=4)
+            c.ring_set_prod(5)
+            self.assertTrue(c.expect_eof())
+        with self.subTest('more than max_inflight'):
+            c = self.ring_client(max_inflight=3)     # 4 ring entries
+            for h in (1, 2, 3, 4):
+                c.ring_post(raw_request(h, p.OP_READ, 0, 512, slot=h % 3),
+                            kick=False)
+            c.ring_set_prod(4)
+            self.assertTrue(c.expect_eof())
+        with self.subTest('REQUEST on the socket'):
+            c = self.ring_client(max_inflight=4)
+            c.send_raw(good)
+            self.assertTrue(c.expect_eof())
+        with self.subTest('KICK with a payload'):
+            c = self.ring_client(max_inflight=4)
+            c.send_raw(header(p.TYPE_KICK, 0, 4) + bytes(4))
+            self.assertTrue(c.expect_eof())
+        # the device still serves a good client
+        check_io(self.ring_client(max_inflight=4), rounds=1, count=4)
+
+    def test_ring_shm_setup_errors(self):
+        self.expect_errors('ring_entries is not a power of two from slots '
+                           'to 1024',
+                           'SHM_SETUP without rings for SOFTDEV_TAP_F_RING',
+                           'shared memory is smaller than its slots and '
+                           'rings')
+        slots = 4 * p.MIN_MAX_DATA
+        rings = 4096 + 2 * 4 * 64
+        for wire, size in ((shm_setup(4, p.MIN_MAX_DATA, 2), slots + rings),
+                           (shm_setup(4, p.MIN_MAX_DATA, 6), slots + rings),
+                           (shm_setup(4, p.MIN_MAX_DATA, 2048), 8 * MiB),
+                           (shm_setup(4, p.MIN_MAX_DATA, 0), slots + rings),
+                           (shm_setup(4, p.MIN_MAX_DATA, 4),
+                            slots + rings - 1)):
+            with self.subTest(wire=wire.hex(), size=size):
+                c = self.connect(bytearray(MiB) if self.lower else None,
+                                 max_inflight=4, shm_setup=False)
+                self.assertTrue(c.features & p.F_RING)
+                fd = memfd(size)
+                try:
+                    c.send_raw(wire, [fd])
+                finally:
+                    os.close(fd)
+                self.assertTrue(c.expect_eof())
+
+
+class RamdiskRingTest(RingTests, ExampleTest):
+    example = 'ramdisk'
+    args = ('size=1M',)
+
+
+class RamdiskRingSerialTest(RamdiskRingTest):
+    args = ('size=1M', 'threads=serialize')
+
+    def test_busy_polling(self):
+        # --poll-us: the device looks at the ring, not the socket
+        self.dev.stop()
+        self.dev = DeviceProcess(self.argv('--poll-us', '200'), self.path)
+        c = self.ring_client(max_inflight=16)
+        check_io(c, rounds=2, count=16)
+
+
+class XorRingTest(RingTests, ExampleTest):
+    """LOWER_REQUESTs stay socket messages beside the rings"""
+    example = 'xor'
+    args = ('key=0x5a',)
+    lower = True
+
+    def test_lower_requests_beside_the_rings(self):
+        c = self.ring_client(max_inflight=8)
+        self.assertFalse(c.features & p.F_NO_WRITE_DATA)
+        data = os.urandom(8192)
+        self.assertEqual(c.write(4096, data), (0, b''))
+        self.assertEqual(c.read(4096, 8192), (0, data))
+        self.assertEqual(bytes(c.lower[4096:4096 + 8192]),
+                         bytes(b ^ 0x5a for b in data))
+
+
+class PassthroughRingTest(RingTests, ExampleTest):
+    example = 'passthrough'
+    lower = True
+
+    def test_no_write_data(self):
+        # its write callback does not read the data, and says so
+        c = self.ring_client(features=p.F_LOWER | p.F_FUA |
+                             p.F_NO_WRITE_DATA)
+        self.assertTrue(c.features & p.F_NO_WRITE_DATA)
+        data = os.urandom(4096)
+        self.assertEqual(c.write(0, data), (0, b''))
+        self.assertEqual(bytes(c.lower[:4096]), data)
+        replies = [m for m in c.received if isinstance(m, p.Reply)]
+        self.assertEqual(replies[-1].action, p.ACTION_FORWARD)
+        self.assertEqual(replies[-1].data, b'')
+
+
+class PassthroughNoRingOptionTest(PassthroughTest):
+    """--no-ring: shared memory for the data, messages for the rest"""
+    options = ('--no-ring',)
+    shm = True
+    ring = True
+
+    def test_passthrough(self):
+        super().test_passthrough()
+        self.assertFalse(self.clients[-1].ring_active)
 
 
 class LoggerTest(ExampleTest):
