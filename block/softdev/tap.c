@@ -5,10 +5,18 @@
  * I/O on the node below first.  The process may also be a device of its
  * own, with no node below.
  *
- * Data path: requests are encoded into a send buffer that a bottom half
- * flushes once per event-loop turn, and replies are parsed from large
- * reads, so under load one system call carries many messages.  Over a
- * unix socket the data lies in a shared memfd (one slot per request).
+ * Data path: over a unix socket the data lies in a shared memfd (one
+ * slot per request), and requests and replies travel through two rings
+ * in it; a peer sends a KICK message only when the other one said it
+ * waits for one (the process once per batch of replies), so under load
+ * QEMU makes about one system call per batch, and none in an iothread
+ * that polls the reply ring (io_poll).  Busy-waiting in the main loop,
+ * which cannot poll, was measured and made things worse (it takes the
+ * CPU from the process on small machines, and splits batches).  Without
+ * rings (vsock, TCP, a
+ * device that declines them), requests are encoded into a send buffer
+ * that a bottom half flushes once per event-loop turn, and replies are
+ * parsed from large reads, so one system call carries many messages.
  *
  * Crash containment: a lost connection (EOF, malformed message, a request
  * past its timeout) is torn down in the node's AioContext and
@@ -96,6 +104,8 @@ typedef struct SoftdevTapConn {
     uint64_t size;
     uint8_t *shm;
     size_t shm_size;
+    uint8_t *ring;              /* control block; NULL: no rings */
+    uint32_t ring_entries;
 } SoftdevTapConn;
 
 typedef struct SoftdevTapAlert SoftdevTapAlert;
@@ -119,6 +129,8 @@ struct SoftdevTap {
     AioContext *ctx;
     QEMUBH *send_bh;
     bool send_scheduled;        /* send_bh will run */
+
+
     unsigned waking;            /* nested softdev_tap_unlock() turns */
     bool turn_sent;             /* the turn sent its first message */
     QEMUBH *attach_bh;          /* a reconnection is ready */
@@ -137,6 +149,7 @@ struct SoftdevTap {
     QTAILQ_HEAD(, SoftdevTapReq) reqs;      /* handle order */
     SoftdevTapReq *next_unsent;             /* unsent ones are a suffix */
     uint32_t outstanding;
+    uint32_t req_prod, rep_cons;            /* ring indices */
     SoftdevTapReq *wake_list;
     SoftdevTapBuf sbuf, rbuf;
     unsigned lower_inflight;
@@ -189,6 +202,8 @@ static QemuOptsList softdev_tap_opts = {
             .type = QEMU_OPT_BOOL,
             .help = "the process keeps the content of the node below",
         },
+
+
         { /* end of list */ }
     },
 };
@@ -438,7 +453,7 @@ static void softdev_tap_kick(SoftdevTap *s)
 static void softdev_tap_pump(SoftdevTap *s)
 {
     bool shm = s->conn.shm != NULL;
-    bool queued = false;
+    bool queued = false, published = false;
 
     while (s->connected && s->next_unsent &&
            s->sent_count < s->conn.max_inflight) {
@@ -460,10 +475,19 @@ static void softdev_tap_pump(SoftdevTap *s)
         if (shm) {
             assert(s->nfree);
             tr->slot = wire.slot = s->free_slots[--s->nfree];
-            if (write) {
+            if (write &&
+                !(s->conn.features & SOFTDEV_TAP_F_NO_WRITE_DATA)) {
                 qemu_iovec_to_buf(req->qiov, req->qiov_offset,
                                   softdev_tap_slot(s, tr->slot), req->bytes);
             }
+        }
+        if (s->conn.ring) {
+            softdev_tap_encode_request(
+                softdev_tap_ring_entry(s->conn.ring + SOFTDEV_TAP_RING_CTL_SIZE,
+                                       s->conn.ring_entries, s->req_prod++),
+                SOFTDEV_TAP_REQUEST, tr->handle,
+                tr->replay ? SOFTDEV_TAP_FLAG_REPLAY : 0, true, &wire);
+            goto sent;
         }
         p = softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE +
                                     SOFTDEV_TAP_REQUEST_SIZE +
@@ -478,10 +502,20 @@ static void softdev_tap_pump(SoftdevTap *s)
             len += req->bytes;
         }
         s->sbuf.len += len;
+        queued = true;
+sent:
         tr->sent = true;
         s->sent_count++;
         s->next_unsent = QTAILQ_NEXT(tr, next);
-        queued = true;
+        published = true;
+    }
+    if (published && s->conn.ring &&
+        softdev_tap_ring_publish(s->conn.ring, SOFTDEV_TAP_RING_REQ_PROD,
+                                 s->req_prod, SOFTDEV_TAP_RING_DEV_IDLE)) {
+        /* The process sleeps: wake it now, the message is tiny */
+        s->sbuf.len += softdev_tap_encode_kick(
+            softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE));
+        softdev_tap_flush(s);
     }
     if (queued && s->send_bh) {
         softdev_tap_kick(s);
@@ -503,14 +537,21 @@ static bool softdev_tap_poll(void *opaque)
     SoftdevTap *s = opaque;
     char c;
 
+    if (s->conn.ring) {
+        /* No system call: a look at the reply ring's producer index */
+        return softdev_tap_ring_avail(s->conn.ring, SOFTDEV_TAP_RING_REP_PROD,
+                                      s->rep_cons, s->conn.ring_entries);
+    }
     return recv(s->conn.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
 }
+
+static void softdev_tap_poll_ready(void *opaque);
 
 static void softdev_tap_set_handlers(SoftdevTap *s)
 {
     aio_set_fd_handler(s->ctx, s->conn.fd, softdev_tap_read_ready,
                        s->want_write ? softdev_tap_write_ready : NULL,
-                       softdev_tap_poll, softdev_tap_read_ready, s);
+                       softdev_tap_poll, softdev_tap_poll_ready, s);
     s->handlers_set = true;
 }
 
@@ -816,8 +857,10 @@ static const char *softdev_tap_parse(SoftdevTap *s)
             break;
         }
         p += SOFTDEV_TAP_HDR_SIZE;
-        if (hdr.type == SOFTDEV_TAP_REPLY) {
+        if (hdr.type == SOFTDEV_TAP_REPLY && !s->conn.ring) {
             err = softdev_tap_got_reply(s, &hdr, p);
+        } else if (hdr.type == SOFTDEV_TAP_KICK && s->conn.ring) {
+            /* softdev_tap_read_ready() looks at the ring next */
         } else if (hdr.type == SOFTDEV_TAP_LOWER_REQUEST) {
             err = softdev_tap_got_lower(s, &hdr, p);
         } else {
@@ -829,6 +872,79 @@ static const char *softdev_tap_parse(SoftdevTap *s)
         b->off += SOFTDEV_TAP_HDR_SIZE + hdr.length;
     }
     return NULL;
+}
+
+/* Report a protocol error and drop the connection.  Locked. */
+static void softdev_tap_protocol_error(SoftdevTap *s, const char *err)
+{
+    if (!s->drop_reason) {
+        error_report("softdev-tap '%s': protocol error: %s",
+                     bdrv_get_node_name(s->bs), err);
+    }
+    softdev_tap_teardown(s, err);
+}
+
+/*
+ * Take the replies waiting in the reply ring, until it stays empty after
+ * we said that we want a KICK for the next one.  Locked.
+ */
+static void softdev_tap_reap(SoftdevTap *s)
+{
+    while (s->connected && s->conn.ring) {
+        uint8_t *ring = s->conn.ring;
+        uint8_t *replies = ring + SOFTDEV_TAP_RING_CTL_SIZE +
+                           (size_t)s->conn.ring_entries *
+                           SOFTDEV_TAP_RING_ENTRY;
+        int64_t n = softdev_tap_ring_avail(ring, SOFTDEV_TAP_RING_REP_PROD,
+                                           s->rep_cons,
+                                           s->conn.ring_entries);
+
+        if (n < 0) {
+            softdev_tap_protocol_error(s, "reply ring index out of range");
+            return;
+        }
+        if (n == 0) {
+            if (softdev_tap_ring_may_sleep(ring, SOFTDEV_TAP_RING_CLI_IDLE,
+                                           SOFTDEV_TAP_RING_REP_PROD,
+                                           s->rep_cons)) {
+                return;
+            }
+            continue;
+        }
+        while (n-- && s->connected) {
+            uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
+            SoftdevTapHeader hdr;
+            const char *err = NULL;
+
+            /* The process may change it under us: decode a copy */
+            memcpy(entry, softdev_tap_ring_entry(replies,
+                                                 s->conn.ring_entries,
+                                                 s->rep_cons),
+                   sizeof(entry));
+            s->rep_cons++;
+            if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REPLY, &hdr,
+                                              &err) < 0 ||
+                (err = softdev_tap_got_reply(s, &hdr,
+                                             entry + SOFTDEV_TAP_HDR_SIZE))) {
+                softdev_tap_protocol_error(s, err);
+                return;
+            }
+        }
+    }
+}
+
+/* Adaptive polling saw something */
+static void softdev_tap_poll_ready(void *opaque)
+{
+    SoftdevTap *s = opaque;
+
+    if (!s->conn.ring) {
+        softdev_tap_read_ready(opaque);
+        return;
+    }
+    qemu_mutex_lock(&s->lock);
+    softdev_tap_reap(s);
+    softdev_tap_unlock(s);
 }
 
 static void softdev_tap_read_ready(void *opaque)
@@ -859,17 +975,14 @@ static void softdev_tap_read_ready(void *opaque)
         total += n;
         err = softdev_tap_parse(s);
         if (err) {
-            if (!s->drop_reason) {
-                error_report("softdev-tap '%s': protocol error: %s",
-                             bdrv_get_node_name(s->bs), err);
-            }
-            softdev_tap_teardown(s, err);
+            softdev_tap_protocol_error(s, err);
             break;
         }
         if ((size_t)n < room) {
             break;      /* the socket is drained: save a system call */
         }
     }
+    softdev_tap_reap(s);
     softdev_tap_unlock(s);
 }
 
@@ -1077,7 +1190,9 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
         .features = SOFTDEV_TAP_F_FLUSH | SOFTDEV_TAP_F_DISCARD |
                     SOFTDEV_TAP_F_ZEROES | SOFTDEV_TAP_F_FUA |
                     (s->has_lower ? SOFTDEV_TAP_F_LOWER : 0) |
-                    (unix_socket ? SOFTDEV_TAP_F_SHM : 0),
+                    (unix_socket ? SOFTDEV_TAP_F_SHM | SOFTDEV_TAP_F_RING :
+                                   0) |
+                    SOFTDEV_TAP_F_NO_WRITE_DATA,
         .size = s->lower_size,
         .max_data = SOFTDEV_TAP_CLIENT_MAX_DATA,
         .max_inflight = s->want_inflight,
@@ -1165,12 +1280,21 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
     c->max_inflight = reply.max_inflight;
     c->size = reply.size ? reply.size : s->lower_size;
 
+    if ((c->features & SOFTDEV_TAP_F_RING) &&
+        !(c->features & SOFTDEV_TAP_F_SHM)) {
+        error_setg(errp, "softdev-tap handshake: the soft device accepted "
+                   "rings without shared memory");
+        goto out;
+    }
     if (c->features & SOFTDEV_TAP_F_SHM) {
         SoftdevTapShm shm = {
             .slots = c->max_inflight, .slot_size = c->max_data,
         };
 
-        c->shm_size = (size_t)shm.slots * shm.slot_size;
+        if (c->features & SOFTDEV_TAP_F_RING) {
+            shm.ring_entries = softdev_tap_ring_entries(shm.slots);
+        }
+        c->shm_size = softdev_tap_shm_size(&shm);
         /* Sealed: the process can rely on the size staying (no SIGBUS) */
         memfd = qemu_memfd_create("softdev-tap", c->shm_size, false, 0,
                                   F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
@@ -1186,6 +1310,12 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
             error_setg_errno(errp, errno, "softdev-tap: cannot map shared "
                              "memory");
             goto out;
+        }
+        if (shm.ring_entries) {
+            c->ring = c->shm + (size_t)shm.slots * shm.slot_size;
+            c->ring_entries = shm.ring_entries;
+            /* Until we poll, we want to be told about replies */
+            *softdev_tap_ring_word(c->ring, SOFTDEV_TAP_RING_CLI_IDLE) = 1;
         }
         len = softdev_tap_encode_shm(buf, &shm);
         if (softdev_tap_write_all(c->fd, buf, len, memfd) < 0) {
@@ -1239,6 +1369,7 @@ static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
     }
     s->nfree = c->shm ? c->max_inflight : 0;
     s->sent_count = 0;
+    s->req_prod = s->rep_cons = 0;
     s->next_unsent = QTAILQ_FIRST(&s->reqs);
 
     /* A request whose op the new process does not want goes below. */
@@ -1253,7 +1384,8 @@ static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
     }
     s->replayed += replayed;
     trace_softdev_tap_connect(s->bs, s->generation, c->features, c->max_data,
-                              c->max_inflight, c->shm != NULL, replayed);
+                              c->max_inflight, c->shm != NULL,
+                              c->ring != NULL, replayed);
     return NULL;
 }
 
@@ -1388,6 +1520,8 @@ static int softdev_tap_parse_opts(SoftdevTap *s, QemuOpts *opts,
         return -EINVAL;
     }
     s->reconnect_max_ms = MAX(v * 1000, v ? SOFTDEV_TAP_FIRST_RETRY_MS : 0);
+
+
     if (s->on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_QUEUE && !v) {
         error_setg(errp, "softdev-tap: on-disconnect=queue needs "
                    "reconnect-delay > 0");
@@ -1590,6 +1724,7 @@ static void softdev_tap_query(BlockDriverState *bs, SoftdevInfo *info)
     ti->outstanding = s->outstanding;
     ti->features = s->conn.features;
     ti->shm = s->conn.shm != NULL;
+    ti->ring = s->conn.ring != NULL;
     ti->max_inflight = s->conn.max_inflight;
     qemu_mutex_unlock(&s->lock);
 }
