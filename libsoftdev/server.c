@@ -1017,6 +1017,9 @@ static const char *got_hello(Conn *c, const SoftdevTapHeader *h,
                       (d->flags & SOFTDEV_NO_WRITE_DATA))) {
         feat |= SOFTDEV_TAP_F_NO_WRITE_DATA;
     }
+    if (d->api_version >= 2 && (d->flags & SOFTDEV_EARLY_READ)) {
+        feat |= SOFTDEV_TAP_F_EARLY_READ;
+    }
     /* Bits we do not know are ignored: we accept only our own */
     c->features = feat & hello.features;
     if (!(c->features & SOFTDEV_TAP_F_SHM)) {

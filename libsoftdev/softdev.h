@@ -146,7 +146,7 @@ struct softdev_device {
 
     /* Version 2 */
 
-    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA */
+    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_READ */
 };
 
 /*
@@ -157,6 +157,17 @@ struct softdev_device {
  * works.  A device without a write callback gets this without asking.
  */
 #define SOFTDEV_NO_WRITE_DATA       (1u << 0)
+
+/*
+ * flags: when the read callback forwards a read unchanged (returns
+ * SOFTDEV_FORWARD without softdev_forward_to()), QEMU may answer it with
+ * data it read below when it sent the request, before the callback ran.
+ * True unless the device changes the node below in a way such a read
+ * must see (e.g. writes below in the read callback, or in another
+ * callback for data that a read it forwards may cover).  QEMU then starts
+ * the read below at once, and the round trip to the device overlaps it.
+ */
+#define SOFTDEV_EARLY_READ          (1u << 1)
 
 /*
  * I/O on the node below, callable from a callback: each sends

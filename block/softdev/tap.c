@@ -74,6 +74,7 @@ typedef struct SoftdevTapReq {
     bool sent;                  /* at the process on this connection */
     bool replay;                /* was sent on an earlier connection */
     bool waiting;               /* the coroutine yielded */
+    bool early;                 /* a read below started with it */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
     uint32_t slot;
@@ -82,6 +83,18 @@ typedef struct SoftdevTapReq {
     QTAILQ_ENTRY(SoftdevTapReq) next;
     struct SoftdevTapReq *wake_next;
 } SoftdevTapReq;
+
+/*
+ * SOFTDEV_TAP_F_EARLY_READ: the read below, started when the request went
+ * to the process, into the request's buffer
+ */
+typedef struct SoftdevTapEarly {
+    BlockDriverState *bs;
+    SoftdevRequest *req;
+    Coroutine *waiter;
+    bool done;
+    int ret;
+} SoftdevTapEarly;
 
 /* Data replacing a forwarded write, from co_pre until co_post */
 typedef struct SoftdevTapBounce {
@@ -795,6 +808,11 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
         }
         tr->fwd_offset = rep.offset;
         softdev_tap_complete(s, tr, SOFTDEV_CONTINUE);
+    } else if (rep.bytes && tr->early) {
+        /* The early read still writes the buffer: copy after it ended */
+        tr->bounce = qemu_blockalign(s->bs, rep.bytes);
+        memcpy(tr->bounce, data, rep.bytes);
+        softdev_tap_complete(s, tr, SOFTDEV_DONE);
     } else {
         if (rep.bytes) {
             qemu_iovec_from_buf(req->qiov, req->qiov_offset, data, rep.bytes);
@@ -1030,6 +1048,19 @@ static void softdev_tap_watchdog(void *opaque)
 
 /* -- requests from the block layer --------------------------------------- */
 
+static void coroutine_fn softdev_tap_co_early(void *opaque)
+{
+    SoftdevTapEarly *e = opaque;
+
+    bdrv_graph_co_rdlock();
+    e->ret = softdev_co_forward(e->bs, e->req);
+    bdrv_graph_co_rdunlock();
+    e->done = true;
+    if (e->waiter) {
+        aio_co_wake(e->waiter);
+    }
+}
+
 static int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
 {
@@ -1038,6 +1069,7 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         .s = s, .req = req, .co = qemu_coroutine_self(),
         .fwd_offset = UINT64_MAX,
     };
+    SoftdevTapEarly early = { .bs = bs, .req = req };
     uint64_t gate = softdev_tap_op_feature[req->op];
     bool wait;
 
@@ -1070,11 +1102,40 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
      */
     wait = !tr.done;
     tr.waiting = wait;          /* a waker may clear it once unlocked */
+    /*
+     * The process promised that a READ it forwards unchanged may get
+     * data read now: start the read below while it decides, so that its
+     * answer and our wake-up overlap with the read instead of preceding
+     * it.  The coroutine starts when we yield.
+     */
+    tr.early = wait && req->op == SOFTDEV_OP_READ && tr.sent &&
+               (s->conn.features & SOFTDEV_TAP_F_EARLY_READ);
     softdev_tap_unlock(s);
+    if (tr.early) {
+        aio_co_enter(qemu_get_current_aio_context(),
+                     qemu_coroutine_create(softdev_tap_co_early, &early));
+    }
     if (wait) {
         qemu_coroutine_yield();
     }
     assert(tr.done);
+    if (tr.early) {
+        if (!early.done) {
+            early.waiter = qemu_coroutine_self();
+            qemu_coroutine_yield();
+        }
+        if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower &&
+            (tr.fwd_offset == UINT64_MAX || tr.fwd_offset == req->offset)) {
+            /* Forwarded unchanged: the early read is the answer */
+            return early.ret < 0 ? early.ret : SOFTDEV_DONE;
+        }
+        if (tr.bounce && tr.outcome == SOFTDEV_DONE) {
+            qemu_iovec_from_buf(req->qiov, req->qiov_offset, tr.bounce,
+                                req->bytes);
+            qemu_vfree(tr.bounce);
+            tr.bounce = NULL;
+        }
+    }
 
     if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower) {
         if (tr.fwd_offset != UINT64_MAX) {
@@ -1192,6 +1253,7 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
                     (s->has_lower ? SOFTDEV_TAP_F_LOWER : 0) |
                     (unix_socket ? SOFTDEV_TAP_F_SHM | SOFTDEV_TAP_F_RING :
                                    0) |
+                    (s->has_lower ? SOFTDEV_TAP_F_EARLY_READ : 0) |
                     SOFTDEV_TAP_F_NO_WRITE_DATA,
         .size = s->lower_size,
         .max_data = SOFTDEV_TAP_CLIENT_MAX_DATA,

@@ -7,7 +7,9 @@
  * forward, so that it measures what a real device costs per request (the
  * benchmarks compare it with QEMU's in-process filters).  Its write
  * callback does not look at the data, and says so (SOFTDEV_NO_WRITE_DATA):
- * QEMU then does not copy what the guest writes into shared memory.
+ * QEMU then does not copy what the guest writes into shared memory; and
+ * it leaves the node below alone (SOFTDEV_EARLY_READ): QEMU then starts
+ * each read below while the read callback decides.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -42,7 +44,8 @@ static const struct softdev_device passthrough = {
     .name = "passthrough",
     .read = passthrough_read,
     .write = passthrough_write,
-    .flags = SOFTDEV_NO_WRITE_DATA,     /* it never looks at the data */
+    /* It never looks at the data, and never changes the node below */
+    .flags = SOFTDEV_NO_WRITE_DATA | SOFTDEV_EARLY_READ,
 };
 
 /* For softdev-run passthrough.so */

@@ -753,8 +753,11 @@ class XorRingTest(RingTests, ExampleTest):
     lower = True
 
     def test_lower_requests_beside_the_rings(self):
-        c = self.ring_client(max_inflight=8)
-        self.assertFalse(c.features & p.F_NO_WRITE_DATA)
+        c = self.ring_client(max_inflight=8,
+                             features=p.F_LOWER | p.F_FUA | p.F_ZEROES |
+                             p.F_NO_WRITE_DATA | p.F_EARLY_READ)
+        # it reads the data and writes below: neither promise holds
+        self.assertFalse(c.features & (p.F_NO_WRITE_DATA | p.F_EARLY_READ))
         data = os.urandom(8192)
         self.assertEqual(c.write(4096, data), (0, b''))
         self.assertEqual(c.read(4096, 8192), (0, data))
@@ -769,8 +772,10 @@ class PassthroughRingTest(RingTests, ExampleTest):
     def test_no_write_data(self):
         # its write callback does not read the data, and says so
         c = self.ring_client(features=p.F_LOWER | p.F_FUA |
-                             p.F_NO_WRITE_DATA)
+                             p.F_NO_WRITE_DATA | p.F_EARLY_READ)
         self.assertTrue(c.features & p.F_NO_WRITE_DATA)
+        # and it leaves the node below alone: reads may start early
+        self.assertTrue(c.features & p.F_EARLY_READ)
         data = os.urandom(4096)
         self.assertEqual(c.write(0, data), (0, b''))
         self.assertEqual(bytes(c.lower[:4096]), data)
