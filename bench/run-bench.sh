@@ -21,8 +21,10 @@
 #                          "file":{"driver":"file","filename":IMG}}
 #                    with libsoftdev's C passthrough example (its read and
 #                    write callbacks run for every request and forward it;
-#                    it busy-polls its socket 500 us before sleeping;
-#                    unix socket, shared memory, batched messages)
+#                    it busy-polls 500 us before sleeping; unix socket,
+#                    shared memory, rings; it declares that it does not
+#                    read write data and leaves the node below alone, so
+#                    QEMU skips the copy of writes and starts reads early)
 #     tap-py         the same with the Python passthrough example
 #                    (informational)
 #   The nbd stack is given as json rather than nbd+unix:///?socket=SOCK so
