@@ -663,17 +663,23 @@ static void ring_kick(Conn *c, bool reader)
 /*
  * Post the REPLY @rep of @r in the reply ring, where the client sees it
  * at once if it polls; ring_kick() wakes it if it sleeps.  @r is
- * recycled.
+ * recycled first.
  */
 static void ring_reply(Conn *c, struct softdev_req *r,
                        const SoftdevTapReply *rep)
 {
     uint8_t *replies = c->ring + SOFTDEV_TAP_RING_CTL_SIZE +
                        (size_t)c->ring_entries * SOFTDEV_TAP_RING_ENTRY;
+    uint64_t handle = r->handle;
 
-    /* The client may reuse the handle and slot once it sees the reply */
+    /*
+     * The client may reuse the handle and slot once it sees the reply:
+     * forget them first.  @r is not used after this.
+     */
     pthread_mutex_lock(&c->lock);
     release(c, r);
+    r->next = c->free_reqs;
+    c->free_reqs = r;
     pthread_mutex_unlock(&c->lock);
 
     pthread_mutex_lock(&c->send_lock);
@@ -681,18 +687,13 @@ static void ring_reply(Conn *c, struct softdev_req *r,
         softdev_tap_encode_reply(softdev_tap_ring_entry(replies,
                                                         c->ring_entries,
                                                         c->rep_prod++),
-                                 SOFTDEV_TAP_REPLY, r->handle, true, rep);
+                                 SOFTDEV_TAP_REPLY, handle, true, rep);
         __atomic_store_n(softdev_tap_ring_word(c->ring,
                                                SOFTDEV_TAP_RING_REP_PROD),
                          c->rep_prod, __ATOMIC_RELEASE);
         __atomic_store_n(&c->unkicked, true, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&c->send_lock);
-
-    pthread_mutex_lock(&c->lock);
-    r->next = c->free_reqs;
-    c->free_reqs = r;
-    pthread_mutex_unlock(&c->lock);
 }
 
 /* Run @r's callback and add its REPLY to @o (not sent yet) */

@@ -12,11 +12,13 @@
  * QEMU makes about one system call per batch, and none in an iothread
  * that polls the reply ring (io_poll).  Busy-waiting in the main loop,
  * which cannot poll, was measured and made things worse (it takes the
- * CPU from the process on small machines, and splits batches).  Without
- * rings (vsock, TCP, a
- * device that declines them), requests are encoded into a send buffer
- * that a bottom half flushes once per event-loop turn, and replies are
- * parsed from large reads, so one system call carries many messages.
+ * CPU from the process on small machines, and splits batches).
+ * Without rings (vsock, TCP, a device that declines them), requests are
+ * encoded into a send buffer that a bottom half flushes once per
+ * event-loop turn, and replies are parsed from large reads, so one
+ * system call carries many messages.  A device may also say that it does
+ * not read write data (no copy into the slot) and that reads it forwards
+ * unchanged may start below at once (early reads).
  *
  * Crash containment: a lost connection (EOF, malformed message, a request
  * past its timeout) is torn down in the node's AioContext and
@@ -142,8 +144,6 @@ struct SoftdevTap {
     AioContext *ctx;
     QEMUBH *send_bh;
     bool send_scheduled;        /* send_bh will run */
-
-
     unsigned waking;            /* nested softdev_tap_unlock() turns */
     bool turn_sent;             /* the turn sent its first message */
     QEMUBH *attach_bh;          /* a reconnection is ready */
@@ -215,8 +215,6 @@ static QemuOptsList softdev_tap_opts = {
             .type = QEMU_OPT_BOOL,
             .help = "the process keeps the content of the node below",
         },
-
-
         { /* end of list */ }
     },
 };
