@@ -668,8 +668,6 @@ static void ring_kick(Conn *c, bool reader)
 static void ring_reply(Conn *c, struct softdev_req *r,
                        const SoftdevTapReply *rep)
 {
-    uint8_t *replies = c->ring + SOFTDEV_TAP_RING_CTL_SIZE +
-                       (size_t)c->ring_entries * SOFTDEV_TAP_RING_ENTRY;
     uint64_t handle = r->handle;
 
     /*
@@ -684,10 +682,11 @@ static void ring_reply(Conn *c, struct softdev_req *r,
 
     pthread_mutex_lock(&c->send_lock);
     if (!conn_closed(c)) {
-        softdev_tap_encode_reply(softdev_tap_ring_entry(replies,
-                                                        c->ring_entries,
-                                                        c->rep_prod++),
-                                 SOFTDEV_TAP_REPLY, handle, true, rep);
+        uint8_t *entry = softdev_tap_ring_entry(c->ring, c->ring_entries,
+                                                SOFTDEV_TAP_RING_REPLIES,
+                                                c->rep_prod++);
+
+        softdev_tap_encode_reply(entry, SOFTDEV_TAP_REPLY, handle, true, rep);
         __atomic_store_n(softdev_tap_ring_word(c->ring,
                                                SOFTDEV_TAP_RING_REP_PROD),
                          c->rep_prod, __ATOMIC_RELEASE);
@@ -1220,7 +1219,6 @@ static const char *got_lower_reply(Conn *c, const SoftdevTapHeader *h,
 static const char *ring_take(Conn *c, struct softdev_req **head,
                              struct softdev_req **tail, int *count)
 {
-    uint8_t *requests = c->ring + SOFTDEV_TAP_RING_CTL_SIZE;
     int64_t n = softdev_tap_ring_avail(c->ring, SOFTDEV_TAP_RING_REQ_PROD,
                                        c->req_cons, c->ring_entries);
 
@@ -1234,7 +1232,8 @@ static const char *ring_take(Conn *c, struct softdev_req **head,
         const char *err = NULL;
 
         /* The client may change it under us: decode a copy */
-        memcpy(entry, softdev_tap_ring_entry(requests, c->ring_entries,
+        memcpy(entry, softdev_tap_ring_entry(c->ring, c->ring_entries,
+                                             SOFTDEV_TAP_RING_REQUESTS,
                                              c->req_cons), sizeof(entry));
         c->req_cons++;
         if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REQUEST, &h,

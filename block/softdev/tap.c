@@ -494,8 +494,9 @@ static void softdev_tap_pump(SoftdevTap *s)
         }
         if (s->conn.ring) {
             softdev_tap_encode_request(
-                softdev_tap_ring_entry(s->conn.ring + SOFTDEV_TAP_RING_CTL_SIZE,
-                                       s->conn.ring_entries, s->req_prod++),
+                softdev_tap_ring_entry(s->conn.ring, s->conn.ring_entries,
+                                       SOFTDEV_TAP_RING_REQUESTS,
+                                       s->req_prod++),
                 SOFTDEV_TAP_REQUEST, tr->handle,
                 tr->replay ? SOFTDEV_TAP_FLAG_REPLAY : 0, true, &wire);
             goto sent;
@@ -908,9 +909,6 @@ static void softdev_tap_reap(SoftdevTap *s)
 {
     while (s->connected && s->conn.ring) {
         uint8_t *ring = s->conn.ring;
-        uint8_t *replies = ring + SOFTDEV_TAP_RING_CTL_SIZE +
-                           (size_t)s->conn.ring_entries *
-                           SOFTDEV_TAP_RING_ENTRY;
         int64_t n = softdev_tap_ring_avail(ring, SOFTDEV_TAP_RING_REP_PROD,
                                            s->rep_cons,
                                            s->conn.ring_entries);
@@ -933,8 +931,8 @@ static void softdev_tap_reap(SoftdevTap *s)
             const char *err = NULL;
 
             /* The process may change it under us: decode a copy */
-            memcpy(entry, softdev_tap_ring_entry(replies,
-                                                 s->conn.ring_entries,
+            memcpy(entry, softdev_tap_ring_entry(ring, s->conn.ring_entries,
+                                                 SOFTDEV_TAP_RING_REPLIES,
                                                  s->rep_cons),
                    sizeof(entry));
             s->rep_cons++;

@@ -152,11 +152,19 @@ static inline uint32_t *softdev_tap_ring_word(uint8_t *ctl, unsigned off)
     return (uint32_t *)(void *)(ctl + off);
 }
 
-/* Entry @index of the ring that starts at @ring */
-static inline uint8_t *softdev_tap_ring_entry(uint8_t *ring, uint32_t entries,
+enum SoftdevTapRing {
+    SOFTDEV_TAP_RING_REQUESTS   = 0,
+    SOFTDEV_TAP_RING_REPLIES    = 1,
+};
+
+/* Entry @index of ring @ring (after the control block @ctl) */
+static inline uint8_t *softdev_tap_ring_entry(uint8_t *ctl, uint32_t entries,
+                                              enum SoftdevTapRing ring,
                                               uint32_t index)
 {
-    return ring + (size_t)(index & (entries - 1)) * SOFTDEV_TAP_RING_ENTRY;
+    return ctl + SOFTDEV_TAP_RING_CTL_SIZE +
+           ((size_t)ring * entries + (index & (entries - 1))) *
+           SOFTDEV_TAP_RING_ENTRY;
 }
 
 /*
