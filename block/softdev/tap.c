@@ -76,7 +76,7 @@ typedef struct SoftdevTapReq {
     bool sent;                  /* at the process on this connection */
     bool replay;                /* was sent on an earlier connection */
     bool waiting;               /* the coroutine yielded */
-    bool early;                 /* a read below started with it */
+    bool early;                 /* co_pre reads below while it waits */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
     uint32_t slot;
@@ -85,18 +85,6 @@ typedef struct SoftdevTapReq {
     QTAILQ_ENTRY(SoftdevTapReq) next;
     struct SoftdevTapReq *wake_next;
 } SoftdevTapReq;
-
-/*
- * SOFTDEV_TAP_F_EARLY_READ: the read below, started when the request went
- * to the process, into the request's buffer
- */
-typedef struct SoftdevTapEarly {
-    BlockDriverState *bs;
-    SoftdevRequest *req;
-    Coroutine *waiter;
-    bool done;
-    int ret;
-} SoftdevTapEarly;
 
 /* Data replacing a forwarded write, from co_pre until co_post */
 typedef struct SoftdevTapBounce {
@@ -146,6 +134,7 @@ struct SoftdevTap {
     bool send_scheduled;        /* send_bh will run */
     unsigned waking;            /* nested softdev_tap_unlock() turns */
     bool turn_sent;             /* the turn sent its first message */
+    bool kick_check;            /* the turn published requests */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
@@ -334,6 +323,7 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
 }
 
 static void softdev_tap_flush(SoftdevTap *s);
+static void softdev_tap_ring_notify(SoftdevTap *s);
 
 /*
  * Drop the lock and wake the coroutines whose requests completed.
@@ -377,6 +367,9 @@ static void softdev_tap_unlock(SoftdevTap *s)
         qemu_mutex_lock(&s->lock);
         if (turn && --s->waking == 0) {
             s->turn_sent = false;
+            if (s->kick_check) {
+                softdev_tap_ring_notify(s);
+            }
             softdev_tap_flush(s);       /* may complete more: loop */
         }
     }
@@ -458,6 +451,22 @@ static void softdev_tap_kick(SoftdevTap *s)
 }
 
 /*
+ * Requests were published in the request ring: KICK the process if it
+ * sleeps.  Locked.
+ */
+static void softdev_tap_ring_notify(SoftdevTap *s)
+{
+    s->kick_check = false;
+    if (s->connected && s->conn.ring &&
+        softdev_tap_ring_need_kick(s->conn.ring, SOFTDEV_TAP_RING_DEV_IDLE)) {
+        /* The message is tiny: send it now */
+        s->sbuf.len += softdev_tap_encode_kick(
+            softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE));
+        softdev_tap_flush(s);
+    }
+}
+
+/*
  * Send unsent requests, in order, while the process has room.  Locked;
  * the messages go to the send buffer, flushed by the send BH.
  */
@@ -521,13 +530,19 @@ sent:
         s->next_unsent = QTAILQ_NEXT(tr, next);
         published = true;
     }
-    if (published && s->conn.ring &&
-        softdev_tap_ring_publish(s->conn.ring, SOFTDEV_TAP_RING_REQ_PROD,
-                                 s->req_prod, SOFTDEV_TAP_RING_DEV_IDLE)) {
-        /* The process sleeps: wake it now, the message is tiny */
-        s->sbuf.len += softdev_tap_encode_kick(
-            softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE));
-        softdev_tap_flush(s);
+    if (published && s->conn.ring) {
+        softdev_tap_ring_set_prod(s->conn.ring, SOFTDEV_TAP_RING_REQ_PROD,
+                                  s->req_prod);
+        /*
+         * A polling process sees the entries now.  Whether a sleeping one
+         * needs a KICK takes a full barrier, which waits for the ring's
+         * cache lines: in a turn, ask once when it ends.
+         */
+        if (s->waking) {
+            s->kick_check = true;
+        } else {
+            softdev_tap_ring_notify(s);
+        }
     }
     if (queued && s->send_bh) {
         softdev_tap_kick(s);
@@ -1044,19 +1059,6 @@ static void softdev_tap_watchdog(void *opaque)
 
 /* -- requests from the block layer --------------------------------------- */
 
-static void coroutine_fn softdev_tap_co_early(void *opaque)
-{
-    SoftdevTapEarly *e = opaque;
-
-    bdrv_graph_co_rdlock();
-    e->ret = softdev_co_forward(e->bs, e->req);
-    bdrv_graph_co_rdunlock();
-    e->done = true;
-    if (e->waiter) {
-        aio_co_wake(e->waiter);
-    }
-}
-
 static int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
 {
@@ -1065,8 +1067,8 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         .s = s, .req = req, .co = qemu_coroutine_self(),
         .fwd_offset = UINT64_MAX,
     };
-    SoftdevTapEarly early = { .bs = bs, .req = req };
     uint64_t gate = softdev_tap_op_feature[req->op];
+    int early_ret = 0;
     bool wait;
 
     qemu_mutex_lock(&s->lock);
@@ -1097,33 +1099,33 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
      * yielded (aio_co_wake from a coroutine defers the wake-up).
      */
     wait = !tr.done;
-    tr.waiting = wait;          /* a waker may clear it once unlocked */
     /*
      * The process promised that a READ it forwards unchanged may get
-     * data read now: start the read below while it decides, so that its
-     * answer and our wake-up overlap with the read instead of preceding
-     * it.  The coroutine starts when we yield.
+     * data read now: read below while it decides, so that its answer
+     * overlaps with the read instead of preceding it.  The read is ours
+     * (no coroutine of its own); a reply that comes meanwhile is only
+     * recorded, and found when the read is over, with no wake-up.
      */
     tr.early = wait && req->op == SOFTDEV_OP_READ && tr.sent &&
                (s->conn.features & SOFTDEV_TAP_F_EARLY_READ);
+    tr.waiting = wait && !tr.early; /* a waker may clear it once unlocked */
     softdev_tap_unlock(s);
     if (tr.early) {
-        aio_co_enter(qemu_get_current_aio_context(),
-                     qemu_coroutine_create(softdev_tap_co_early, &early));
+        early_ret = softdev_co_forward(bs, req);
+        qemu_mutex_lock(&s->lock);
+        wait = !tr.done;
+        tr.waiting = wait;
+        qemu_mutex_unlock(&s->lock);
     }
     if (wait) {
         qemu_coroutine_yield();
     }
     assert(tr.done);
     if (tr.early) {
-        if (!early.done) {
-            early.waiter = qemu_coroutine_self();
-            qemu_coroutine_yield();
-        }
         if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower &&
             (tr.fwd_offset == UINT64_MAX || tr.fwd_offset == req->offset)) {
             /* Forwarded unchanged: the early read is the answer */
-            return early.ret < 0 ? early.ret : SOFTDEV_DONE;
+            return early_ret < 0 ? early_ret : SOFTDEV_DONE;
         }
         if (tr.bounce && tr.outcome == SOFTDEV_DONE) {
             qemu_iovec_from_buf(req->qiov, req->qiov_offset, tr.bounce,

@@ -167,22 +167,37 @@ static inline uint8_t *softdev_tap_ring_entry(uint8_t *ctl, uint32_t entries,
            SOFTDEV_TAP_RING_ENTRY;
 }
 
+/* Producer: make entries up to @prod visible at @prod_off (no fence) */
+static inline void softdev_tap_ring_set_prod(uint8_t *ctl, unsigned prod_off,
+                                             uint32_t prod)
+{
+    __atomic_store_n(softdev_tap_ring_word(ctl, prod_off), prod,
+                     __ATOMIC_RELEASE);
+}
+
 /*
- * Producer: make entries up to @prod visible at @prod_off, then tell
- * whether the consumer (its idle word @idle_off) must be sent a KICK.
- * The fence pairs with the one in softdev_tap_ring_may_sleep(): either
- * the producer sees the idle flag or the consumer sees the entries.
+ * Producer, after softdev_tap_ring_set_prod() and before it waits for
+ * anything itself: whether the consumer (its idle word @idle_off) must be
+ * sent a KICK.  The fence pairs with the one in
+ * softdev_tap_ring_may_sleep(): either the producer sees the idle flag or
+ * the consumer sees the entries.  A producer that publishes several
+ * entries in a row may ask once, after the last one.
  */
-static inline bool softdev_tap_ring_publish(uint8_t *ctl, unsigned prod_off,
-                                            uint32_t prod, unsigned idle_off)
+static inline bool softdev_tap_ring_need_kick(uint8_t *ctl, unsigned idle_off)
 {
     uint32_t *idle = softdev_tap_ring_word(ctl, idle_off);
 
-    __atomic_store_n(softdev_tap_ring_word(ctl, prod_off), prod,
-                     __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return __atomic_load_n(idle, __ATOMIC_RELAXED) &&
            __atomic_exchange_n(idle, 0, __ATOMIC_ACQ_REL);
+}
+
+/* Both of the above */
+static inline bool softdev_tap_ring_publish(uint8_t *ctl, unsigned prod_off,
+                                            uint32_t prod, unsigned idle_off)
+{
+    softdev_tap_ring_set_prod(ctl, prod_off, prod);
+    return softdev_tap_ring_need_kick(ctl, idle_off);
 }
 
 /*
