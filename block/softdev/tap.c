@@ -135,6 +135,7 @@ struct SoftdevTap {
     unsigned waking;            /* nested softdev_tap_unlock() turns */
     bool turn_sent;             /* the turn sent its first message */
     bool kick_check;            /* the turn published requests */
+    bool pump_pending;          /* requests wait for room that came */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
@@ -312,6 +313,10 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
             s->free_slots[s->nfree++] = tr->slot;
         }
         tr->sent = false;
+        /* Room at the process: softdev_tap_unlock() sends the next one */
+        if (s->next_unsent) {
+            s->pump_pending = true;
+        }
     }
     tr->done = true;
     tr->outcome = outcome;
@@ -324,6 +329,7 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
 
 static void softdev_tap_flush(SoftdevTap *s);
 static void softdev_tap_ring_notify(SoftdevTap *s);
+static void softdev_tap_pump(SoftdevTap *s);
 
 /*
  * Drop the lock and wake the coroutines whose requests completed.
@@ -341,8 +347,13 @@ static void softdev_tap_unlock(SoftdevTap *s)
     bool turn = qemu_get_current_aio_context() == s->ctx;
 
     for (;;) {
-        SoftdevTapReq *tr = s->wake_list;
+        SoftdevTapReq *tr;
 
+        if (s->pump_pending) {
+            s->pump_pending = false;
+            softdev_tap_pump(s);
+        }
+        tr = s->wake_list;
         s->wake_list = NULL;
         if (!tr) {
             break;
