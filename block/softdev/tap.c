@@ -77,6 +77,7 @@ typedef struct SoftdevTapReq {
     bool replay;                /* was sent on an earlier connection */
     bool waiting;               /* the coroutine yielded */
     bool early;                 /* co_pre reads below while it waits */
+    bool reading;               /* that read is under way */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
     uint32_t slot;
@@ -136,6 +137,8 @@ struct SoftdevTap {
     bool turn_sent;             /* the turn sent its first message */
     bool kick_check;            /* the turn published requests */
     bool pump_pending;          /* requests wait for room that came */
+    uint32_t sent_reading;      /* sent requests with a read under way */
+    bool cli_idle;              /* we set our idle word in the ring */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     QEMUTimer *watchdog;
     bool watchdog_armed;
@@ -309,6 +312,7 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
     s->outstanding--;
     if (tr->sent) {
         s->sent_count--;
+        s->sent_reading -= tr->reading;
         if (s->conn.shm) {
             s->free_slots[s->nfree++] = tr->slot;
         }
@@ -330,6 +334,7 @@ static void softdev_tap_complete(SoftdevTap *s, SoftdevTapReq *tr,
 static void softdev_tap_flush(SoftdevTap *s);
 static void softdev_tap_ring_notify(SoftdevTap *s);
 static void softdev_tap_pump(SoftdevTap *s);
+static void softdev_tap_reap(SoftdevTap *s);
 
 /*
  * Drop the lock and wake the coroutines whose requests completed.
@@ -475,6 +480,11 @@ static void softdev_tap_ring_notify(SoftdevTap *s)
             softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE));
         softdev_tap_flush(s);
     }
+    if (s->connected && s->conn.ring && !s->cli_idle &&
+        s->sent_count > s->sent_reading) {
+        /* A request waits for its reply alone: ask for a KICK */
+        softdev_tap_reap(s);
+    }
 }
 
 /*
@@ -538,6 +548,7 @@ static void softdev_tap_pump(SoftdevTap *s)
 sent:
         tr->sent = true;
         s->sent_count++;
+        s->sent_reading += tr->reading;
         s->next_unsent = QTAILQ_NEXT(tr, next);
         published = true;
     }
@@ -647,7 +658,7 @@ static void softdev_tap_teardown(SoftdevTap *s, const char *why)
             softdev_tap_complete(s, tr, softdev_tap_policy_outcome(s));
         }
     }
-    s->sent_count = 0;
+    s->sent_count = s->sent_reading = 0;
     s->nfree = 0;
     s->next_unsent = QTAILQ_FIRST(&s->reqs);
 
@@ -903,7 +914,11 @@ static const char *softdev_tap_parse(SoftdevTap *s)
         if (hdr.type == SOFTDEV_TAP_REPLY && !s->conn.ring) {
             err = softdev_tap_got_reply(s, &hdr, p);
         } else if (hdr.type == SOFTDEV_TAP_KICK && s->conn.ring) {
-            /* softdev_tap_read_ready() looks at the ring next */
+            /*
+             * The process cleared our idle word; softdev_tap_read_ready()
+             * looks at the ring next.
+             */
+            s->cli_idle = false;
         } else if (hdr.type == SOFTDEV_TAP_LOWER_REQUEST) {
             err = softdev_tap_got_lower(s, &hdr, p);
         } else {
@@ -929,7 +944,10 @@ static void softdev_tap_protocol_error(SoftdevTap *s, const char *err)
 
 /*
  * Take the replies waiting in the reply ring, until it stays empty after
- * we said that we want a KICK for the next one.  Locked.
+ * we said that we want a KICK for the next one.  We want none while each
+ * request at the process has its early read under way: the end of that
+ * read wakes us, and co_pre looks at the ring then, which saves the
+ * process a system call and us a wake-up per batch.  Locked.
  */
 static void softdev_tap_reap(SoftdevTap *s)
 {
@@ -944,9 +962,20 @@ static void softdev_tap_reap(SoftdevTap *s)
             return;
         }
         if (n == 0) {
+            if (s->sent_count == s->sent_reading) {
+                if (s->cli_idle) {
+                    softdev_tap_ring_busy(ring, SOFTDEV_TAP_RING_CLI_IDLE);
+                    s->cli_idle = false;
+                }
+                return;
+            }
+            if (s->cli_idle) {
+                return;     /* still set, or a KICK is on its way */
+            }
             if (softdev_tap_ring_may_sleep(ring, SOFTDEV_TAP_RING_CLI_IDLE,
                                            SOFTDEV_TAP_RING_REP_PROD,
                                            s->rep_cons)) {
+                s->cli_idle = true;
                 return;
             }
             continue;
@@ -1103,6 +1132,16 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
                          s->timeout_ms;
         softdev_tap_arm_watchdog(s);
     }
+    /*
+     * The process promised that a READ it forwards unchanged may get
+     * data read as soon as it was sent: if it goes now, read below while
+     * the process decides, so that its answer overlaps with the read
+     * instead of preceding it.  The read is ours (no coroutine of its
+     * own); a reply that comes meanwhile is only recorded, and found when
+     * the read is over, with no wake-up.
+     */
+    tr.reading = s->connected && req->op == SOFTDEV_OP_READ &&
+                 (s->conn.features & SOFTDEV_TAP_F_EARLY_READ);
     softdev_tap_pump(s);
     /*
      * Sending may have dropped the connection and completed other
@@ -1110,23 +1149,23 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
      * yielded (aio_co_wake from a coroutine defers the wake-up).
      */
     wait = !tr.done;
-    /*
-     * The process promised that a READ it forwards unchanged may get
-     * data read now: read below while it decides, so that its answer
-     * overlaps with the read instead of preceding it.  The read is ours
-     * (no coroutine of its own); a reply that comes meanwhile is only
-     * recorded, and found when the read is over, with no wake-up.
-     */
-    tr.early = wait && req->op == SOFTDEV_OP_READ && tr.sent &&
-               (s->conn.features & SOFTDEV_TAP_F_EARLY_READ);
+    tr.early = tr.reading = tr.reading && wait && tr.sent;
     tr.waiting = wait && !tr.early; /* a waker may clear it once unlocked */
     softdev_tap_unlock(s);
     if (tr.early) {
         early_ret = softdev_co_forward(bs, req);
         qemu_mutex_lock(&s->lock);
+        if (tr.sent) {
+            s->sent_reading--;
+        }
+        tr.reading = false;
+        if (!tr.done) {
+            /* Its reply may be in the ring, with no KICK: look */
+            softdev_tap_reap(s);
+        }
         wait = !tr.done;
         tr.waiting = wait;
-        qemu_mutex_unlock(&s->lock);
+        softdev_tap_unlock(s);
     }
     if (wait) {
         qemu_coroutine_yield();
@@ -1439,7 +1478,8 @@ static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
         s->free_slots[i] = c->max_inflight - 1 - i;
     }
     s->nfree = c->shm ? c->max_inflight : 0;
-    s->sent_count = 0;
+    s->sent_count = s->sent_reading = 0;
+    s->cli_idle = false;
     s->req_prod = s->rep_cons = 0;
     s->next_unsent = QTAILQ_FIRST(&s->reqs);
 
