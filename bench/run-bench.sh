@@ -23,8 +23,9 @@
 #                    write callbacks run for every request and forward it;
 #                    it busy-polls 500 us before sleeping; unix socket,
 #                    shared memory, rings; it declares that it does not
-#                    read write data and leaves the node below alone, so
-#                    QEMU skips the copy of writes and starts reads early)
+#                    read write data, leaves the node below alone and
+#                    forwards writes unchanged, so QEMU skips the copy of
+#                    writes and starts reads and writes below early)
 #     tap-py         the same with the Python passthrough example
 #                    (informational)
 #   The nbd stack is given as json rather than nbd+unix:///?socket=SOCK so

@@ -748,6 +748,17 @@ static void run_request(Conn *c, Out *o, struct softdev_req *r)
         softdev_error("%s callback returned %d; completing with -EIO", op, rc);
         rc = -EIO;
     }
+    if (q->op == SOFTDEV_TAP_OP_WRITE &&
+        (c->features & SOFTDEV_TAP_F_EARLY_WRITE) &&
+        (rep.action == SOFTDEV_TAP_FORWARD ?
+         rep.offset != q->offset || rep.bytes : rc >= 0)) {
+        /* The client may have written it below already */
+        softdev_error("WRITE callback completed, moved or changed a write "
+                      "although the device declared SOFTDEV_EARLY_WRITE; "
+                      "failing it with -EIO");
+        memset(&rep, 0, sizeof(rep));
+        rc = -EIO;
+    }
     if (rep.action != SOFTDEV_TAP_FORWARD) {
         rep.result = rc;
     }
@@ -1019,6 +1030,9 @@ static const char *got_hello(Conn *c, const SoftdevTapHeader *h,
     }
     if (d->api_version >= 2 && (d->flags & SOFTDEV_EARLY_READ)) {
         feat |= SOFTDEV_TAP_F_EARLY_READ;
+    }
+    if (d->api_version >= 2 && (d->flags & SOFTDEV_EARLY_WRITE)) {
+        feat |= SOFTDEV_TAP_F_EARLY_WRITE;
     }
     /* Bits we do not know are ignored: we accept only our own */
     c->features = feat & hello.features;

@@ -146,7 +146,7 @@ struct softdev_device {
 
     /* Version 2 */
 
-    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_READ */
+    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_* */
 };
 
 /*
@@ -168,6 +168,18 @@ struct softdev_device {
  * the read below at once, and the round trip to the device overlaps it.
  */
 #define SOFTDEV_EARLY_READ          (1u << 1)
+
+/*
+ * flags: the write callback forwards every write unchanged (returns
+ * SOFTDEV_FORWARD without softdev_forward_to()) or fails it; it may
+ * look, log, delay and fail, but not complete, move or change a write.
+ * QEMU may then write below at once, while the callback runs, and
+ * completes the write when both are done (with the callback's error, if
+ * any: the data may then be written).  Not for a device that must act
+ * before the data lands (e.g. save the old data first).  A callback that
+ * breaks the promise gets its write failed with -EIO.
+ */
+#define SOFTDEV_EARLY_WRITE         (1u << 2)
 
 /*
  * I/O on the node below, callable from a callback: each sends

@@ -17,8 +17,10 @@
  * encoded into a send buffer that a bottom half flushes once per
  * event-loop turn, and replies are parsed from large reads, so one
  * system call carries many messages.  A device may also say that it does
- * not read write data (no copy into the slot) and that reads it forwards
- * unchanged may start below at once (early reads).
+ * not read write data (no copy into the slot), that reads it forwards
+ * unchanged may start below at once (early reads), and that it forwards
+ * every write unchanged or fails it (early writes: the write starts below
+ * at once too).
  *
  * Crash containment: a lost connection (EOF, malformed message, a request
  * past its timeout) is torn down in the node's AioContext and
@@ -76,7 +78,7 @@ typedef struct SoftdevTapReq {
     bool sent;                  /* at the process on this connection */
     bool replay;                /* was sent on an earlier connection */
     bool waiting;               /* the coroutine yielded */
-    bool early;                 /* co_pre reads below while it waits */
+    bool early;                 /* co_pre does the I/O below meanwhile */
     bool reading;               /* that read is under way */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
@@ -216,6 +218,12 @@ static const uint64_t softdev_tap_op_feature[SOFTDEV_OP__MAX] = {
     [SOFTDEV_OP_FLUSH] = SOFTDEV_TAP_F_FLUSH,
     [SOFTDEV_OP_DISCARD] = SOFTDEV_TAP_F_DISCARD,
     [SOFTDEV_OP_WRITE_ZEROES] = SOFTDEV_TAP_F_ZEROES,
+};
+
+/* The feature that lets co_pre do an op's I/O below at once */
+static const uint64_t softdev_tap_early_feature[SOFTDEV_OP__MAX] = {
+    [SOFTDEV_OP_READ] = SOFTDEV_TAP_F_EARLY_READ,
+    [SOFTDEV_OP_WRITE] = SOFTDEV_TAP_F_EARLY_WRITE,
 };
 
 /* Our SoftdevOp and the wire's ops have the same numbers. */
@@ -831,6 +839,13 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
                                  s->conn.shm != NULL, &rep, &err) < 0) {
         return err;
     }
+    if (req->op == SOFTDEV_OP_WRITE &&
+        (s->conn.features & SOFTDEV_TAP_F_EARLY_WRITE) &&
+        (rep.action == SOFTDEV_TAP_FORWARD ?
+         rep.offset != req->offset || rep.bytes : rep.result >= 0)) {
+        /* We may have written it below already */
+        return "a WRITE completed, moved or changed despite early writes";
+    }
     data = s->conn.shm ? softdev_tap_slot(s, tr->slot) :
                          payload + SOFTDEV_TAP_REPLY_SIZE;
     if (rep.action == SOFTDEV_TAP_FORWARD) {
@@ -945,9 +960,9 @@ static void softdev_tap_protocol_error(SoftdevTap *s, const char *err)
 /*
  * Take the replies waiting in the reply ring, until it stays empty after
  * we said that we want a KICK for the next one.  We want none while each
- * request at the process has its early read under way: the end of that
- * read wakes us, and co_pre looks at the ring then, which saves the
- * process a system call and us a wake-up per batch.  Locked.
+ * request at the process has its early read or write under way: the end
+ * of that I/O wakes us, and co_pre looks at the ring then, which saves
+ * the process a system call and us a wake-up per batch.  Locked.
  */
 static void softdev_tap_reap(SoftdevTap *s)
 {
@@ -1134,14 +1149,17 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
     }
     /*
      * The process promised that a READ it forwards unchanged may get
-     * data read as soon as it was sent: if it goes now, read below while
-     * the process decides, so that its answer overlaps with the read
-     * instead of preceding it.  The read is ours (no coroutine of its
-     * own); a reply that comes meanwhile is only recorded, and found when
-     * the read is over, with no wake-up.
+     * data read as soon as it was sent (SOFTDEV_TAP_F_EARLY_READ), or
+     * that it forwards every WRITE unchanged or fails it
+     * (SOFTDEV_TAP_F_EARLY_WRITE): if the request goes now, do its I/O
+     * below while the process decides, so that the answer overlaps with
+     * the I/O instead of preceding it.  The I/O is ours (no coroutine of
+     * its own); a reply that comes meanwhile is only recorded, and found
+     * when the I/O is over, with no wake-up.
      */
-    tr.reading = s->connected && req->op == SOFTDEV_OP_READ &&
-                 (s->conn.features & SOFTDEV_TAP_F_EARLY_READ);
+    tr.reading = s->connected &&
+                 (s->conn.features &
+                  softdev_tap_early_feature[req->op]);
     softdev_tap_pump(s);
     /*
      * Sending may have dropped the connection and completed other
@@ -1171,6 +1189,11 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         qemu_coroutine_yield();
     }
     assert(tr.done);
+    if (tr.early && req->op == SOFTDEV_OP_WRITE) {
+        /* Written below already: the process could only fail it */
+        return tr.outcome < 0 ? tr.outcome :
+               early_ret < 0 ? early_ret : SOFTDEV_DONE;
+    }
     if (tr.early) {
         if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower &&
             (tr.fwd_offset == UINT64_MAX || tr.fwd_offset == req->offset)) {
@@ -1301,7 +1324,8 @@ static int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
                     (s->has_lower ? SOFTDEV_TAP_F_LOWER : 0) |
                     (unix_socket ? SOFTDEV_TAP_F_SHM | SOFTDEV_TAP_F_RING :
                                    0) |
-                    (s->has_lower ? SOFTDEV_TAP_F_EARLY_READ : 0) |
+                    (s->has_lower ? SOFTDEV_TAP_F_EARLY_READ |
+                                    SOFTDEV_TAP_F_EARLY_WRITE : 0) |
                     SOFTDEV_TAP_F_NO_WRITE_DATA,
         .size = s->lower_size,
         .max_data = SOFTDEV_TAP_CLIENT_MAX_DATA,

@@ -73,7 +73,8 @@ enum SoftdevTapOp {
 #define SOFTDEV_TAP_F_RING          (1ull << 6)
 #define SOFTDEV_TAP_F_NO_WRITE_DATA (1ull << 7)
 #define SOFTDEV_TAP_F_EARLY_READ    (1ull << 8)
-#define SOFTDEV_TAP_F_ALL           ((1ull << 9) - 1)   /* known bits */
+#define SOFTDEV_TAP_F_EARLY_WRITE   (1ull << 9)
+#define SOFTDEV_TAP_F_ALL           ((1ull << 10) - 1)  /* known bits */
 
 /*
  * Rings (SOFTDEV_TAP_F_RING) lie in the shared memory after the slots: a

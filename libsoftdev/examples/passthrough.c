@@ -7,9 +7,11 @@
  * forward, so that it measures what a real device costs per request (the
  * benchmarks compare it with QEMU's in-process filters).  Its write
  * callback does not look at the data, and says so (SOFTDEV_NO_WRITE_DATA):
- * QEMU then does not copy what the guest writes into shared memory; and
- * it leaves the node below alone (SOFTDEV_EARLY_READ): QEMU then starts
- * each read below while the read callback decides.
+ * QEMU then does not copy what the guest writes into shared memory; it
+ * leaves the node below alone (SOFTDEV_EARLY_READ): QEMU then starts each
+ * read below while the read callback decides; and it forwards every
+ * write as it is (SOFTDEV_EARLY_WRITE): QEMU then starts each write below
+ * while the write callback decides.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -44,8 +46,11 @@ static const struct softdev_device passthrough = {
     .name = "passthrough",
     .read = passthrough_read,
     .write = passthrough_write,
-    /* It never looks at the data, and never changes the node below */
-    .flags = SOFTDEV_NO_WRITE_DATA | SOFTDEV_EARLY_READ,
+    /*
+     * It never looks at the data, never changes the node below, and
+     * forwards writes unchanged
+     */
+    .flags = SOFTDEV_NO_WRITE_DATA | SOFTDEV_EARLY_READ | SOFTDEV_EARLY_WRITE,
 };
 
 /* For softdev-run passthrough.so */

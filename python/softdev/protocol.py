@@ -83,13 +83,15 @@ F_ALL = F_FLUSH | F_DISCARD | F_ZEROES | F_FUA | F_LOWER | F_SHM
 F_RING = 1 << 6                 # requests and replies in shared-memory rings
 F_NO_WRITE_DATA = 1 << 7        # the device does not read WRITE data
 F_EARLY_READ = 1 << 8           # forwarded READs may use data read early
+F_EARLY_WRITE = 1 << 9          # WRITEs may go below before the answer
 FEATURE_NAMES = {F_FLUSH: 'SOFTDEV_TAP_F_FLUSH',
                  F_DISCARD: 'SOFTDEV_TAP_F_DISCARD',
                  F_ZEROES: 'SOFTDEV_TAP_F_ZEROES', F_FUA: 'SOFTDEV_TAP_F_FUA',
                  F_LOWER: 'SOFTDEV_TAP_F_LOWER', F_SHM: 'SOFTDEV_TAP_F_SHM',
                  F_RING: 'SOFTDEV_TAP_F_RING',
                  F_NO_WRITE_DATA: 'SOFTDEV_TAP_F_NO_WRITE_DATA',
-                 F_EARLY_READ: 'SOFTDEV_TAP_F_EARLY_READ'}
+                 F_EARLY_READ: 'SOFTDEV_TAP_F_EARLY_READ',
+                 F_EARLY_WRITE: 'SOFTDEV_TAP_F_EARLY_WRITE'}
 
 # Rings (F_RING): after the slots, a control block of RING_CTL_SIZE
 # bytes, then the request ring and the reply ring, ring_entries entries

@@ -755,9 +755,11 @@ class XorRingTest(RingTests, ExampleTest):
     def test_lower_requests_beside_the_rings(self):
         c = self.ring_client(max_inflight=8,
                              features=p.F_LOWER | p.F_FUA | p.F_ZEROES |
-                             p.F_NO_WRITE_DATA | p.F_EARLY_READ)
-        # it reads the data and writes below: neither promise holds
-        self.assertFalse(c.features & (p.F_NO_WRITE_DATA | p.F_EARLY_READ))
+                             p.F_NO_WRITE_DATA | p.F_EARLY_READ |
+                             p.F_EARLY_WRITE)
+        # it reads the data, changes it and writes below: no promise holds
+        self.assertFalse(c.features & (p.F_NO_WRITE_DATA | p.F_EARLY_READ |
+                                       p.F_EARLY_WRITE))
         data = os.urandom(8192)
         self.assertEqual(c.write(4096, data), (0, b''))
         self.assertEqual(c.read(4096, 8192), (0, data))
@@ -772,16 +774,72 @@ class PassthroughRingTest(RingTests, ExampleTest):
     def test_no_write_data(self):
         # its write callback does not read the data, and says so
         c = self.ring_client(features=p.F_LOWER | p.F_FUA |
-                             p.F_NO_WRITE_DATA | p.F_EARLY_READ)
+                             p.F_NO_WRITE_DATA | p.F_EARLY_READ |
+                             p.F_EARLY_WRITE)
         self.assertTrue(c.features & p.F_NO_WRITE_DATA)
         # and it leaves the node below alone: reads may start early
         self.assertTrue(c.features & p.F_EARLY_READ)
+        # and it forwards writes unchanged: writes may start early
+        self.assertTrue(c.features & p.F_EARLY_WRITE)
         data = os.urandom(4096)
         self.assertEqual(c.write(0, data), (0, b''))
         self.assertEqual(bytes(c.lower[:4096]), data)
         replies = [m for m in c.received if isinstance(m, p.Reply)]
         self.assertEqual(replies[-1].action, p.ACTION_FORWARD)
         self.assertEqual(replies[-1].data, b'')
+
+
+class EarlyWriteBreakerTest(ExampleTest):
+    """SOFTDEV_EARLY_WRITE: a write callback that breaks the promise has
+    its write failed with -EIO (the client may have written it below)"""
+    example = 'early-write-breaker'
+    shm = True
+    ring = True
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # as libsoftdev/build.sh builds the library it links with
+        sanitize = (['-fsanitize=address,undefined',
+                     '-fno-sanitize-recover=all']
+                    if os.environ.get('SANITIZE') == '1' else [])
+        subprocess.run([os.environ.get('CC', 'gcc'), '-std=gnu11', '-Wall',
+                        '-Wextra', '-Werror', '-pthread', *sanitize,
+                        '-I' + os.path.join(SRC, 'include'),
+                        '-I' + os.path.join(SRC, 'libsoftdev'),
+                        os.path.join(SRC, 'tests', 'unit', 'devices',
+                                     'early-write-breaker.c'),
+                        os.path.join(OUT, 'libsoftdev.a'),
+                        '-o', os.path.join(OUT, cls.example)], check=True)
+
+    def test_promise_enforced(self):
+        self.expect_errors('although the device declared '
+                           'SOFTDEV_EARLY_WRITE')
+        lower = bytearray(MiB)
+        c = self.connect(lower, features=p.F_LOWER | p.F_NO_WRITE_DATA |
+                         p.F_EARLY_WRITE)
+        self.assertTrue(c.features & p.F_EARLY_WRITE)
+        data = b'w' * 4096
+        # kept, completed, moved, changed, failed (see the device)
+        self.assertEqual([c.write(i * 4096, data)[0] for i in range(5)],
+                         [0, -errno.EIO, -errno.EIO, -errno.EIO,
+                          -errno.ENOSPC])
+        replies = [m for m in c.received if isinstance(m, p.Reply)]
+        self.assertEqual([m.action for m in replies],
+                         [p.ACTION_FORWARD] + [p.ACTION_COMPLETE] * 4)
+        self.assertEqual(bytes(lower[:4096]), data)
+        self.assertEqual(bytes(lower[4096:]), bytes(MiB - 4096))
+
+    def test_not_offered(self):
+        # without the bit the callback's answers stand as they are
+        lower = bytearray(MiB)
+        c = self.connect(lower, features=p.F_LOWER | p.F_NO_WRITE_DATA)
+        self.assertFalse(c.features & p.F_EARLY_WRITE)
+        data = b'v' * 4096
+        self.assertEqual(c.write(4096, data), (0, b''))     # completed
+        self.assertEqual(c.write(8192, data), (0, b''))     # moved
+        self.assertEqual(bytes(lower[4096:8192]), bytes(4096))
+        self.assertEqual(bytes(lower[8192 + 65536:12288 + 65536]), data)
 
 
 class PassthroughNoRingOptionTest(PassthroughTest):
