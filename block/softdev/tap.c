@@ -1143,8 +1143,8 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         s->next_unsent = &tr;
     }
     if (s->timeout_ms) {
-        tr.deadline_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                         s->timeout_ms;
+        /* start_ns is QEMU_CLOCK_REALTIME (get_clock()): no second read */
+        tr.deadline_ms = req->start_ns / SCALE_MS + s->timeout_ms;
         softdev_tap_arm_watchdog(s);
     }
     /*
