@@ -38,6 +38,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 #include "block/aio.h"
 #include "block/qdict.h"
 #include "qapi/error.h"
@@ -142,7 +143,8 @@ struct SoftdevTap {
     uint32_t sent_reading;      /* sent requests with a read under way */
     bool cli_idle;              /* we set our idle word in the ring */
     QEMUBH *attach_bh;          /* a reconnection is ready */
-    QEMUTimer *watchdog;
+    int watchdog_fd;            /* timerfd; -1 until open */
+    bool watchdog_on;           /* its handler is in s->ctx */
     bool watchdog_armed;
     SoftdevTapConn conn;        /* conn.fd < 0: not connected */
     bool connected;
@@ -400,22 +402,54 @@ static void softdev_tap_unlock(SoftdevTap *s)
     qemu_mutex_unlock(&s->lock);
 }
 
-/* Have the watchdog look at the oldest request in time.  Locked. */
+/*
+ * Have the watchdog look at the oldest request in time.  Locked.
+ *
+ * The watchdog is a timerfd, not a QEMUTimer: a QEMUTimer's deadline
+ * becomes the timeout of every sleep of the event loop, and the kernel
+ * then starts and cancels a timer for each ppoll (one per batch of
+ * requests); in a VM each costs an exit.  The timerfd is set once per
+ * arming.
+ */
 static void softdev_tap_arm_watchdog(SoftdevTap *s)
 {
     SoftdevTapReq *tr = QTAILQ_FIRST(&s->reqs);
 
-    if (!s->watchdog_armed && tr && tr->deadline_ms && s->watchdog) {
+    if (!s->watchdog_armed && tr && tr->deadline_ms && s->watchdog_on) {
         /*
          * A little late is fine: a tenth of the timeout.  A request that
          * is already late (it waits for the teardown) is looked at again
          * after that much time, not at once.
          */
         int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        int64_t ms = MAX(tr->deadline_ms - now, 0) +
+                     MAX(s->timeout_ms / 10, 10);
+        struct itimerspec its = {
+            .it_value = { .tv_sec = ms / 1000,
+                          .tv_nsec = (ms % 1000) * SCALE_MS },
+        };
 
         s->watchdog_armed = true;
-        timer_mod(s->watchdog, MAX(tr->deadline_ms, now) +
-                  MAX(s->timeout_ms / 10, 10));
+        if (timerfd_settime(s->watchdog_fd, 0, &its, NULL) < 0) {
+            /* Cannot happen with these arguments; never lose a timeout */
+            error_report("softdev-tap '%s': cannot arm the watchdog: %s",
+                         bdrv_get_node_name(s->bs), strerror(errno));
+            s->watchdog_armed = false;
+        }
+    }
+}
+
+/* Stop the watchdog of s->ctx (before the node leaves it).  Locked. */
+static void softdev_tap_stop_watchdog(SoftdevTap *s)
+{
+    static const struct itimerspec off;
+
+    if (s->watchdog_on) {
+        aio_set_fd_handler(s->ctx, s->watchdog_fd, NULL, NULL, NULL, NULL,
+                           NULL);
+        timerfd_settime(s->watchdog_fd, 0, &off, NULL);
+        s->watchdog_on = false;
+        s->watchdog_armed = false;
     }
 }
 
@@ -1085,7 +1119,14 @@ static void softdev_tap_watchdog(void *opaque)
     SoftdevTap *s = opaque;
     int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     SoftdevTapReq *tr, *next;
+    uint64_t expirations;
 
+    /* Empty the timerfd (EAGAIN if another turn did) */
+    if (read(s->watchdog_fd, &expirations, sizeof(expirations)) < 0 &&
+        errno != EAGAIN) {
+        error_report("softdev-tap '%s': watchdog: %s",
+                     bdrv_get_node_name(s->bs), strerror(errno));
+    }
     qemu_mutex_lock(&s->lock);
     QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
         if (tr->deadline_ms > now) {
@@ -1110,6 +1151,14 @@ static void softdev_tap_watchdog(void *opaque)
     s->watchdog_armed = false;
     softdev_tap_arm_watchdog(s);
     softdev_tap_unlock(s);
+}
+
+/* Let the watchdog run in s->ctx.  Locked (or not yet shared). */
+static void softdev_tap_start_watchdog(SoftdevTap *s)
+{
+    aio_set_fd_handler(s->ctx, s->watchdog_fd, softdev_tap_watchdog, NULL,
+                       NULL, NULL, s);
+    s->watchdog_on = true;
 }
 
 /* -- requests from the block layer --------------------------------------- */
@@ -1684,6 +1733,7 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
     s->bs = bs;
     s->connecting_fd = -1;
     s->conn.fd = -1;
+    s->watchdog_fd = -1;
     qemu_mutex_init(&s->lock);
     qemu_cond_init(&s->cond);
     QTAILQ_INIT(&s->reqs);
@@ -1692,6 +1742,13 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
 
     ret = softdev_tap_parse_opts(s, opts, errp);
     if (ret < 0) {
+        goto fail;
+    }
+    s->watchdog_fd = timerfd_create(CLOCK_MONOTONIC,
+                                    TFD_NONBLOCK | TFD_CLOEXEC);
+    if (s->watchdog_fd < 0) {
+        ret = -errno;
+        error_setg_errno(errp, errno, "softdev-tap: cannot create a timerfd");
         goto fail;
     }
     s->saddr = softdev_tap_server(options, errp);
@@ -1742,8 +1799,7 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
     s->ctx = bdrv_get_aio_context(bs);
     s->send_bh = aio_bh_new(s->ctx, softdev_tap_send_bh, s);
     s->attach_bh = aio_bh_new(s->ctx, softdev_tap_attach_bh, s);
-    s->watchdog = aio_timer_new(s->ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
-                                softdev_tap_watchdog, s);
+    softdev_tap_start_watchdog(s);
     softdev_tap_set_handlers(s);
     qemu_thread_create(&s->thread, "softdev-tap", softdev_tap_connector, s,
                        QEMU_THREAD_JOINABLE);
@@ -1751,6 +1807,9 @@ static int softdev_tap_open(BlockDriverState *bs, QemuOpts *opts,
     return 0;
 
 fail:
+    if (s->watchdog_fd >= 0) {
+        close(s->watchdog_fd);
+    }
     qemu_bh_delete(s->alert_bh);
     qapi_free_SocketAddress(s->saddr);
     qemu_cond_destroy(&s->cond);
@@ -1777,7 +1836,8 @@ static void softdev_tap_close(BlockDriverState *bs)
     softdev_tap_conn_free(&s->conn);
     qemu_bh_delete(s->send_bh);
     qemu_bh_delete(s->attach_bh);
-    timer_free(s->watchdog);
+    softdev_tap_stop_watchdog(s);
+    close(s->watchdog_fd);
     g_free(s->sbuf.data);
     g_free(s->rbuf.data);
     g_free(s->free_slots);
@@ -1799,9 +1859,7 @@ static void softdev_tap_detach_aio_context(BlockDriverState *bs)
     s->send_scheduled = false;
     qemu_bh_delete(s->attach_bh);
     s->attach_bh = NULL;
-    timer_free(s->watchdog);
-    s->watchdog = NULL;
-    s->watchdog_armed = false;
+    softdev_tap_stop_watchdog(s);
     qemu_mutex_unlock(&s->lock);
 }
 
@@ -1814,8 +1872,7 @@ static void softdev_tap_attach_aio_context(BlockDriverState *bs,
     s->ctx = ctx;
     s->send_bh = aio_bh_new(ctx, softdev_tap_send_bh, s);
     s->attach_bh = aio_bh_new(ctx, softdev_tap_attach_bh, s);
-    s->watchdog = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
-                                softdev_tap_watchdog, s);
+    softdev_tap_start_watchdog(s);
     softdev_tap_arm_watchdog(s);
     if (s->connected) {
         softdev_tap_set_handlers(s);
