@@ -80,7 +80,7 @@ typedef struct SoftdevTapReq {
     bool replay;                /* was sent on an earlier connection */
     bool waiting;               /* the coroutine yielded */
     bool early;                 /* co_pre does the I/O below meanwhile */
-    bool reading;               /* that read is under way */
+    bool reading;               /* that I/O is under way */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
     uint32_t slot;
@@ -140,7 +140,7 @@ struct SoftdevTap {
     bool turn_sent;             /* the turn sent its first message */
     bool kick_check;            /* the turn published requests */
     bool pump_pending;          /* requests wait for room that came */
-    uint32_t sent_reading;      /* sent requests with a read under way */
+    uint32_t sent_reading;      /* sent requests with early I/O under way */
     bool cli_idle;              /* we set our idle word in the ring */
     QEMUBH *attach_bh;          /* a reconnection is ready */
     int watchdog_fd;            /* timerfd; -1 until open */
