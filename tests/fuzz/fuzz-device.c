@@ -12,6 +12,13 @@
  *   bit 2  a device that works through the node below (lower requests,
  *          forward with replacement data) instead of answering itself
  *   bit 3  the device has its own size (else: the node below's)
+ *   bit 4  with bit 1: if the second message is an SHM_SETUP that gives
+ *          rings, the rest of the input drives the request ring, as
+ *          records of one control byte and a 48-byte entry: the entry
+ *          goes into the ring and the producer index moves on (control
+ *          bit 6: the producer index is set to the entry's first four
+ *          bytes instead, a hostile index), then control bit 7 sends a
+ *          KICK; a tail shorter than a record goes over the socket
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -34,6 +41,8 @@
 #define OPT_SHM         2
 #define OPT_LOWER       4
 #define OPT_SIZE        8
+#define OPT_RING        16
+#define RING_RECORD     (1 + SOFTDEV_TAP_RING_MSG_SIZE)
 #define SHM_SIZE        (64u << 20)         /* sparse */
 
 static unsigned sink;                       /* keeps data reads alive */
@@ -145,6 +154,7 @@ typedef struct Client {
     const uint8_t *data;
     size_t size;
     bool shm;
+    bool ring;
 } Client;
 
 static void send_all(int fd, const uint8_t *p, size_t len, int passfd)
@@ -296,6 +306,89 @@ out:
     free(buf);
 }
 
+/*
+ * Length of the message at @p if it is a well-formed SHM_SETUP whose
+ * rings fit in the memfd, else 0; *ctl is the control block's offset and
+ * *entries the ring size.
+ */
+static size_t ring_setup_length(const uint8_t *p, size_t size, size_t *ctl,
+                                uint32_t *entries)
+{
+    SoftdevTapHeader h;
+    const char *err;
+    uint64_t slots, slot_size;
+
+    if (size < SOFTDEV_TAP_HDR_SIZE ||
+        softdev_tap_decode_header(p, SOFTDEV_TAP_HANDSHAKE_MAX, &h,
+                                  &err) < 0 ||
+        h.type != SOFTDEV_TAP_SHM_SETUP || h.length < 12 ||
+        size < SOFTDEV_TAP_HDR_SIZE + h.length) {
+        return 0;
+    }
+    slots = ld32(p + SOFTDEV_TAP_HDR_SIZE);
+    slot_size = ld32(p + SOFTDEV_TAP_HDR_SIZE + 4);
+    *entries = ld32(p + SOFTDEV_TAP_HDR_SIZE + 8);
+    *ctl = slots * slot_size;
+    if (!*entries || (*entries & (*entries - 1)) || *entries > 1024 ||
+        *ctl + SOFTDEV_TAP_RING_CTL_SIZE +
+        2ull * *entries * SOFTDEV_TAP_RING_ENTRY > SHM_SIZE) {
+        return 0;
+    }
+    return SOFTDEV_TAP_HDR_SIZE + h.length;
+}
+
+/*
+ * Drive the request ring at @ctl with the records at @p (see the top),
+ * then give the device a moment to answer through the reply ring.
+ * Returns how many bytes of @p were records.
+ */
+static size_t drive_ring(int fd, uint8_t *ctl, uint32_t entries,
+                         const uint8_t *p, size_t size)
+{
+    static const uint8_t kick[SOFTDEV_TAP_HDR_SIZE] = {
+        'S', 'D', 'T', 'P', SOFTDEV_TAP_KICK,
+    };
+    uint32_t *req_prod = softdev_tap_ring_word(ctl,
+                                               SOFTDEV_TAP_RING_REQ_PROD);
+    uint32_t prod = 0, posted = 0;
+    size_t used = 0;
+    int i;
+
+    while (size - used >= RING_RECORD) {
+        const uint8_t *rec = p + used;
+
+        if (rec[0] & 0x40) {
+            __atomic_store_n(req_prod, ld32(rec + 1), __ATOMIC_RELEASE);
+        } else {
+            memcpy(softdev_tap_ring_entry(ctl, entries,
+                                          SOFTDEV_TAP_RING_REQUESTS, prod),
+                   rec + 1, SOFTDEV_TAP_RING_MSG_SIZE);
+            __atomic_store_n(req_prod, ++prod, __ATOMIC_RELEASE);
+            posted++;
+        }
+        if (rec[0] & 0x80) {
+            send_all(fd, kick, sizeof(kick), -1);
+        }
+        used += RING_RECORD;
+    }
+    /* Up to 100 ms for the replies; the device may also hang up */
+    for (i = 0; i < 200 && posted; i++) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        uint8_t buf[4096];
+
+        if (__atomic_load_n(softdev_tap_ring_word(ctl,
+                                                  SOFTDEV_TAP_RING_REP_PROD),
+                            __ATOMIC_ACQUIRE) == posted) {
+            break;
+        }
+        if (poll(&pfd, 1, 0) > 0 && read(fd, buf, sizeof(buf)) <= 0) {
+            break;
+        }
+        usleep(500);
+    }
+    return used;
+}
+
 /* The client: send the input, play the node below, then hang up */
 static void *client(void *opaque)
 {
@@ -309,8 +402,29 @@ static void *client(void *opaque)
         send_all(cl->fd, cl->data, first, -1);
         if (mfd >= 0 && ftruncate(mfd, SHM_SIZE) == 0) {
             struct pollfd pfd = { .fd = cl->fd, .events = POLLIN };
+            const uint8_t *rest = cl->data + first;
+            size_t left = cl->size - first, second = 0, ctl = 0;
+            uint32_t entries = 0;
+            uint8_t *shm = MAP_FAILED;
+
             poll(&pfd, 1, 5000);
-            send_all(cl->fd, cl->data + first, cl->size - first, mfd);
+            if (cl->ring) {
+                second = ring_setup_length(rest, left, &ctl, &entries);
+            }
+            if (second) {
+                shm = mmap(NULL, SHM_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_SHARED, mfd, 0);
+            }
+            if (shm != MAP_FAILED) {
+                send_all(cl->fd, rest, second, mfd);
+                rest += second;
+                left -= second;
+                second = drive_ring(cl->fd, shm + ctl, entries, rest, left);
+                send_all(cl->fd, rest + second, left - second, -1);
+                munmap(shm, SHM_SIZE);
+            } else {
+                send_all(cl->fd, rest, left, mfd);
+            }
         }
         if (mfd >= 0) {
             close(mfd);
@@ -348,7 +462,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dev->thread_model = opts & OPT_PARALLEL ? SOFTDEV_THREAD_PARALLEL :
                                               SOFTDEV_THREAD_SERIALIZE;
     dev->size = opts & OPT_SIZE ? 1ull << 30 : 0;
-    cl = (Client){ sv[1], data + 1, size - 1, opts & OPT_SHM };
+    cl = (Client){ sv[1], data + 1, size - 1, opts & OPT_SHM,
+                   opts & OPT_RING };
     if (pthread_create(&thread, NULL, client, &cl) != 0) {
         close(sv[0]);
         close(sv[1]);

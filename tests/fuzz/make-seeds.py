@@ -28,6 +28,11 @@ def with_slot_size(msg, slot_size):
     return msg[:28] + struct.pack('<I', slot_size) + msg[32:]
 
 
+def with_ring_entries(msg, entries):
+    # SHM_SETUP: ring_entries at offset 8 of the payload
+    return msg[:32] + struct.pack('<I', entries) + msg[36:]
+
+
 def main():
     out = sys.argv[1]
     v = {}
@@ -35,8 +40,10 @@ def main():
         name, hexdata = line.split()
         v[name] = bytes.fromhex(hexdata)
 
-    # fuzz-device options: 1 parallel, 2 memfd, 4 lower device, 8 own size
-    # (offering FLUSH, DISCARD, ZEROES, FUA, LOWER and maybe SHM)
+    # fuzz-device options: 1 parallel, 2 memfd, 4 lower device, 8 own size,
+    # 16 rings (offering FLUSH, DISCARD, ZEROES, FUA, LOWER and maybe SHM
+    # and RING); ring records: a control byte (0x80: KICK after it) and a
+    # 48-byte entry
     hello_inline = with_features(v['hello'], 0x1f)
     hello_shm = with_features(v['hello'], 0x3f)
     inline = hello_inline + v['request_write'] + v['request_read']
@@ -58,6 +65,13 @@ def main():
         'no-lower': b'\x08' + with_features(v['hello'], 1) +
                     v['request_read'],
         'bad-magic': b'\0' + hello_inline + b'\0' * 24,
+        'ring': b'\x12' + with_features(v['hello'], 0x7f) +
+                with_ring_entries(v['shm_setup'], 16) +
+                b'\0' + v['request_write_shm'] +
+                b'\x80' + v['request_read_shm'],
+        'ring-parallel': b'\x13' + with_features(v['hello'], 0x7f) +
+                         with_ring_entries(v['shm_setup'], 16) +
+                         b'\x80' + v['request_read_shm'],
     }
     # fuzz-client options: 1 no node below, 2 offer SHM, max_data 64K << 4
     big = 4 << 2
