@@ -1238,17 +1238,20 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         qemu_coroutine_yield();
     }
     assert(tr.done);
-    if (tr.early && req->op == SOFTDEV_OP_WRITE) {
-        /* Written below already: the process could only fail it */
-        return tr.outcome < 0 ? tr.outcome :
-               early_ret < 0 ? early_ret : SOFTDEV_DONE;
-    }
     if (tr.early) {
-        if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower &&
+        if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower && !tr.bounce &&
             (tr.fwd_offset == UINT64_MAX || tr.fwd_offset == req->offset)) {
-            /* Forwarded unchanged: the early read is the answer */
+            /* Forwarded unchanged: the early I/O is the answer */
             return early_ret < 0 ? early_ret : SOFTDEV_DONE;
         }
+        /*
+         * Otherwise the process's answer stands, as for any request: a
+         * failure, its own data for a read (copied now that the early
+         * read is over), a read elsewhere; for a write, the answer of a
+         * process that replaced the one that promised early writes (a
+         * replay), which may move or change it (the early write stays
+         * where it went).
+         */
         if (tr.bounce && tr.outcome == SOFTDEV_DONE) {
             qemu_iovec_from_buf(req->qiov, req->qiov_offset, tr.bounce,
                                 req->bytes);
