@@ -81,6 +81,7 @@ typedef struct SoftdevTapReq {
     bool waiting;               /* the coroutine yielded */
     bool early;                 /* co_pre does the I/O below meanwhile */
     bool reading;               /* that I/O is under way */
+    bool answer_late;           /* answered by a process without early I/O */
     bool done;
     int outcome;                /* SOFTDEV_DONE, SOFTDEV_CONTINUE, -errno */
     uint32_t slot;
@@ -873,6 +874,9 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
                                  s->conn.shm != NULL, &rep, &err) < 0) {
         return err;
     }
+    /* After a replay the process may not be the one that promised */
+    tr->answer_late = !(s->conn.features &
+                        softdev_tap_early_feature[req->op]);
     if (req->op == SOFTDEV_OP_WRITE &&
         (s->conn.features & SOFTDEV_TAP_F_EARLY_WRITE) &&
         (rep.action == SOFTDEV_TAP_FORWARD ?
@@ -1240,6 +1244,7 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
     assert(tr.done);
     if (tr.early) {
         if (tr.outcome == SOFTDEV_CONTINUE && s->has_lower && !tr.bounce &&
+            !tr.answer_late &&
             (tr.fwd_offset == UINT64_MAX || tr.fwd_offset == req->offset)) {
             /* Forwarded unchanged: the early I/O is the answer */
             return early_ret < 0 ? early_ret : SOFTDEV_DONE;
@@ -1247,10 +1252,12 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         /*
          * Otherwise the process's answer stands, as for any request: a
          * failure, its own data for a read (copied now that the early
-         * read is over), a read elsewhere; for a write, the answer of a
-         * process that replaced the one that promised early writes (a
-         * replay), which may move or change it (the early write stays
-         * where it went).
+         * read is over), a read elsewhere.  So does the answer of a
+         * process that replaced the one that promised early I/O (a
+         * replay): it may have changed the node below before it
+         * forwarded a read, and may move or change a write (an early
+         * write stays where it went; forwarded unchanged, it is simply
+         * written again).
          */
         if (tr.bounce && tr.outcome == SOFTDEV_DONE) {
             qemu_iovec_from_buf(req->qiov, req->qiov_offset, tr.bounce,
