@@ -748,19 +748,17 @@ static void run_request(Conn *c, Out *o, struct softdev_req *r)
         softdev_error("%s callback returned %d; completing with -EIO", op, rc);
         rc = -EIO;
     }
+    if (rep.action != SOFTDEV_TAP_FORWARD) {
+        rep.result = rc;
+    }
     if (q->op == SOFTDEV_TAP_OP_WRITE &&
         (c->features & SOFTDEV_TAP_F_EARLY_WRITE) &&
-        (rep.action == SOFTDEV_TAP_FORWARD ?
-         rep.offset != q->offset || rep.bytes : rc >= 0)) {
+        !softdev_tap_early_write_kept(&rep, q->offset)) {
         /* The client may have written it below already */
         softdev_error("WRITE callback completed, moved or changed a write "
                       "although the device declared SOFTDEV_EARLY_WRITE; "
                       "failing it with -EIO");
-        memset(&rep, 0, sizeof(rep));
-        rc = -EIO;
-    }
-    if (rep.action != SOFTDEV_TAP_FORWARD) {
-        rep.result = rc;
+        rep = (SoftdevTapReply) { .result = -EIO };
     }
     if (c->ring) {
         /* Posted at once: no system call, so nothing to gather for */

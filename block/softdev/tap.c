@@ -879,8 +879,7 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
                         softdev_tap_early_feature[req->op]);
     if (req->op == SOFTDEV_OP_WRITE &&
         (s->conn.features & SOFTDEV_TAP_F_EARLY_WRITE) &&
-        (rep.action == SOFTDEV_TAP_FORWARD ?
-         rep.offset != req->offset || rep.bytes : rep.result >= 0)) {
+        !softdev_tap_early_write_kept(&rep, req->offset)) {
         /* We may have written it below already */
         return "a WRITE completed, moved or changed despite early writes";
     }

@@ -257,6 +257,17 @@ typedef struct SoftdevTapReply {
 } SoftdevTapReply;
 
 /*
+ * SOFTDEV_TAP_F_EARLY_WRITE: whether @rep, the REPLY to a WRITE at
+ * @offset, keeps the promise (FORWARD unchanged, or an error)
+ */
+static inline bool softdev_tap_early_write_kept(const SoftdevTapReply *rep,
+                                                uint64_t offset)
+{
+    return rep->action == SOFTDEV_TAP_FORWARD ?
+           rep->offset == offset && !rep->bytes : rep->result < 0;
+}
+
+/*
  * Each decoder checks one received part against every rule of the spec
  * that it can see, and returns 0, or -1 with a static message in *err.
  * @buf holds exactly the bytes of that part.
