@@ -1561,7 +1561,7 @@ static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
     }
     s->nfree = c->shm ? c->max_inflight : 0;
     s->sent_count = s->sent_reading = 0;
-    s->cli_idle = false;
+    s->cli_idle = c->ring != NULL;     /* the handshake set the word */
     s->req_prod = s->rep_cons = 0;
     s->next_unsent = QTAILQ_FIRST(&s->reqs);
 
