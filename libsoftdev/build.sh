@@ -20,7 +20,7 @@ mkdir -p "$out"
 cc=${CC:-gcc}
 ar=${AR:-ar}
 cflags="-std=gnu11 -Wall -Wextra -Werror -O2 -g -pthread -fPIC
--I$src/include -I$src/libsoftdev ${CFLAGS:-}"
+-I$src -I$src/include -I$src/libsoftdev ${CFLAGS:-}"
 if [ "${SANITIZE:-0}" = 1 ]; then
     cflags="$cflags -fsanitize=address,undefined -fno-sanitize-recover=all"
 fi
@@ -28,7 +28,7 @@ lib=$src/libsoftdev
 
 # The codec is all API; the server exports what softdev.h marks SOFTDEV_API
 # shellcheck disable=SC2086
-$cc $cflags -c "$lib/tap-protocol.c" -o "$out/tap-protocol.o"
+$cc $cflags -c "$lib/protocol/tap-protocol.c" -o "$out/tap-protocol.o"
 # shellcheck disable=SC2086
 $cc $cflags -fvisibility=hidden -c "$lib/server.c" -o "$out/server.o"
 rm -f "$out/libsoftdev.a"

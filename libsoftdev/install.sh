@@ -33,7 +33,7 @@ install -m 0755 "$build/libsoftdev.so.1" "$root/lib/libsoftdev.so.1"
 ln -sf libsoftdev.so.1 "$root/lib/libsoftdev.so"
 install -m 0644 "$build/softdev.pc" "$root/lib/pkgconfig/softdev.pc"
 install -m 0644 "$src/libsoftdev/softdev.h" "$root/include/softdev.h"
-install -m 0644 "$src/include/softdev/tap-protocol.h" \
+install -m 0644 "$src/libsoftdev/protocol/tap-protocol.h" \
     "$root/include/softdev/tap-protocol.h"
 install -m 0755 "$build/softdev-run" "$root/bin/softdev-run"
 echo "libsoftdev installed in $root"

@@ -46,7 +46,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 #include "softdev.h"
 
 #define DEFAULT_MAX_DATA    (1u << 20)
@@ -1114,21 +1114,18 @@ static const char *got_request(Conn *c, const SoftdevTapHeader *h,
                                const uint8_t *payload,
                                struct softdev_req **rp)
 {
-    static const uint64_t gate[] = {
-        [SOFTDEV_TAP_OP_WRITE_ZEROES] = SOFTDEV_TAP_F_ZEROES,
-        [SOFTDEV_TAP_OP_DISCARD] = SOFTDEV_TAP_F_DISCARD,
-        [SOFTDEV_TAP_OP_FLUSH] = SOFTDEV_TAP_F_FLUSH,
-    };
     struct softdev_req *r, **slot;
     const char *err = NULL;
     SoftdevTapRequest q;
+    uint64_t gate;
 
     if (softdev_tap_decode_request(h, payload, c->size, c->max_data,
                                    c->shm ? c->max_inflight : 0, &q,
                                    &err) < 0) {
         return err;
     }
-    if (gate[q.op] && !(c->features & gate[q.op])) {
+    gate = softdev_tap_op_feature(q.op);
+    if (gate && !(c->features & gate)) {
         return "request for an op whose feature was not negotiated";
     }
     if ((q.req_flags & SOFTDEV_TAP_REQ_FUA) &&
@@ -1224,44 +1221,30 @@ static const char *got_lower_reply(Conn *c, const SoftdevTapHeader *h,
     return err;
 }
 
-/*
- * Take the REQUESTs waiting in the request ring and append them to the
- * list @head..@tail; an error message or NULL.
- */
-static const char *ring_take(Conn *c, struct softdev_req **head,
-                             struct softdev_req **tail, int *count)
+/* A list of REQUESTs taken in, for the workers' queue */
+typedef struct Taken {
+    Conn *c;
+    struct softdev_req *head, *tail;
+    int count;
+} Taken;
+
+static const char *take_request(void *opaque, const SoftdevTapHeader *h,
+                                const uint8_t *fixed)
 {
-    int64_t n = softdev_tap_ring_avail(c->ring, SOFTDEV_TAP_RING_REQ_PROD,
-                                       c->req_cons, c->ring_entries);
+    Taken *t = opaque;
+    struct softdev_req *r = NULL;
+    const char *err = got_request(t->c, h, fixed, &r);
 
-    if (n < 0) {
-        return "request ring index out of range";
-    }
-    while (n--) {
-        uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
-        struct softdev_req *r = NULL;
-        SoftdevTapHeader h;
-        const char *err = NULL;
-
-        /* The client may change it under us: decode a copy */
-        memcpy(entry, softdev_tap_ring_entry(c->ring, c->ring_entries,
-                                             SOFTDEV_TAP_RING_REQUESTS,
-                                             c->req_cons), sizeof(entry));
-        c->req_cons++;
-        if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REQUEST, &h,
-                                          &err) < 0 ||
-            (err = got_request(c, &h, entry + SOFTDEV_TAP_HDR_SIZE, &r))) {
-            return err;
-        }
-        if (*tail) {
-            (*tail)->next = r;
+    if (!err) {
+        if (t->tail) {
+            t->tail->next = r;
         } else {
-            *head = r;
+            t->head = r;
         }
-        *tail = r;
-        (*count)++;
+        t->tail = r;
+        t->count++;
     }
-    return NULL;
+    return err;
 }
 
 /*
@@ -1271,16 +1254,14 @@ static const char *ring_take(Conn *c, struct softdev_req **head,
  */
 static int conn_parse(Conn *c)
 {
-    struct softdev_req *head = NULL, *tail = NULL;
+    Taken t = { .c = c };
     const char *err = NULL;
-    int n = 0;
 
     while (!err && c->rend - c->rstart >= SOFTDEV_TAP_HDR_SIZE) {
         uint32_t max = c->phase == PHASE_RUN ?
                        c->max_data + SOFTDEV_TAP_REQUEST_SIZE :
                        SOFTDEV_TAP_HANDSHAKE_MAX;
         const uint8_t *p = c->rbuf + c->rstart;
-        struct softdev_req *r = NULL;
         SoftdevTapHeader h;
         size_t len;
 
@@ -1299,16 +1280,7 @@ static int conn_parse(Conn *c)
         } else if (c->phase == PHASE_SHM) {
             err = got_shm(c, &h, p);
         } else if (h.type == SOFTDEV_TAP_REQUEST && !c->ring) {
-            err = got_request(c, &h, p, &r);
-            if (!err) {
-                if (tail) {
-                    tail->next = r;
-                } else {
-                    head = r;
-                }
-                tail = r;
-                n++;
-            }
+            err = take_request(&t, &h, p);
         } else if (h.type == SOFTDEV_TAP_LOWER_REPLY) {
             err = got_lower_reply(c, &h, p);
         } else if (h.type == SOFTDEV_TAP_KICK && c->ring) {
@@ -1321,17 +1293,19 @@ static int conn_parse(Conn *c)
         c->rwant = SOFTDEV_TAP_HDR_SIZE;
     }
     if (!err && c->ring) {
-        err = ring_take(c, &head, &tail, &n);
+        softdev_tap_ring_take(c->ring, c->ring_entries,
+                              SOFTDEV_TAP_RING_REQUESTS, &c->req_cons,
+                              take_request, &t, &err);
     }
-    if (head) {
+    if (t.head) {
         pthread_mutex_lock(&c->lock);
         if (c->queue_tail) {
-            c->queue_tail->next = head;
+            c->queue_tail->next = t.head;
         } else {
-            c->queue_head = head;
+            c->queue_head = t.head;
         }
-        c->queue_tail = tail;
-        if (c->idle > 1 && n > 1) {
+        c->queue_tail = t.tail;
+        if (c->idle > 1 && t.count > 1) {
             pthread_cond_broadcast(&c->work_cond);
         } else if (c->idle) {
             pthread_cond_signal(&c->work_cond);

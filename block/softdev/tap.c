@@ -58,7 +58,7 @@
 #include "qemu/timer.h"
 #include "qobject/qdict.h"
 #include "softdev/softdev.h"
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 #include "trace.h"
 
 #define SOFTDEV_TAP_CLIENT_MAX_DATA (1 * MiB)
@@ -215,18 +215,6 @@ static QemuOptsList softdev_tap_opts = {
         },
         { /* end of list */ }
     },
-};
-
-static const uint64_t softdev_tap_op_feature[SOFTDEV_OP__MAX] = {
-    [SOFTDEV_OP_FLUSH] = SOFTDEV_TAP_F_FLUSH,
-    [SOFTDEV_OP_DISCARD] = SOFTDEV_TAP_F_DISCARD,
-    [SOFTDEV_OP_WRITE_ZEROES] = SOFTDEV_TAP_F_ZEROES,
-};
-
-/* The feature that lets co_pre do an op's I/O below at once */
-static const uint64_t softdev_tap_early_feature[SOFTDEV_OP__MAX] = {
-    [SOFTDEV_OP_READ] = SOFTDEV_TAP_F_EARLY_READ,
-    [SOFTDEV_OP_WRITE] = SOFTDEV_TAP_F_EARLY_WRITE,
 };
 
 /* Our SoftdevOp and the wire's ops have the same numbers. */
@@ -876,7 +864,7 @@ static const char *softdev_tap_got_reply(SoftdevTap *s,
     }
     /* After a replay the process may not be the one that promised */
     tr->answer_late = !(s->conn.features &
-                        softdev_tap_early_feature[req->op]);
+                        softdev_tap_op_early_feature(req->op));
     if (req->op == SOFTDEV_OP_WRITE &&
         (s->conn.features & SOFTDEV_TAP_F_EARLY_WRITE) &&
         !softdev_tap_early_write_kept(&rep, req->offset)) {
@@ -1001,8 +989,17 @@ static void softdev_tap_protocol_error(SoftdevTap *s, const char *err)
  * of that I/O wakes us, and co_pre looks at the ring then, which saves
  * the process a system call and us a wake-up per batch.  Locked.
  */
+static const char *softdev_tap_take_reply(void *opaque,
+                                          const SoftdevTapHeader *hdr,
+                                          const uint8_t *fixed)
+{
+    return softdev_tap_got_reply(opaque, hdr, fixed);
+}
+
 static void softdev_tap_reap(SoftdevTap *s)
 {
+    const char *err = NULL;
+
     while (s->connected && s->conn.ring) {
         uint8_t *ring = s->conn.ring;
         int64_t n = softdev_tap_ring_avail(ring, SOFTDEV_TAP_RING_REP_PROD,
@@ -1032,24 +1029,11 @@ static void softdev_tap_reap(SoftdevTap *s)
             }
             continue;
         }
-        while (n-- && s->connected) {
-            uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
-            SoftdevTapHeader hdr;
-            const char *err = NULL;
-
-            /* The process may change it under us: decode a copy */
-            memcpy(entry, softdev_tap_ring_entry(ring, s->conn.ring_entries,
-                                                 SOFTDEV_TAP_RING_REPLIES,
-                                                 s->rep_cons),
-                   sizeof(entry));
-            s->rep_cons++;
-            if (softdev_tap_decode_ring_entry(entry, SOFTDEV_TAP_REPLY, &hdr,
-                                              &err) < 0 ||
-                (err = softdev_tap_got_reply(s, &hdr,
-                                             entry + SOFTDEV_TAP_HDR_SIZE))) {
-                softdev_tap_protocol_error(s, err);
-                return;
-            }
+        if (softdev_tap_ring_take(ring, s->conn.ring_entries,
+                                  SOFTDEV_TAP_RING_REPLIES, &s->rep_cons,
+                                  softdev_tap_take_reply, s, &err) < 0) {
+            softdev_tap_protocol_error(s, err);
+            return;
         }
     }
 }
@@ -1174,7 +1158,7 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
         .s = s, .req = req, .co = qemu_coroutine_self(),
         .fwd_offset = UINT64_MAX,
     };
-    uint64_t gate = softdev_tap_op_feature[req->op];
+    uint64_t gate = softdev_tap_op_feature(req->op);
     int early_ret = 0;
     bool wait;
 
@@ -1211,7 +1195,7 @@ softdev_tap_co_pre(BlockDriverState *bs, SoftdevRequest *req)
      */
     tr.reading = s->connected &&
                  (s->conn.features &
-                  softdev_tap_early_feature[req->op]);
+                  softdev_tap_op_early_feature(req->op));
     softdev_tap_pump(s);
     /*
      * Sending may have dropped the connection and completed other
@@ -1567,7 +1551,7 @@ static const char *softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
 
     /* A request whose op the new process does not want goes below. */
     QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
-        uint64_t gate = softdev_tap_op_feature[tr->req->op];
+        uint64_t gate = softdev_tap_op_feature(tr->req->op);
 
         if (gate && !(c->features & gate)) {
             softdev_tap_complete(s, tr, SOFTDEV_CONTINUE);

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 
 #define NREQ        16
 #define LOWER_SIZE  (1ull << 30)

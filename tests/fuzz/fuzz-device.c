@@ -34,7 +34,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 #include "softdev.h"
 
 #define OPT_PARALLEL    1

@@ -25,15 +25,15 @@ if ! command -v "$cc" >/dev/null 2>&1; then
         "(apt-get install clang libclang-rt-14-dev)" >&2
     exit 2
 fi
-cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -pthread -I$src/include
+cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -pthread -I$src -I$src/include
 -I$src/libsoftdev -fsanitize=fuzzer,address,undefined
 -fno-sanitize-recover=undefined"
-lib="$src/libsoftdev/server.c $src/libsoftdev/tap-protocol.c"
+lib="$src/libsoftdev/server.c $src/libsoftdev/protocol/tap-protocol.c"
 
 # Seeds
 # shellcheck disable=SC2086
-$cc -std=gnu11 -I"$src/include" "$src/tests/unit/tap-vectors.c" \
-    "$src/libsoftdev/tap-protocol.c" -o "$out/tap-vectors"
+$cc -std=gnu11 -I"$src" -I"$src/include" "$src/tests/unit/tap-vectors.c" \
+    "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/tap-vectors"
 rm -rf "$out/seeds"
 "$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
     "$out/seeds"
@@ -41,7 +41,7 @@ rm -rf "$out/seeds"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-device.c" $lib -o "$out/fuzz-device"
 # shellcheck disable=SC2086
-$cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/tap-protocol.c" \
+$cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/fuzz-client"
 
 status=0

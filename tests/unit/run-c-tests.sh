@@ -13,14 +13,14 @@ out="$src/build/unit"
 mkdir -p "$out"
 cc=${CC:-gcc}
 cflags="-std=gnu11 -Wall -Wextra -Werror -Wno-missing-field-initializers -g
--O1 -fsanitize=address,undefined -fno-sanitize-recover=all -I$src/include"
+-O1 -fsanitize=address,undefined -fno-sanitize-recover=all -I$src -I$src/include"
 
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/unit/tap-protocol-test.c" \
-    "$src/libsoftdev/tap-protocol.c" -o "$out/tap-protocol-test"
+    "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/tap-protocol-test"
 "$out/tap-protocol-test"
 # shellcheck disable=SC2086
-$cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/tap-protocol.c" \
+$cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/tap-vectors"
 "$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1
 echo "tap-vectors: libsoftdev decodes what it encodes"
@@ -31,10 +31,10 @@ rm -rf "$out/fuzz-seeds"
 # shellcheck disable=SC2086
 $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
     "$src/tests/fuzz/standalone.c" "$src/libsoftdev/server.c" \
-    "$src/libsoftdev/tap-protocol.c" -o "$out/fuzz-device"
+    "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-device"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
-    "$src/libsoftdev/tap-protocol.c" -o "$out/fuzz-client"
+    "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-client"
 # ...and on what run-fuzz.sh found, if it ran here.  The device's
 # messages about bad input go to a log.
 for t in device client; do

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the tap protocol decoders (libsoftdev/tap-protocol.c):
+ * Unit tests of the tap protocol decoders (libsoftdev/protocol/tap-protocol.c):
  * every message round-trips, every rule of docs/specs/softdev-tap.rst
  * is enforced with its own message, and random input only ever yields an
  * error (built with ASan/UBSan by 'make check').
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 
 static int passed, failed;
 

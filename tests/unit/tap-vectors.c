@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 
 #define DATA "ABCDEFGH"
 #define MAXP (SOFTDEV_TAP_MIN_DATA + SOFTDEV_TAP_REPLY_SIZE)

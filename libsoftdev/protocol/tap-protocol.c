@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "softdev/tap-protocol.h"
+#include "libsoftdev/protocol/tap-protocol.h"
 
 static uint16_t ld16(const uint8_t *p)
 {
@@ -210,6 +210,42 @@ int softdev_tap_decode_ring_entry(const uint8_t *entry, uint16_t type,
              "ring entry is not a REPLY");
     }
     return 0;
+}
+
+int64_t softdev_tap_ring_take(uint8_t *ctl, uint32_t entries,
+                              enum SoftdevTapRing ring, uint32_t *cons,
+                              SoftdevTapRingFn *fn, void *opaque,
+                              const char **err)
+{
+    bool requests = ring == SOFTDEV_TAP_RING_REQUESTS;
+    uint16_t type = requests ? SOFTDEV_TAP_REQUEST : SOFTDEV_TAP_REPLY;
+    int64_t n = softdev_tap_ring_avail(ctl, requests ?
+                                       SOFTDEV_TAP_RING_REQ_PROD :
+                                       SOFTDEV_TAP_RING_REP_PROD,
+                                       *cons, entries);
+    int64_t i;
+
+    if (n < 0) {
+        FAIL(requests ? "request ring index out of range" :
+             "reply ring index out of range");
+    }
+    for (i = 0; i < n; i++) {
+        uint8_t entry[SOFTDEV_TAP_RING_MSG_SIZE];
+        SoftdevTapHeader hdr;
+        const char *msg;
+
+        memcpy(entry, softdev_tap_ring_entry(ctl, entries, ring, *cons),
+               sizeof(entry));
+        (*cons)++;
+        if (softdev_tap_decode_ring_entry(entry, type, &hdr, err) < 0) {
+            return -1;
+        }
+        msg = fn(opaque, &hdr, entry + SOFTDEV_TAP_HDR_SIZE);
+        if (msg) {
+            FAIL(msg);
+        }
+    }
+    return n;
 }
 
 int softdev_tap_decode_request(const SoftdevTapHeader *hdr,

@@ -268,6 +268,33 @@ static inline bool softdev_tap_early_write_kept(const SoftdevTapReply *rep,
 }
 
 /*
+ * The feature bit a peer must have accepted before REQUESTs of @op may be
+ * sent (FLUSH, DISCARD, WRITE_ZEROES), or 0 for READ and WRITE, which
+ * every device takes.  Without it the client runs the request on the
+ * node below itself.
+ */
+static inline uint64_t softdev_tap_op_feature(unsigned op)
+{
+    switch (op) {
+    case SOFTDEV_TAP_OP_WRITE_ZEROES:
+        return SOFTDEV_TAP_F_ZEROES;
+    case SOFTDEV_TAP_OP_DISCARD:
+        return SOFTDEV_TAP_F_DISCARD;
+    case SOFTDEV_TAP_OP_FLUSH:
+        return SOFTDEV_TAP_F_FLUSH;
+    default:
+        return 0;
+    }
+}
+
+/* The feature bit that allows early I/O for @op (READ, WRITE), or 0 */
+static inline uint64_t softdev_tap_op_early_feature(unsigned op)
+{
+    return op == SOFTDEV_TAP_OP_READ ? SOFTDEV_TAP_F_EARLY_READ :
+           op == SOFTDEV_TAP_OP_WRITE ? SOFTDEV_TAP_F_EARLY_WRITE : 0;
+}
+
+/*
  * Each decoder checks one received part against every rule of the spec
  * that it can see, and returns 0, or -1 with a static message in *err.
  * @buf holds exactly the bytes of that part.
@@ -330,6 +357,23 @@ int softdev_tap_decode_reply(const SoftdevTapHeader *hdr, const uint8_t *buf,
                              const SoftdevTapRequest *req, bool has_lower,
                              bool shm, SoftdevTapReply *reply,
                              const char **err);
+
+/*
+ * Consumer: take the entries waiting in ring @ring (requests or replies)
+ * after *@cons.  Each is copied to private memory (the peer may change
+ * the shared one under us), its header decoded as a @type message, and
+ * passed to @fn with the fixed part that follows it.  *@cons advances
+ * past every entry taken.  Returns the number of entries taken, or -1
+ * with a static message in *@err: the producer index is out of range, an
+ * entry is malformed, or @fn returned a message (a protocol error).
+ */
+typedef const char *SoftdevTapRingFn(void *opaque,
+                                     const SoftdevTapHeader *hdr,
+                                     const uint8_t *fixed);
+int64_t softdev_tap_ring_take(uint8_t *ctl, uint32_t entries,
+                              enum SoftdevTapRing ring, uint32_t *cons,
+                              SoftdevTapRingFn *fn, void *opaque,
+                              const char **err);
 
 /*
  * Encoders: write the header and fixed part into @buf and return the
