@@ -1,9 +1,11 @@
 /*
  * softdev block core: turns a SoftdevDriver description into a QEMU block
  * driver.  Every request passes through softdev_co_request(), which calls
- * the soft device's hooks, forwards to the child, and keeps per-node
+ * the soft device's hooks (co_pre/co_post around a forward to the child,
+ * or co_request with the layer below as "next"), and keeps per-node
  * statistics (counts, bytes, errors, a latency histogram).  Alerts become
- * SOFTDEV_ALERT events.
+ * SOFTDEV_ALERT events; blockdev-reopen reaches the soft device's
+ * mutable options.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -13,11 +15,13 @@
 #include "qapi/qapi-events-softdev.h"
 #include "qobject/qdict.h"
 #include "qemu/cutils.h"
+#include "qemu/main-loop.h"
 #include "qemu/option.h"
+#include "qemu/queue.h"
 #include "qemu/stats64.h"
 #include "qemu/timer.h"
 #include "softdev/softdev.h"
-#include "trace.h"
+#include "trace/trace-block_softdev.h"
 
 /*
  * Latency histogram: values below 8 ns have a bucket each; above, each
@@ -39,6 +43,15 @@ typedef struct SoftdevOpCounters {
     Stat64 hist[SOFTDEV_HIST_BUCKETS];
 } SoftdevOpCounters;
 
+/* An alert raised outside the main loop, until the main loop sends it */
+typedef struct SoftdevAlert {
+    SoftdevSeverity severity;
+    int64_t offset, length;
+    char *path;
+    char *msg;
+    QSIMPLEQ_ENTRY(SoftdevAlert) next;
+} SoftdevAlert;
+
 /* bs->opaque of every soft-device node */
 typedef struct SoftdevState {
     SoftdevDriver *sd;
@@ -46,7 +59,14 @@ typedef struct SoftdevState {
     bool content_preserving;
     Stat64 alerts;
     SoftdevOpCounters stats[SOFTDEV_OP__MAX];
+
+    /* Alerts from other threads, sent by alert_bh in the main loop */
+    QemuMutex alert_lock;
+    QSIMPLEQ_HEAD(, SoftdevAlert) alert_queue;
+    QEMUBH *alert_bh;
 } SoftdevState;
+
+static void softdev_alert_bh(void *opaque);
 
 static unsigned softdev_hist_bucket(uint64_t ns)
 {
@@ -135,6 +155,8 @@ static void softdev_account(SoftdevState *s, const SoftdevRequest *req,
 int coroutine_fn GRAPH_RDLOCK
 softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req)
 {
+    trace_softdev_forward(bs, SoftdevOp_str(req->op), req->offset,
+                          req->bytes);
     if (!bs->file) {
         return req->op == SOFTDEV_OP_FLUSH ? 0 : -ENOTSUP;
     }
@@ -164,18 +186,25 @@ softdev_co_request(BlockDriverState *bs, SoftdevRequest *req)
     SoftdevState *s = bs->opaque;
     SoftdevDriver *sd = s->sd;
     int64_t latency;
-    int ret = SOFTDEV_CONTINUE;
+    int ret = SOFTDEV_FORWARD;
 
     req->start_ns = get_clock();
     trace_softdev_request(bs, SoftdevOp_str(req->op), req->offset,
                           req->bytes);
-    if (sd->co_pre) {
-        ret = sd->co_pre(bs, req);
-    }
-    if (ret == SOFTDEV_CONTINUE) {
-        ret = softdev_co_forward(bs, req);
-    } else if (ret > 0) {
-        ret = 0;        /* SOFTDEV_DONE: completed by the soft device */
+    if (sd->co_request) {
+        ret = sd->co_request(bs, req, softdev_co_forward);
+    } else {
+        if (sd->co_pre) {
+            ret = sd->co_pre(bs, req);
+        }
+        if (ret == SOFTDEV_FORWARD) {
+            ret = softdev_co_forward(bs, req);
+        } else if (ret > 0) {
+            /* A device bug: say so rather than report success */
+            softdev_alert(bs, SOFTDEV_SEVERITY_CRITICAL, req->offset,
+                          req->bytes, NULL, "co_pre returned %d", ret);
+            ret = -EIO;
+        }
     }
     latency = get_clock() - req->start_ns;
     if (sd->co_post) {
@@ -336,6 +365,9 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
     GLOBAL_STATE_CODE();
 
     s->sd = sd;
+    qemu_mutex_init(&s->alert_lock);
+    QSIMPLEQ_INIT(&s->alert_queue);
+    s->alert_bh = aio_bh_new(qemu_get_aio_context(), softdev_alert_bh, bs);
     if (sd->opts) {
         opts = qemu_opts_create(sd->opts, NULL, 0, &error_abort);
         if (!qemu_opts_absorb_qdict(opts, options, errp)) {
@@ -386,7 +418,90 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
     ret = 0;
 out:
     qemu_opts_del(opts);
+    if (ret < 0) {
+        softdev_alert_bh(bs);
+        qemu_bh_delete(s->alert_bh);
+        qemu_mutex_destroy(&s->alert_lock);
+    }
     return ret;
+}
+
+/* What a reopen of a soft-device node carries from prepare to commit */
+typedef struct SoftdevReopen {
+    void *state;                /* the soft device's */
+} SoftdevReopen;
+
+/*
+ * blockdev-reopen: the soft device sees the new values of its mutable
+ * options; every other option is left in rs->options, where the block
+ * layer checks that it did not change.
+ */
+static int softdev_reopen_prepare(BDRVReopenState *rs,
+                                  BlockReopenQueue *queue, Error **errp)
+{
+    SoftdevState *s = rs->bs->opaque;
+    SoftdevDriver *sd = s->sd;
+    g_autoptr(QDict) mutable = qdict_new();
+    SoftdevReopen *r;
+    QemuOpts *opts;
+    const char *const *name;
+    void *state = NULL;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+
+    if (!sd->reopen_prepare) {
+        return 0;
+    }
+    for (name = sd->mutable_opts; name && *name; name++) {
+        QObject *v = qdict_get(rs->options, *name);
+
+        if (v) {
+            qdict_put_obj(mutable, *name, qobject_ref(v));
+            qdict_del(rs->options, *name);
+        }
+    }
+    opts = qemu_opts_create(sd->opts, NULL, 0, &error_abort);
+    if (!qemu_opts_absorb_qdict(opts, mutable, errp)) {
+        qemu_opts_del(opts);
+        return -EINVAL;
+    }
+    ret = sd->reopen_prepare(rs->bs, opts, &state, errp);
+    qemu_opts_del(opts);
+    if (ret < 0) {
+        return ret;
+    }
+    r = g_new0(SoftdevReopen, 1);
+    r->state = state;
+    rs->opaque = r;
+    return 0;
+}
+
+static void softdev_reopen_commit(BDRVReopenState *rs)
+{
+    SoftdevState *s = rs->bs->opaque;
+    SoftdevReopen *r = rs->opaque;
+
+    if (r) {
+        s->sd->reopen_commit(rs->bs, r->state);
+        g_free(r);
+        rs->opaque = NULL;
+    }
+    trace_softdev_reopen(rs->bs, s->sd->name);
+}
+
+static void softdev_reopen_abort(BDRVReopenState *rs)
+{
+    SoftdevState *s = rs->bs->opaque;
+    SoftdevReopen *r = rs->opaque;
+
+    if (r) {
+        if (s->sd->reopen_abort) {
+            s->sd->reopen_abort(rs->bs, r->state);
+        }
+        g_free(r);
+        rs->opaque = NULL;
+    }
 }
 
 /* The soft device made into @drv, or NULL if @drv is not one. */
@@ -418,6 +533,9 @@ static void softdev_close(BlockDriverState *bs)
     }
     g_free(s->opaque);
     s->opaque = NULL;
+    softdev_alert_bh(bs);       /* what is still pending */
+    qemu_bh_delete(s->alert_bh);
+    qemu_mutex_destroy(&s->alert_lock);
 }
 
 void softdev_register(SoftdevDriver *sd)
@@ -426,6 +544,9 @@ void softdev_register(SoftdevDriver *sd)
 
     /* A soft device needs its entry in QAPI's BlockdevDriver. */
     assert(g_str_has_prefix(sd->name, "softdev-"));
+    /* One shape of request handling; reopen hooks come together */
+    assert(!sd->co_request || (!sd->co_pre && !sd->co_post));
+    assert(!sd->reopen_prepare || (sd->reopen_commit && sd->mutable_opts));
     assert(qapi_enum_parse(&BlockdevDriver_lookup, sd->name, -1, NULL) >= 0);
     *drv = (BlockDriver) {
         .format_name            = sd->name,
@@ -437,6 +558,9 @@ void softdev_register(SoftdevDriver *sd)
         .bdrv_close             = softdev_close,
         .bdrv_child_perm        = softdev_child_perm,
         .bdrv_refresh_limits    = softdev_refresh_limits,
+        .bdrv_reopen_prepare    = softdev_reopen_prepare,
+        .bdrv_reopen_commit     = softdev_reopen_commit,
+        .bdrv_reopen_abort      = softdev_reopen_abort,
 
         .bdrv_co_getlength      = softdev_co_getlength,
         .bdrv_co_truncate       = softdev_co_truncate,
@@ -450,8 +574,39 @@ void softdev_register(SoftdevDriver *sd)
         .bdrv_co_flush          = softdev_co_flush,
 
         .strong_runtime_opts    = sd->strong_runtime_opts,
+        .mutable_opts           = sd->mutable_opts,
     };
     bdrv_register(drv);
+}
+
+static void softdev_alert_send(BlockDriverState *bs, SoftdevAlert *a)
+{
+    SoftdevState *s = bs->opaque;
+
+    trace_softdev_alert(bs, SoftdevSeverity_str(a->severity), a->msg);
+    qapi_event_send_softdev_alert(bs->node_name, s->sd->name, a->severity,
+                                  a->msg, a->offset >= 0, a->offset,
+                                  a->length >= 0, a->length, a->path);
+    g_free(a->path);
+    g_free(a->msg);
+    g_free(a);
+}
+
+/* Send the alerts other threads raised; in the main loop */
+static void softdev_alert_bh(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    SoftdevState *s = bs->opaque;
+    QSIMPLEQ_HEAD(, SoftdevAlert) list = QSIMPLEQ_HEAD_INITIALIZER(list);
+    SoftdevAlert *a;
+
+    qemu_mutex_lock(&s->alert_lock);
+    QSIMPLEQ_CONCAT(&list, &s->alert_queue);
+    qemu_mutex_unlock(&s->alert_lock);
+    while ((a = QSIMPLEQ_FIRST(&list))) {
+        QSIMPLEQ_REMOVE_HEAD(&list, next);
+        softdev_alert_send(bs, a);
+    }
 }
 
 void softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
@@ -459,18 +614,27 @@ void softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
                    const char *fmt, ...)
 {
     SoftdevState *s = bs->opaque;
-    g_autofree char *msg = NULL;
+    SoftdevAlert *a = g_new0(SoftdevAlert, 1);
     va_list ap;
 
     va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
+    a->msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    a->severity = severity;
+    a->offset = offset;
+    a->length = length;
+    a->path = g_strdup(path);
 
     stat64_add(&s->alerts, 1);
-    trace_softdev_alert(bs, SoftdevSeverity_str(severity), msg);
-    qapi_event_send_softdev_alert(bs->node_name, s->sd->name, severity, msg,
-                                  offset >= 0, offset, length >= 0, length,
-                                  path);
+    if (bql_locked()) {
+        softdev_alert_send(bs, a);
+        return;
+    }
+    /* QMP events go out from the main loop, in the order raised */
+    qemu_mutex_lock(&s->alert_lock);
+    QSIMPLEQ_INSERT_TAIL(&s->alert_queue, a, next);
+    qemu_mutex_unlock(&s->alert_lock);
+    qemu_bh_schedule(s->alert_bh);
 }
 
 static SoftdevQueryHook *softdev_query_hook;

@@ -21,7 +21,7 @@
 #include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "softdev/softdev.h"
-#include "trace.h"
+#include "trace/trace-block_softdev.h"
 
 #define SOFTDEV_TRACE_MAGIC         "SDTRACE"     /* 8 bytes with the NUL */
 #define SOFTDEV_TRACE_VERSION       1
@@ -353,6 +353,27 @@ static void softdev_trace_close(BlockDriverState *bs)
     g_free(t->path);
 }
 
+/*
+ * blockdev-reopen may turn hashing on or off: each record says whether it
+ * has a hash (the header only says how the trace began).
+ */
+static const char *const softdev_trace_mutable_opts[] = { "hash", NULL };
+
+static int softdev_trace_reopen_prepare(BlockDriverState *bs, QemuOpts *opts,
+                                        void **state, Error **errp)
+{
+    *state = GINT_TO_POINTER(qemu_opt_get_bool(opts, "hash", false));
+    return 0;
+}
+
+static void softdev_trace_reopen_commit(BlockDriverState *bs, void *state)
+{
+    SoftdevTrace *t = softdev_opaque(bs);
+
+    /* Requests are drained: no co_post reads it meanwhile */
+    t->hash = GPOINTER_TO_INT(state);
+}
+
 static void softdev_trace_query(BlockDriverState *bs, SoftdevInfo *info)
 {
     SoftdevTrace *t = softdev_opaque(bs);
@@ -377,6 +398,9 @@ static SoftdevDriver softdev_trace = {
     .open               = softdev_trace_open,
     .close              = softdev_trace_close,
     .co_post            = softdev_trace_co_post,
+    .mutable_opts       = softdev_trace_mutable_opts,
+    .reopen_prepare     = softdev_trace_reopen_prepare,
+    .reopen_commit      = softdev_trace_reopen_commit,
     .query              = softdev_trace_query,
 };
 

@@ -2,8 +2,9 @@
  * softdev-xor: the smallest transform soft device.  Every byte stored on
  * the child is the guest's byte XOR a one-byte key, so the child holds
  * (weakly) scrambled data.  A teaching example of a soft device that
- * changes content: writes go through a bounce buffer, reads are decoded
- * in place.  It is not encryption; see softdev-crypt for that.
+ * changes content, in the core's "around" shape: it calls the layer below
+ * itself, writes from a bounce buffer of its own, and decodes reads in
+ * place.  It is not encryption; see softdev-crypt for that.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -55,14 +56,17 @@ static void softdev_xor_buf(uint8_t *buf, size_t len, uint8_t key)
     }
 }
 
-/* Write @bytes at @offset: from @qiov, or key bytes (zeroes) without one */
+/*
+ * Write @req's bytes through a bounce buffer: the guest's data (WRITE) or
+ * zeroes (WRITE_ZEROES) XOR the key, in chunks, each as a WRITE of ours
+ */
 static int coroutine_fn GRAPH_RDLOCK
-softdev_xor_co_write(BlockDriverState *bs, SoftdevRequest *req)
+softdev_xor_co_write(BlockDriverState *bs, SoftdevRequest *req,
+                     SoftdevNextFn *next)
 {
     SoftdevXor *x = softdev_opaque(bs);
     size_t chunk = MIN(req->bytes, SOFTDEV_XOR_CHUNK);
     uint8_t *buf = qemu_try_blockalign(bs->file->bs, chunk);
-    BdrvRequestFlags flags = req->flags & ~BDRV_REQ_MAY_UNMAP;
     int64_t done;
     int ret = 0;
 
@@ -73,52 +77,33 @@ softdev_xor_co_write(BlockDriverState *bs, SoftdevRequest *req)
         memset(buf, x->key, chunk);
     }
     for (done = 0; done < req->bytes && ret >= 0; done += chunk) {
+        QEMUIOVector qiov;
+        SoftdevRequest w = {
+            .op = SOFTDEV_OP_WRITE,
+            .offset = req->offset + done,
+            .qiov = &qiov,
+            .flags = req->flags & ~BDRV_REQ_MAY_UNMAP,
+        };
+
         chunk = MIN(req->bytes - done, SOFTDEV_XOR_CHUNK);
         if (req->qiov) {
             qemu_iovec_to_buf(req->qiov, req->qiov_offset + done, buf, chunk);
             softdev_xor_buf(buf, chunk, x->key);
         }
-        ret = bdrv_co_pwrite(bs->file, req->offset + done, chunk, buf, flags);
+        w.bytes = chunk;
+        qemu_iovec_init_buf(&qiov, buf, chunk);
+        ret = next(bs, &w);
     }
     qemu_vfree(buf);
-    return ret < 0 ? ret : SOFTDEV_DONE;
+    return ret;
 }
 
-static int coroutine_fn GRAPH_RDLOCK
-softdev_xor_co_pre(BlockDriverState *bs, SoftdevRequest *req)
+/* Decode what a READ left in the guest's buffer, in place */
+static void softdev_xor_qiov(SoftdevRequest *req, uint8_t key)
 {
-    SoftdevXor *x = softdev_opaque(bs);
-
-    switch (req->op) {
-    case SOFTDEV_OP_WRITE:
-        return softdev_xor_co_write(bs, req);
-    case SOFTDEV_OP_WRITE_ZEROES:
-        /* Zeroes are stored as key bytes, unless the key is zero. */
-        if (!x->key) {
-            return SOFTDEV_CONTINUE;
-        }
-        if (req->flags & BDRV_REQ_NO_FALLBACK) {
-            return -ENOTSUP;    /* there is no fast way to write them */
-        }
-        return softdev_xor_co_write(bs, req);
-    default:
-        /* Reads are decoded after the fact; discard and flush pass. */
-        return SOFTDEV_CONTINUE;
-    }
-}
-
-static int coroutine_fn GRAPH_RDLOCK
-softdev_xor_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
-                    int64_t latency_ns)
-{
-    SoftdevXor *x = softdev_opaque(bs);
     size_t offset = req->qiov_offset, left = req->bytes;
     int i;
 
-    if (req->op != SOFTDEV_OP_READ || ret < 0) {
-        return ret;
-    }
-    /* The guest's buffer now holds stored bytes: decode them in place. */
     for (i = 0; i < req->qiov->niov && left; i++) {
         size_t len = req->qiov->iov[i].iov_len;
 
@@ -128,11 +113,41 @@ softdev_xor_co_post(BlockDriverState *bs, SoftdevRequest *req, int ret,
         }
         len = MIN(len - offset, left);
         softdev_xor_buf((uint8_t *)req->qiov->iov[i].iov_base + offset, len,
-                        x->key);
+                        key);
         left -= len;
         offset = 0;
     }
-    return ret;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+softdev_xor_co_request(BlockDriverState *bs, SoftdevRequest *req,
+                       SoftdevNextFn *next)
+{
+    SoftdevXor *x = softdev_opaque(bs);
+    int ret;
+
+    switch (req->op) {
+    case SOFTDEV_OP_READ:
+        ret = next(bs, req);
+        if (ret >= 0) {
+            softdev_xor_qiov(req, x->key);
+        }
+        return ret;
+    case SOFTDEV_OP_WRITE:
+        return softdev_xor_co_write(bs, req, next);
+    case SOFTDEV_OP_WRITE_ZEROES:
+        /* Zeroes are stored as key bytes, unless the key is zero. */
+        if (!x->key) {
+            return next(bs, req);
+        }
+        if (req->flags & BDRV_REQ_NO_FALLBACK) {
+            return -ENOTSUP;    /* there is no fast way to write them */
+        }
+        return softdev_xor_co_write(bs, req, next);
+    default:
+        /* Discard and flush pass. */
+        return next(bs, req);
+    }
 }
 
 static int softdev_xor_open(BlockDriverState *bs, QemuOpts *opts,
@@ -160,8 +175,7 @@ static SoftdevDriver softdev_xor = {
     .opts                   = &softdev_xor_opts,
     .strong_runtime_opts    = softdev_xor_strong_opts,
     .open                   = softdev_xor_open,
-    .co_pre                 = softdev_xor_co_pre,
-    .co_post                = softdev_xor_co_post,
+    .co_request             = softdev_xor_co_request,
 };
 
 static void softdev_xor_init(void)

@@ -24,14 +24,26 @@ typedef struct SoftdevRequest {
     size_t qiov_offset;
     BdrvRequestFlags flags;
     int64_t start_ns;           /* QEMU_CLOCK_REALTIME, set by the core */
-    void *opaque;               /* the soft device's, from co_pre to co_post */
 } SoftdevRequest;
 
-/* Return values of SoftdevDriver.co_pre besides -errno */
+/*
+ * Return values of SoftdevDriver.co_pre besides -errno.  They are the
+ * same names and numbers as libsoftdev's callback results, so a device
+ * moves between in-process and a soft-device process unchanged.
+ */
 enum {
-    SOFTDEV_CONTINUE = 0,       /* go on and forward the request */
-    SOFTDEV_DONE = 1,           /* the soft device completed it itself */
+    SOFTDEV_DONE = 0,           /* the soft device completed it itself */
+    SOFTDEV_FORWARD = 1,        /* go on and forward the request */
 };
+
+/*
+ * The layer below, as the core hands it to SoftdevDriver.co_request:
+ * runs @req (the soft device's own, with its offsets and buffers) on the
+ * node below and returns 0 or -errno.  Without a node below it completes
+ * FLUSH and fails the other requests with -ENOTSUP.
+ */
+typedef int coroutine_fn GRAPH_RDLOCK_PTR
+SoftdevNextFn(BlockDriverState *bs, SoftdevRequest *req);
 
 typedef struct SoftdevDriver SoftdevDriver;
 
@@ -89,21 +101,46 @@ struct SoftdevDriver {
     void (*attach_aio_context)(BlockDriverState *bs, AioContext *ctx);
 
     /*
-     * Before a request: return SOFTDEV_CONTINUE to have it forwarded to
-     * the child, SOFTDEV_DONE if the soft device completed it, or -errno
-     * to fail it.  May change @req (offset, data) before forwarding.
+     * A soft device handles requests in one of two shapes; the core
+     * counts, times, traces and alerts for both.
+     *
+     * Watching (co_pre and/or co_post): co_pre runs before a request and
+     * returns SOFTDEV_FORWARD to have the core forward it to the node
+     * below, SOFTDEV_DONE if the soft device completed it, or -errno to
+     * fail it; co_post sees every request's result (including failed
+     * ones) and returns the result the guest gets.
+     *
+     * Around (co_request): the soft device runs the whole request and
+     * calls @next, the layer below, as often as it likes with requests of
+     * its own (other offsets, its own buffers: a transform, a log, a
+     * process that answers later).  Returns 0 or -errno.  A soft device
+     * with co_request has no co_pre and no co_post.
      */
     int coroutine_fn GRAPH_RDLOCK_PTR (*co_pre)(BlockDriverState *bs,
                                                 SoftdevRequest *req);
-
-    /*
-     * After a request, with its result: return the result the guest
-     * sees.  Called for every request, including failed ones.
-     */
     int coroutine_fn GRAPH_RDLOCK_PTR (*co_post)(BlockDriverState *bs,
                                                  SoftdevRequest *req,
                                                  int ret,
                                                  int64_t latency_ns);
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_request)(BlockDriverState *bs,
+                                                    SoftdevRequest *req,
+                                                    SoftdevNextFn *next);
+
+    /*
+     * blockdev-reopen.  Options in @mutable_opts may change; the others
+     * must stay as they are (the block layer says "Cannot change the
+     * option 'x'").  reopen_prepare gets the new values of the mutable
+     * options (an option left out has its default), checks them and
+     * returns in *@state what reopen_commit needs to apply them, without
+     * changing anything yet; reopen_abort drops @state.  Requests are
+     * drained meanwhile.  Without reopen_prepare, a node reopens (e.g.
+     * read-only, another node below) with its options unchanged.
+     */
+    const char *const *mutable_opts;
+    int (*reopen_prepare)(BlockDriverState *bs, QemuOpts *opts,
+                          void **state, Error **errp);
+    void (*reopen_commit)(BlockDriverState *bs, void *state);
+    void (*reopen_abort)(BlockDriverState *bs, void *state);
 
     /* Fill the driver-specific part of a query-softdevs entry. */
     void (*query)(BlockDriverState *bs, SoftdevInfo *info);
@@ -127,18 +164,39 @@ bool softdev_is_content_preserving(BlockDriverState *bs);
 /* The soft device's own state (SoftdevDriver.state_size bytes). */
 void *softdev_opaque(BlockDriverState *bs);
 
-/* Forward @req unchanged to the child (the default action). */
+/*
+ * Run @req on the node below (what SOFTDEV_FORWARD does, and the @next of
+ * co_request); see SoftdevNextFn.
+ */
 int coroutine_fn GRAPH_RDLOCK
 softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req);
 
 /*
  * Emit a SOFTDEV_ALERT event for @bs.  @offset and @length are left out
- * of the event when negative, @path when NULL.
+ * of the event when negative, @path when NULL.  Callable from any thread:
+ * outside the main loop the event is queued and sent from it, in order.
  */
 void G_GNUC_PRINTF(6, 7)
 softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
               int64_t offset, int64_t length, const char *path,
               const char *fmt, ...);
+
+/* @options as a QDict, the way blockdev-add sees them */
+QDict *softdev_options_qdict(BlockdevOptions *options);
+
+/*
+ * Putting a soft device above a node in use, as softdev-insert and the
+ * Xen disks do (block/softdev/layer.c).  softdev_layer_check(): the
+ * driver must be a soft device with a free node-name, and with
+ * @need_preserving keep its child's content (it goes above data others
+ * wrote).  softdev_layer_inherit(): the users of @below must not notice
+ * it, so it is read-only if @below is (or @read_only), and passes
+ * discards if @below unmaps.
+ */
+bool softdev_layer_check(BlockdevOptions *options, bool need_preserving,
+                         Error **errp);
+void softdev_layer_inherit(BlockdevOptions *options, BlockDriverState *below,
+                           bool read_only);
 
 /* Fill a query-softdevs entry for @bs (the core's part and the driver's). */
 SoftdevInfo *softdev_query_node(BlockDriverState *bs);

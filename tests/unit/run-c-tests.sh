@@ -20,6 +20,10 @@ $cc $cflags "$src/tests/unit/tap-protocol-test.c" \
     "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/tap-protocol-test"
 "$out/tap-protocol-test"
 # shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/tap-states-test.c" \
+    "$src/block/softdev/tap-states.c" -o "$out/tap-states-test"
+"$out/tap-states-test"
+# shellcheck disable=SC2086
 $cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/tap-vectors"
 "$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1

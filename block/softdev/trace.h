@@ -1,1 +1,0 @@
-#include "trace/trace-block_softdev.h"
