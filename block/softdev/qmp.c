@@ -22,19 +22,7 @@
 #include "qom/object.h"
 #include "system/block-backend.h"
 #include "softdev/softdev.h"
-#include "trace.h"
-
-/* @options as a QDict, the way blockdev-add sees them */
-static QDict *softdev_options_qdict(BlockdevOptions *options)
-{
-    QObject *obj = NULL;
-    Visitor *v = qobject_output_visitor_new(&obj);
-
-    visit_type_BlockdevOptions(v, NULL, &options, &error_abort);
-    visit_complete(v, &obj);
-    visit_free(v);
-    return qobject_to(QDict, obj);
-}
+#include "trace/trace-block_softdev.h"
 
 /* Delete a node softdev-insert created; nothing uses it yet. */
 static void softdev_insert_undo(const char *node_name)
@@ -51,39 +39,17 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
 {
     ERRP_GUARD();
     const char *drvname = BlockdevDriver_str(options->driver);
-    SoftdevDriver *sd = softdev_find_driver(drvname);
     g_autoptr(QDict) qdict = NULL;
     const char *file;
-    bool preserving;
     BlockDriverState *target, *bs;
     int ret;
 
     GLOBAL_STATE_CODE();
 
-    if (!sd) {
-        error_setg(errp, "driver '%s' is not a soft device", drvname);
-        return;
-    }
-    if (!options->node_name) {
-        error_setg(errp, "'node-name' must be specified");
-        return;
-    }
-    if (bdrv_find_node(options->node_name)) {
-        error_setg(errp, "node name '%s' is already in use",
-                   options->node_name);
+    if (!softdev_layer_check(options, true, errp)) {
         return;
     }
     qdict = softdev_options_qdict(options);
-    preserving = sd->content_preserving_opt ?
-        qdict_get_try_bool(qdict, sd->content_preserving_opt,
-                           sd->content_preserving) :
-        sd->content_preserving;
-    if (!preserving) {
-        error_setg(errp, "soft device '%s' changes the data it stores, so it "
-                   "cannot be inserted above a node that holds data; create "
-                   "it with blockdev-add instead", drvname);
-        return;
-    }
     file = qdict_get_try_str(qdict, "file");
     if (!file) {
         error_setg(errp, "'file' must be the name of an existing node");
@@ -94,18 +60,7 @@ void qmp_softdev_insert(BlockdevOptions *options, Error **errp)
         error_setg(errp, "node '%s' not found", file);
         return;
     }
-    /*
-     * The users of @target must not notice the soft device: a read-only
-     * disk stays read-only and guest discards still reach the disk.
-     */
-    if (!options->has_read_only && bdrv_is_read_only(target)) {
-        options->has_read_only = true;
-        options->read_only = true;
-    }
-    if (!options->has_discard && (target->open_flags & BDRV_O_UNMAP)) {
-        options->has_discard = true;
-        options->discard = BLOCKDEV_DISCARD_OPTIONS_UNMAP;
-    }
+    softdev_layer_inherit(options, target, false);
 
     qmp_blockdev_add(options, errp);
     if (*errp) {

@@ -284,40 +284,27 @@ static BlockDriverState *softdev_xen_open_layer(QDict *layer,
 {
     g_autoptr(QDict) copy = qdict_clone_shallow(layer);
     BlockdevOptions *options;
-    QObject *obj = NULL;
-    Visitor *v;
     QDict *qdict;
 
-    /* The frontend must see the disk's own features (see softdev-insert) */
     if (!qdict_haskey(copy, "node-name")) {
         qdict_put_str(copy, "node-name", default_name);
-    }
-    if (!qdict_haskey(copy, "read-only") &&
-        (read_only || bdrv_is_read_only(below))) {
-        qdict_put_bool(copy, "read-only", true);
-    }
-    if (!qdict_haskey(copy, "discard") && (below->open_flags & BDRV_O_UNMAP)) {
-        qdict_put_str(copy, "discard", "unmap");
     }
     options = softdev_xen_layer_options(copy, bdrv_get_node_name(below),
                                         errp);
     if (!options) {
         return NULL;
     }
-    if (bdrv_find_node(options->node_name)) {
-        error_setg(errp, "node name '%s' is already in use",
-                   options->node_name);
+    /* Any soft device may sit above a Xen disk configured with it */
+    if (!softdev_layer_check(options, false, errp)) {
         qapi_free_BlockdevOptions(options);
         return NULL;
     }
+    /* The frontend must see the disk's own features (see softdev-insert) */
+    softdev_layer_inherit(options, below, read_only);
 
     /* As blockdev-add does, but the monitor does not own the node. */
-    v = qobject_output_visitor_new(&obj);
-    visit_type_BlockdevOptions(v, NULL, &options, &error_abort);
-    visit_complete(v, &obj);
-    visit_free(v);
+    qdict = softdev_options_qdict(options);
     qapi_free_BlockdevOptions(options);
-    qdict = qobject_to(QDict, obj);
     qdict_flatten(qdict);
     return bds_tree_init(qdict, errp);
 }
