@@ -63,7 +63,8 @@ iotests_check() {
 }
 
 run_iotests() {
-    iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect
+    iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
+        softdev-reopen
 }
 
 run_stock() {
@@ -95,7 +96,7 @@ for s in $SUITES; do
     case $s in
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
-    iotests) suite "iotests softdev-stack, softdev-tap, softdev-tap-reconnect" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
