@@ -107,7 +107,11 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         SoftdevTapVerdict verdict, int result,
                         uint64_t fwd_offset)
 {
-    assert(tr->verdict == SOFTDEV_TAP_VERDICT_NONE);
+    if (tr->state == SOFTDEV_TAP_REQ_DONE) {
+        /* Decided twice: the first verdict stands */
+        softdev_tap_bug(s, "request", tr->state, SOFTDEV_TAP_REQ_DONE);
+        return;
+    }
     tr->verdict = verdict;
     tr->result = result;
     tr->fwd_offset = fwd_offset;
