@@ -27,16 +27,8 @@
 /* Locked */
 void softdev_tap_conn_set(SoftdevTap *s, SoftdevTapConnState state)
 {
-    if (!softdev_tap_conn_transition_ok(s->conn_state, state)) {
-        error_report("softdev-tap '%s': illegal connection transition "
-                     "%s -> %s", bdrv_get_node_name(s->bs),
-                     softdev_tap_conn_state_name(s->conn_state),
-                     softdev_tap_conn_state_name(state));
-        assert(!SOFTDEV_TAP_ASSERT_TRANSITIONS);
-        softdev_alert(s->bs, SOFTDEV_SEVERITY_CRITICAL, -1, -1, NULL,
-                      "internal error: illegal connection transition "
-                      "%s -> %s", softdev_tap_conn_state_name(s->conn_state),
-                      softdev_tap_conn_state_name(state));
+    if (!softdev_tap_conn_legal(s->conn_state, state, softdev_tap_bug, s)) {
+        return;
     }
     trace_softdev_tap_conn_state(s->bs,
                                  softdev_tap_conn_state_name(s->conn_state),

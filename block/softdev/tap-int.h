@@ -204,7 +204,8 @@ void softdev_tap_unlock(SoftdevTap *s);
 void softdev_tap_watchdog_arm(SoftdevTap *s);
 void softdev_tap_watchdog_start(SoftdevTap *s);
 void softdev_tap_watchdog_stop(SoftdevTap *s);
-void softdev_tap_bug(SoftdevTap *s, const char *what, int from, int to);
+void softdev_tap_bug(void *opaque, const char *machine, const char *from,
+                     const char *to);
 
 /* tap-io.c */
 void softdev_tap_pump(SoftdevTap *s);

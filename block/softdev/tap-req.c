@@ -18,18 +18,21 @@
 #include "trace/trace-block_softdev.h"
 
 /*
- * An illegal transition is a bug of ours.  Debug builds stop at it;
- * release builds tell the user and drop the connection, so that
- * on-disconnect decides for the requests, as after a crash of the process.
+ * An illegal transition is a bug of ours (tap-states.c stops a debug
+ * build at it): tell the user and drop the connection, so that
+ * on-disconnect decides for the requests, as after a crash of the
+ * process.  Locked.
  */
-void softdev_tap_bug(SoftdevTap *s, const char *what, int from, int to)
+void softdev_tap_bug(void *opaque, const char *machine, const char *from,
+                     const char *to)
 {
-    error_report("softdev-tap '%s': illegal %s transition %d -> %d",
-                 bdrv_get_node_name(s->bs), what, from, to);
-    assert(!SOFTDEV_TAP_ASSERT_TRANSITIONS);
+    SoftdevTap *s = opaque;
+
+    error_report("softdev-tap '%s': illegal %s transition %s -> %s",
+                 bdrv_get_node_name(s->bs), machine, from, to);
     softdev_alert(s->bs, SOFTDEV_SEVERITY_CRITICAL, -1, -1, NULL,
-                  "internal error: illegal %s transition %d -> %d; "
-                  "dropping the connection", what, from, to);
+                  "internal error: illegal %s transition %s -> %s; "
+                  "dropping the connection", machine, from, to);
     softdev_tap_drop(s, "internal error");
 }
 
@@ -41,8 +44,7 @@ void softdev_tap_req_set(SoftdevTap *s, SoftdevTapReq *tr,
     bool was_at = softdev_tap_req_at_process(old);
     bool at = softdev_tap_req_at_process(state);
 
-    if (!softdev_tap_req_transition_ok(old, state)) {
-        softdev_tap_bug(s, "request", old, state);
+    if (!softdev_tap_req_legal(old, state, softdev_tap_bug, s)) {
         return;
     }
     tr->state = state;
@@ -89,8 +91,7 @@ void softdev_tap_req_set(SoftdevTap *s, SoftdevTapReq *tr,
 void softdev_tap_req_set_early(SoftdevTap *s, SoftdevTapReq *tr,
                                SoftdevTapEarly early)
 {
-    if (!softdev_tap_early_transition_ok(tr->early, early)) {
-        softdev_tap_bug(s, "early I/O", tr->early, early);
+    if (!softdev_tap_early_legal(tr->early, early, softdev_tap_bug, s)) {
         return;
     }
     if (softdev_tap_req_at_process(tr->state)) {
@@ -107,10 +108,9 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         SoftdevTapVerdict verdict, int result,
                         uint64_t fwd_offset)
 {
-    if (tr->state == SOFTDEV_TAP_REQ_DONE) {
-        /* Decided twice: the first verdict stands */
-        softdev_tap_bug(s, "request", tr->state, SOFTDEV_TAP_REQ_DONE);
-        return;
+    if (!softdev_tap_req_legal(tr->state, SOFTDEV_TAP_REQ_DONE,
+                               softdev_tap_bug, s)) {
+        return;     /* decided twice: the first verdict stands */
     }
     tr->verdict = verdict;
     tr->result = result;

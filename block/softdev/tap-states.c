@@ -4,7 +4,8 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
-#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include "tap-states.h"
 
 #define BIT(x) (1u << (x))
@@ -51,6 +52,12 @@ static const char *const req_names[SOFTDEV_TAP_REQ__MAX] = {
     [SOFTDEV_TAP_REQ_DONE] = "done",
 };
 
+static const char *const early_names[SOFTDEV_TAP_EARLY__MAX] = {
+    [SOFTDEV_TAP_EARLY_NONE] = "none",
+    [SOFTDEV_TAP_EARLY_RUNNING] = "running",
+    [SOFTDEV_TAP_EARLY_FINISHED] = "finished",
+};
+
 static const char *const conn_names[SOFTDEV_TAP_CONN__MAX] = {
     [SOFTDEV_TAP_CONN_CONNECTING] = "connecting",
     [SOFTDEV_TAP_CONN_CONNECTED] = "connected",
@@ -86,9 +93,53 @@ const char *softdev_tap_req_state_name(SoftdevTapReqState st)
     return (unsigned)st < SOFTDEV_TAP_REQ__MAX ? req_names[st] : "invalid";
 }
 
+const char *softdev_tap_early_state_name(SoftdevTapEarly st)
+{
+    return (unsigned)st < SOFTDEV_TAP_EARLY__MAX ? early_names[st] : "invalid";
+}
+
 const char *softdev_tap_conn_state_name(SoftdevTapConnState st)
 {
     return (unsigned)st < SOFTDEV_TAP_CONN__MAX ? conn_names[st] : "invalid";
+}
+
+static bool legal(bool ok, const char *machine, const char *from,
+                  const char *to, SoftdevTapBugFn *bug, void *opaque)
+{
+    if (ok) {
+        return true;
+    }
+    if (SOFTDEV_TAP_ASSERT_TRANSITIONS) {
+        fprintf(stderr, "softdev-tap: illegal %s transition %s -> %s\n",
+                machine, from, to);
+        abort();
+    }
+    bug(opaque, machine, from, to);
+    return false;
+}
+
+bool softdev_tap_req_legal(SoftdevTapReqState from, SoftdevTapReqState to,
+                           SoftdevTapBugFn *bug, void *opaque)
+{
+    return legal(softdev_tap_req_transition_ok(from, to), "request",
+                 softdev_tap_req_state_name(from),
+                 softdev_tap_req_state_name(to), bug, opaque);
+}
+
+bool softdev_tap_early_legal(SoftdevTapEarly from, SoftdevTapEarly to,
+                             SoftdevTapBugFn *bug, void *opaque)
+{
+    return legal(softdev_tap_early_transition_ok(from, to), "early I/O",
+                 softdev_tap_early_state_name(from),
+                 softdev_tap_early_state_name(to), bug, opaque);
+}
+
+bool softdev_tap_conn_legal(SoftdevTapConnState from, SoftdevTapConnState to,
+                            SoftdevTapBugFn *bug, void *opaque)
+{
+    return legal(softdev_tap_conn_transition_ok(from, to), "connection",
+                 softdev_tap_conn_state_name(from),
+                 softdev_tap_conn_state_name(to), bug, opaque);
 }
 
 bool softdev_tap_req_at_process(SoftdevTapReqState st)

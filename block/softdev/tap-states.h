@@ -66,6 +66,7 @@ bool softdev_tap_early_transition_ok(SoftdevTapEarly from,
 bool softdev_tap_conn_transition_ok(SoftdevTapConnState from,
                                     SoftdevTapConnState to);
 const char *softdev_tap_req_state_name(SoftdevTapReqState st);
+const char *softdev_tap_early_state_name(SoftdevTapEarly st);
 const char *softdev_tap_conn_state_name(SoftdevTapConnState st);
 
 /* Whether a request in @st is at the process (holds a slot) */
@@ -86,13 +87,28 @@ SoftdevTapReqState softdev_tap_req_on_timeout(SoftdevTapReqState st,
                                               bool queue, bool *drop);
 
 /*
- * In a debug build an illegal transition asserts; in a release build the
- * caller reports it and drops the connection.
+ * Checking a move: true if the table allows it.  An illegal move is a
+ * bug: a debug build prints it and aborts; a release build calls @bug
+ * (QEMU: a critical alert, and the connection is dropped so that
+ * on-disconnect decides for the requests) and returns false, and the
+ * caller leaves the state as it was.
  */
-#ifndef __OPTIMIZE__
-#define SOFTDEV_TAP_ASSERT_TRANSITIONS 1
+typedef void SoftdevTapBugFn(void *opaque, const char *machine,
+                             const char *from, const char *to);
+
+bool softdev_tap_req_legal(SoftdevTapReqState from, SoftdevTapReqState to,
+                           SoftdevTapBugFn *bug, void *opaque);
+bool softdev_tap_early_legal(SoftdevTapEarly from, SoftdevTapEarly to,
+                             SoftdevTapBugFn *bug, void *opaque);
+bool softdev_tap_conn_legal(SoftdevTapConnState from, SoftdevTapConnState to,
+                            SoftdevTapBugFn *bug, void *opaque);
+
+#ifndef SOFTDEV_TAP_ASSERT_TRANSITIONS
+#ifdef __OPTIMIZE__
+#define SOFTDEV_TAP_ASSERT_TRANSITIONS 0    /* release build */
 #else
-#define SOFTDEV_TAP_ASSERT_TRANSITIONS 0
+#define SOFTDEV_TAP_ASSERT_TRANSITIONS 1    /* debug build (-O0) */
+#endif
 #endif
 
 #endif /* BLOCK_SOFTDEV_TAP_STATES_H */

@@ -23,6 +23,12 @@ $cc $cflags "$src/tests/unit/tap-protocol-test.c" \
 $cc $cflags "$src/tests/unit/tap-states-test.c" \
     "$src/block/softdev/tap-states.c" -o "$out/tap-states-test"
 "$out/tap-states-test"
+# ...and as a debug build, where an illegal transition aborts
+# shellcheck disable=SC2086
+$cc $cflags -DSOFTDEV_TAP_ASSERT_TRANSITIONS=1 \
+    "$src/tests/unit/tap-states-test.c" "$src/block/softdev/tap-states.c" \
+    -o "$out/tap-states-test-debug"
+"$out/tap-states-test-debug"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/tap-vectors"

@@ -4,13 +4,19 @@
  * and a randomized run that drives requests through sends, answers,
  * timeouts, disconnects and replays with the driver's rules, checked
  * against a simple model of what each on-disconnect policy promises.
+ * Built twice by run-c-tests.sh: as a release build, where an illegal
+ * move reaches the caller's bug hook, and with
+ * SOFTDEV_TAP_ASSERT_TRANSITIONS=1, as a debug build, where it aborts.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "block/softdev/tap-states.h"
 
@@ -87,6 +93,83 @@ static void test_tables(void)
     for (b = 0; b < SOFTDEV_TAP_REQ__MAX; b++) {
         CHECK(!softdev_tap_req_transition_ok(SOFTDEV_TAP_REQ_DONE, b));
     }
+}
+
+typedef struct Bugs {
+    int count;
+    char last[96];
+} Bugs;
+
+static void record_bug(void *opaque, const char *machine, const char *from,
+                       const char *to)
+{
+    Bugs *b = opaque;
+
+    b->count++;
+    snprintf(b->last, sizeof(b->last), "%s %s>%s", machine, from, to);
+}
+
+/* Whether @fn aborts (in a child process) */
+static int aborts(void (*fn)(void))
+{
+    int status;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        fclose(stderr);             /* the expected message */
+        fn();
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void illegal_req(void)
+{
+    softdev_tap_req_legal(SOFTDEV_TAP_REQ_DONE, SOFTDEV_TAP_REQ_SENT,
+                          record_bug, &(Bugs) { 0 });
+}
+
+static void illegal_conn(void)
+{
+    softdev_tap_conn_legal(SOFTDEV_TAP_CONN_DISCONNECTED,
+                           SOFTDEV_TAP_CONN_DRAINING, record_bug,
+                           &(Bugs) { 0 });
+}
+
+static void test_illegal_moves(void)
+{
+    Bugs b = { 0 };
+
+    /* Legal moves pass without a word */
+    CHECK(softdev_tap_req_legal(SOFTDEV_TAP_REQ_QUEUED, SOFTDEV_TAP_REQ_SENT,
+                                record_bug, &b));
+    CHECK(softdev_tap_early_legal(SOFTDEV_TAP_EARLY_NONE,
+                                  SOFTDEV_TAP_EARLY_RUNNING, record_bug, &b));
+    CHECK(softdev_tap_conn_legal(SOFTDEV_TAP_CONN_CONNECTED,
+                                 SOFTDEV_TAP_CONN_DRAINING, record_bug, &b));
+    CHECK(b.count == 0);
+    if (SOFTDEV_TAP_ASSERT_TRANSITIONS) {
+        /* Debug build: an illegal move stops the program */
+        CHECK(aborts(illegal_req));
+        CHECK(aborts(illegal_conn));
+        return;
+    }
+    /* Release build: the hook hears of each, the caller is told no */
+    CHECK(!softdev_tap_req_legal(SOFTDEV_TAP_REQ_DONE, SOFTDEV_TAP_REQ_SENT,
+                                 record_bug, &b));
+    CHECK(b.count == 1 && !strcmp(b.last, "request done>sent"));
+    CHECK(!softdev_tap_req_legal(SOFTDEV_TAP_REQ_REPLAY,
+                                 SOFTDEV_TAP_REQ_OVERDUE, record_bug, &b));
+    CHECK(b.count == 2 && !strcmp(b.last, "request replay>overdue"));
+    CHECK(!softdev_tap_early_legal(SOFTDEV_TAP_EARLY_FINISHED,
+                                   SOFTDEV_TAP_EARLY_RUNNING, record_bug, &b));
+    CHECK(b.count == 3 && !strcmp(b.last, "early I/O finished>running"));
+    CHECK(!softdev_tap_conn_legal(SOFTDEV_TAP_CONN_DISCONNECTED,
+                                  SOFTDEV_TAP_CONN_DRAINING, record_bug, &b));
+    CHECK(b.count == 4 &&
+          !strcmp(b.last, "connection disconnected>draining"));
+    CHECK(!aborts(illegal_req) && !aborts(illegal_conn));
 }
 
 enum { POLICY_QUEUE, POLICY_FAIL, POLICY_PASSTHROUGH };
@@ -273,7 +356,10 @@ static void test_random(void)
 int main(void)
 {
     test_tables();
+    test_illegal_moves();
     test_random();
-    printf("tap-states-test: %d passed, %d failed\n", passed, failed);
+    printf("tap-states-test%s: %d passed, %d failed\n",
+           SOFTDEV_TAP_ASSERT_TRANSITIONS ? " (debug build)" : "", passed,
+           failed);
     return failed ? 1 : 0;
 }
