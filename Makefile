@@ -4,6 +4,7 @@
 #   make check    build and run every test
 #   make run      build and run the main demo (a guest on a soft-device stack)
 #   make bench    build and run the benchmarks
+#   make bench-xen  the Xen test bed's disk benchmark (PV guest, TCG)
 #   make install  install under the configured prefix (default
 #                 /usr/local/softdev, beside any distribution QEMU)
 #
@@ -68,6 +69,14 @@ run: build guest
 
 bench: build
 	$(SRC)/bench/run-bench.sh $(QEMU_BUILD)
+
+# A PV domU's dd throughput on qdisk disks with and without a passthrough
+# soft device, in the Xen test bed (not part of 'make check')
+.PHONY: bench-xen
+bench-xen: build xen-bed
+	$(PY) $(SRC)/tests/xen/bench-xen-disk.py \
+		--qemu $(QEMU_BUILD)/qemu-system-x86_64 --bed-dir $(XEN_BED_DIR) \
+		--json $(SRC)/build/bench/xen-disk.json
 
 install: build
 	$(NINJA) -C $(QEMU_BUILD) install
