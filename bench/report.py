@@ -202,8 +202,9 @@ def main():
         if all(rates.get(x) for x in ('tap-c', NBD_STACK, BASE)):
             med = {x: statistics.median(rates[x].values())
                    for x in ('tap-c', NBD_STACK, BASE)}
-            bounds = {f'{NBD_FACTOR} x {NBD_STACK}': NBD_FACTOR * med[NBD_STACK],
-                      f'{BARE_FACTOR} x {BASE}': BARE_FACTOR * med[BASE]}
+            bounds = {
+                f'{NBD_FACTOR} x {NBD_STACK}': NBD_FACTOR * med[NBD_STACK],
+                f'{BARE_FACTOR} x {BASE}': BARE_FACTOR * med[BASE]}
             which = min(bounds, key=bounds.get)
             t = {'name': f'tap-c/min({NBD_FACTOR} x {NBD_STACK}, '
                          f'{BARE_FACTOR} x {BASE})',
