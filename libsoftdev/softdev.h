@@ -32,12 +32,15 @@ extern "C" {
 #endif
 
 /*
- * Callback results: 0 (done), SOFTDEV_FORWARD (let QEMU send the request
- * to the node below unchanged; see softdev_forward_to() to move it) or a
- * negative errno in -4095..-1 (completes the request with that error).
- * Anything else is a device bug: it is reported on stderr and the request
+ * Callback results, the same convention as QEMU's in-process soft devices
+ * (block/softdev/core.c): SOFTDEV_DONE (0: the device completed the
+ * request), SOFTDEV_FORWARD (1: let QEMU send the request to the node
+ * below unchanged; see softdev_forward_to() to move it) or a negative
+ * errno in -4095..-1 (completes the request with that error).  Anything
+ * else is a device bug: it is reported on stderr and the request
  * completes with -EIO.
  */
+#define SOFTDEV_DONE                0
 #define SOFTDEV_FORWARD             1
 
 /* Request flags passed to write and write_zeroes (as on the wire) */

@@ -55,7 +55,7 @@ static int fz_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
         return softdev_lower_read(r, buf, len, off);
     }
     memset(buf, (int)(off >> 9), len);      /* every byte is ours */
-    return off & 2 ? SOFTDEV_FORWARD : 0;
+    return off & 2 ? SOFTDEV_FORWARD : SOFTDEV_DONE;
 }
 
 static int fz_write(void *h, struct softdev_req *r, const void *buf,
@@ -82,13 +82,13 @@ static int fz_write(void *h, struct softdev_req *r, const void *buf,
         free(copy);
         return ret;
     }
-    return off & 4 ? -EIO : 0;
+    return off & 4 ? -EIO : SOFTDEV_DONE;
 }
 
 static int fz_flush(void *h, struct softdev_req *r)
 {
     (void)h;
-    return softdev_req_is_replay(r) ? softdev_lower_flush(r) : 0;
+    return softdev_req_is_replay(r) ? softdev_lower_flush(r) : SOFTDEV_DONE;
 }
 
 static int fz_discard(void *h, struct softdev_req *r, uint32_t len,
@@ -105,7 +105,7 @@ static int fz_zeroes(void *h, struct softdev_req *r, uint32_t len,
     if (off & 1) {
         return softdev_lower_write_zeroes(r, len, off, flags);
     }
-    return len & 1 ? 12345 : 0;             /* a device bug: -EIO */
+    return len & 1 ? 12345 : SOFTDEV_DONE;  /* a device bug: -EIO */
 }
 
 static int fz_lower_read(void *h, struct softdev_req *r, void *buf,
