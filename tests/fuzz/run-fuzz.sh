@@ -28,7 +28,11 @@ fi
 cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -pthread -I$src -I$src/include
 -I$src/libsoftdev -fsanitize=fuzzer,address,undefined
 -fno-sanitize-recover=undefined"
-lib="$src/libsoftdev/server.c $src/libsoftdev/protocol/tap-protocol.c"
+# libsoftdev without its command line (main.c)
+lib=
+for f in error conn stream ring requests lower protocol/tap-protocol; do
+    lib="$lib $src/libsoftdev/$f.c"
+done
 
 # Seeds
 # shellcheck disable=SC2086
