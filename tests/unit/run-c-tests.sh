@@ -36,14 +36,22 @@ rm -rf "$out/fuzz-seeds"
     "$out/fuzz-seeds"
 # shellcheck disable=SC2086
 $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
-    "$src/tests/fuzz/standalone.c" $lib -o "$out/fuzz-device"
+    "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
+    -o "$out/fuzz-device"
+# shellcheck disable=SC2086
+$cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-conn.c" \
+    "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
+    -o "$out/fuzz-conn"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
     "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-client"
 # ...and on what run-fuzz.sh found, if it ran here.  The device's
 # messages about bad input go to a log.
-for t in device client; do
-    set -- "$out/fuzz-seeds/$t/"*
+# (fuzz-conn takes fuzz-device's inputs)
+for t in device conn client; do
+    seeds=$t
+    [ "$t" = conn ] && seeds=device
+    set -- "$out/fuzz-seeds/$seeds/"*
     if [ -d "$src/build/fuzz/corpus-$t" ]; then
         # shellcheck disable=SC2046
         set -- "$@" $(find "$src/build/fuzz/corpus-$t" -type f)
