@@ -30,7 +30,7 @@ export XEN_BED_DIR
 
 .PHONY: all build check check-qtest check-iotests check-stock check-unit \
 	check-guest check-xen \
-	run bench install clean distclean guest xen-bed fuzz
+	run bench install clean distclean guest xen-bed fuzz fuzz-long
 
 all: build
 
@@ -93,6 +93,10 @@ install: build
 # Fuzz both sides of the tap protocol with libFuzzer (20 s per target)
 fuzz:
 	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) 20
+
+# Half an hour per target: >= 10 M executions of fuzz-conn
+fuzz-long:
+	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) 1800
 
 clean:
 	-[ -f config.mak ] && $(NINJA) -C $(QEMU_BUILD) clean

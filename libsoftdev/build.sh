@@ -29,14 +29,20 @@ lib=$src/libsoftdev
 # The codec is all API; the server exports what softdev.h marks SOFTDEV_API
 # shellcheck disable=SC2086
 $cc $cflags -c "$lib/protocol/tap-protocol.c" -o "$out/tap-protocol.o"
-# shellcheck disable=SC2086
-$cc $cflags -fvisibility=hidden -c "$lib/server.c" -o "$out/server.o"
+# (the files of server-internal.h; main.c is the command line)
+objs="$out/tap-protocol.o"
+for f in error conn stream ring requests lower main; do
+    # shellcheck disable=SC2086
+    $cc $cflags -fvisibility=hidden -c "$lib/$f.c" -o "$out/$f.o"
+    objs="$objs $out/$f.o"
+done
 rm -f "$out/libsoftdev.a"
-$ar rcs "$out/libsoftdev.a" "$out/tap-protocol.o" "$out/server.o"
+# shellcheck disable=SC2086
+$ar rcs "$out/libsoftdev.a" $objs
 # shellcheck disable=SC2086
 $cc $cflags -shared -Wl,-soname,libsoftdev.so.1 \
     -Wl,--version-script="$lib/libsoftdev.map" -Wl,-z,defs \
-    "$out/tap-protocol.o" "$out/server.o" -o "$out/libsoftdev.so.1"
+    $objs -o "$out/libsoftdev.so.1"
 ln -sf libsoftdev.so.1 "$out/libsoftdev.so"
 
 # softdev-run has the library built in and exports it to the device objects

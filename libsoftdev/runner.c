@@ -2,7 +2,8 @@
  * softdev-run: serve a soft device built as a shared object.
  *
  *   softdev-run DEVICE.so (--unix PATH | --tcp HOST:PORT | --vsock CID:PORT
- *               | --fd N) [--allow-uid UID,...] [--no-shm] [ARGS...]
+ *               | --fd N) [--allow-uid UID,...] [--no-shm] [--no-ring]
+ *               [--poll-us N] [--] [ARGS...]
  *
  * loads DEVICE.so, calls its softdev_device_get() (SOFTDEV_DEVICE() in
  * softdev.h) and runs softdev_main() for the device it returns, with
@@ -26,9 +27,12 @@ static void usage(FILE *f)
             "usage: softdev-run DEVICE.so (--unix PATH | --tcp HOST:PORT | "
             "--vsock CID:PORT | --fd N)\n"
             "                   [--allow-uid UID[,UID...]] [--no-shm] "
-            "[DEVICE ARGS...]\n"
+            "[--no-ring]\n"
+            "                   [--poll-us N] [--] [DEVICE ARGS...]\n"
             "DEVICE.so exports softdev_device_get() (see SOFTDEV_DEVICE in "
-            "softdev.h).\n");
+            "softdev.h).\n"
+            "The options are softdev_main()'s: DEVICE.so --help lists "
+            "them.\n");
 }
 
 int main(int argc, char **argv)

@@ -32,12 +32,15 @@ extern "C" {
 #endif
 
 /*
- * Callback results: 0 (done), SOFTDEV_FORWARD (let QEMU send the request
- * to the node below unchanged; see softdev_forward_to() to move it) or a
- * negative errno in -4095..-1 (completes the request with that error).
- * Anything else is a device bug: it is reported on stderr and the request
+ * Callback results, the same convention as QEMU's in-process soft devices
+ * (block/softdev/core.c): SOFTDEV_DONE (0: the device completed the
+ * request), SOFTDEV_FORWARD (1: let QEMU send the request to the node
+ * below unchanged; see softdev_forward_to() to move it) or a negative
+ * errno in -4095..-1 (completes the request with that error).  Anything
+ * else is a device bug: it is reported on stderr and the request
  * completes with -EIO.
  */
+#define SOFTDEV_DONE                0
 #define SOFTDEV_FORWARD             1
 
 /* Request flags passed to write and write_zeroes (as on the wire) */
@@ -49,7 +52,7 @@ extern "C" {
  *
  * SOFTDEV_THREAD_SERIALIZE (the default, 0): the callbacks run one at a
  *   time, in the order the requests arrived, in the thread that called
- *   softdev_main() (or softdev_serve_fd()).  That thread also takes the
+ *   softdev_main() (or softdev_serve()).  That thread also takes the
  *   requests in: over a unix socket from rings in shared memory, where
  *   each reply is posted as soon as its callback returns, with no system
  *   call while both sides are busy; otherwise it reads every request the
@@ -221,14 +224,84 @@ SOFTDEV_API int softdev_forward_to(struct softdev_req *r, uint64_t off,
  */
 SOFTDEV_API int softdev_req_is_replay(struct softdev_req *r);
 
-/* Print "NAME: message" on stderr */
+/*
+ * Print "NAME: message" on stderr.  NAME is the name of the device that
+ * the calling thread serves (in softdev_main(), softdev_serve() and the
+ * workers they start), "softdev" in other threads: each thread keeps its
+ * own, so servers of different devices in one process do not mix them.
+ */
 SOFTDEV_API void softdev_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 /*
- * Serve one connected socket: handshake, then requests until the client
- * disconnects.  Does not close @fd.  Returns 0 when the client went away,
- * -1 after a handshake failure or a protocol error (reported on stderr).
+ * Why softdev_serve() failed; allocated by the library, owned and freed
+ * (softdev_err_free()) by the caller.
+ */
+struct softdev_err {
+    int code;                   /* errno value; EPROTO: protocol error */
+    char *message;              /* for a person, without the device name */
+};
+
+SOFTDEV_API void softdev_err_free(struct softdev_err *err);
+
+/*
+ * Options of softdev_serve().  @size is sizeof(struct
+ * softdev_server_options) as the caller knows it: fields are only ever
+ * appended, and the library reads only those that fit in @size (the
+ * rest take their defaults), so a caller built against an older header
+ * keeps working.  SOFTDEV_SERVER_OPTIONS_INIT gives the defaults, which
+ * are also what a NULL options pointer means.
+ */
+struct softdev_server_options {
+    uint32_t size;              /* sizeof(struct softdev_server_options) */
+    uint32_t flags;             /* SOFTDEV_SERVER_NO_* */
+    /*
+     * Serialize model: busy-poll for requests this long before sleeping
+     * in read() (costs CPU, saves wake-ups under load); 0 = never
+     */
+    uint64_t poll_ns;
+    /*
+     * Called once, in the thread that found it, when the connection
+     * fails, before the client sees the connection end: so that a
+     * message is out before the client can react (NULL: nothing).  @err
+     * is the one softdev_serve() hands back, not yet the caller's.
+     */
+    void (*on_failure)(const struct softdev_err *err, void *opaque);
+    void *opaque;
+};
+
+/* flags: decline the shared-memory data path (and with it the rings) */
+#define SOFTDEV_SERVER_NO_SHM       (1u << 0)
+/*
+ * flags: decline the rings: shared memory for the data only, REQUESTs
+ * and REPLYs as socket messages
+ */
+#define SOFTDEV_SERVER_NO_RING      (1u << 1)
+
+#define SOFTDEV_SERVER_OPTIONS_INIT \
+    { .size = sizeof(struct softdev_server_options) }
+
+
+/*
+ * Serve one connected socket with @opts (NULL: defaults): handshake, then
+ * requests until the client disconnects.  Does not close @fd and prints
+ * nothing about the connection's failure.  Returns 0 when the client
+ * went away, or a negative errno after a handshake failure or a protocol
+ * error (-EPROTO), with *@errp set if @errp is not NULL (it may stay NULL
+ * when the library is out of memory, or when the client hung up during
+ * the handshake).  @opts->on_failure reports the failure as it happens.
+ * Thread-safe for different connections.
+ */
+SOFTDEV_API int softdev_serve(const struct softdev_device *dev, void *handle,
+                              int fd,
+                              const struct softdev_server_options *opts,
+                              struct softdev_err **errp);
+
+/*
+ * softdev_serve() with the default options, reporting a failure on
+ * stderr ("NAME: protocol error: ...; dropping the connection", or
+ * "NAME: MESSAGE" for other failures).  Returns
+ * 0 when the client went away, -1 after a failure.
  */
 SOFTDEV_API int softdev_serve_fd(const struct softdev_device *dev,
                                  void *handle, int fd);
@@ -248,11 +321,18 @@ SOFTDEV_API int softdev_serve_fd(const struct softdev_device *dev,
  *                     unix sockets: serve only processes of these users
  *                     (SO_PEERCRED); others are refused with a message
  *   --no-shm          decline the shared-memory data path
- *   --poll-us N       serialize model: busy-poll the socket for N
- *                     microseconds before sleeping in read (default 0)
+ *                     (SOFTDEV_SERVER_NO_SHM)
+ *   --no-ring         shared memory for the data only: requests and
+ *                     replies as socket messages (SOFTDEV_SERVER_NO_RING)
+ *   --poll-us N       serialize model: busy-poll the socket (or the
+ *                     request ring) for N microseconds, 0 to 1000000,
+ *                     before sleeping in read (default 0; poll_ns)
+ *   --help, -h        print the usage and return 0
  *   --                the rest are device arguments
- * and passes the other arguments to dev->open().  Returns the exit
- * status.
+ * and passes the other arguments to dev->open().  It builds a struct
+ * softdev_server_options from them and calls softdev_serve() for each
+ * client.  Returns the exit status: 0, 1 (the device or the connection
+ * of --fd failed) or 2 (bad usage).
  */
 SOFTDEV_API int softdev_main(const struct softdev_device *dev, int argc,
                              char **argv);

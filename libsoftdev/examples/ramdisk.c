@@ -73,7 +73,7 @@ static int ramdisk_read(void *h, struct softdev_req *r, void *buf,
 {
     (void)r;
     memcpy(buf, (char *)h + off, len);
-    return 0;
+    return SOFTDEV_DONE;
 }
 
 static int ramdisk_write(void *h, struct softdev_req *r, const void *buf,
@@ -82,14 +82,14 @@ static int ramdisk_write(void *h, struct softdev_req *r, const void *buf,
     (void)r;
     (void)flags;                /* nothing is more durable than RAM here */
     memcpy((char *)h + off, buf, len);
-    return 0;
+    return SOFTDEV_DONE;
 }
 
 static int ramdisk_flush(void *h, struct softdev_req *r)
 {
     (void)h;
     (void)r;
-    return 0;
+    return SOFTDEV_DONE;
 }
 
 static int ramdisk_discard(void *h, struct softdev_req *r, uint32_t len,
@@ -109,7 +109,7 @@ static int ramdisk_write_zeroes(void *h, struct softdev_req *r, uint32_t len,
     (void)r;
     (void)flags;
     memset((char *)h + off, 0, len);
-    return 0;
+    return SOFTDEV_DONE;
 }
 
 /* Requests for different ranges may run at the same time */

@@ -5,20 +5,9 @@
  * connection-state rules, SHM_SETUP, queueing, callbacks, lower requests,
  * batched replies) over a socketpair.
  *
- * Input: one option byte, then the byte stream.  Options:
- *   bit 0  SOFTDEV_THREAD_PARALLEL (else SERIALIZE)
- *   bit 1  pass a memfd with what follows the first message (HELLO), as
- *          QEMU passes it with SHM_SETUP
- *   bit 2  a device that works through the node below (lower requests,
- *          forward with replacement data) instead of answering itself
- *   bit 3  the device has its own size (else: the node below's)
- *   bit 4  with bit 1: if the second message is an SHM_SETUP that gives
- *          rings, the rest of the input drives the request ring, as
- *          records of one control byte and a 48-byte entry: the entry
- *          goes into the ring and the producer index moves on (control
- *          bit 6: the producer index is set to the entry's first four
- *          bytes instead, a hostile index), then control bit 7 sends a
- *          KICK; a tail shorter than a record goes over the socket
+ * Input: see fuzz-devices.h.  Slow (a thread and a socketpair per input,
+ * and waits for the device), but the only target that runs the
+ * parallel model, real sockets and SCM_RIGHTS; fuzz-conn is the fast one.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -34,120 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "libsoftdev/protocol/tap-protocol.h"
-#include "softdev.h"
-
-#define OPT_PARALLEL    1
-#define OPT_SHM         2
-#define OPT_LOWER       4
-#define OPT_SIZE        8
-#define OPT_RING        16
-#define RING_RECORD     (1 + SOFTDEV_TAP_RING_MSG_SIZE)
-#define SHM_SIZE        (64u << 20)         /* sparse */
-
-static unsigned sink;                       /* keeps data reads alive */
-
-static int fz_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
-                   uint64_t off)
-{
-    (void)h;
-    if (off & 1) {
-        return softdev_lower_read(r, buf, len, off);
-    }
-    memset(buf, (int)(off >> 9), len);      /* every byte is ours */
-    return off & 2 ? SOFTDEV_FORWARD : 0;
-}
-
-static int fz_write(void *h, struct softdev_req *r, const void *buf,
-                    uint32_t len, uint64_t off, uint32_t flags)
-{
-    const uint8_t *p = buf;
-    uint32_t i;
-
-    (void)h;
-    for (i = 0; i < len; i++) {
-        sink += p[i];                       /* every byte is readable */
-    }
-    if (off & 1) {
-        return softdev_lower_write(r, buf, len, off, flags);
-    }
-    if (off & 2) {
-        uint8_t *copy = malloc(len);
-        int ret;
-        if (!copy) {
-            return -ENOMEM;
-        }
-        memset(copy, 0xa5, len);
-        ret = softdev_forward_to(r, off ^ 4096, copy);
-        free(copy);
-        return ret;
-    }
-    return off & 4 ? -EIO : 0;
-}
-
-static int fz_flush(void *h, struct softdev_req *r)
-{
-    (void)h;
-    return softdev_req_is_replay(r) ? softdev_lower_flush(r) : 0;
-}
-
-static int fz_discard(void *h, struct softdev_req *r, uint32_t len,
-                      uint64_t off)
-{
-    (void)h;
-    return off & 1 ? softdev_lower_discard(r, len, off) : SOFTDEV_FORWARD;
-}
-
-static int fz_zeroes(void *h, struct softdev_req *r, uint32_t len,
-                     uint64_t off, uint32_t flags)
-{
-    (void)h;
-    if (off & 1) {
-        return softdev_lower_write_zeroes(r, len, off, flags);
-    }
-    return len & 1 ? 12345 : 0;             /* a device bug: -EIO */
-}
-
-static int fz_lower_read(void *h, struct softdev_req *r, void *buf,
-                         uint32_t len, uint64_t off)
-{
-    int ret = softdev_lower_read(r, buf, len, off);
-    (void)h;
-    if (ret == 0 && softdev_lower_size(r) > off + len) {
-        ((uint8_t *)buf)[0] ^= 1;
-    }
-    return ret;
-}
-
-static int fz_lower_write(void *h, struct softdev_req *r, const void *buf,
-                          uint32_t len, uint64_t off, uint32_t flags)
-{
-    (void)h;
-    if (softdev_req_is_replay(r)) {
-        return softdev_forward_to(r, off, buf);
-    }
-    return softdev_lower_write(r, buf, len, off, flags);
-}
-
-static struct softdev_device dev_self = {
-    .api_version = SOFTDEV_API_VERSION,
-    .name = "fuzz",
-    .max_inflight = 16,                     /* tap-vectors' shm_setup */
-    .read = fz_read,
-    .write = fz_write,
-    .flush = fz_flush,
-    .discard = fz_discard,
-    .write_zeroes = fz_zeroes,
-};
-
-static struct softdev_device dev_lower = {
-    .api_version = SOFTDEV_API_VERSION,
-    .name = "fuzz-lower",
-    .max_inflight = 16,
-    .max_data = 65536,
-    .read = fz_lower_read,
-    .write = fz_lower_write,
-};
+#include "tests/fuzz/fuzz-devices.h"
 
 typedef struct Client {
     int fd;
@@ -190,22 +66,6 @@ static void send_all(int fd, const uint8_t *p, size_t len, int passfd)
     }
 }
 
-/* Length of the first message if it is a well-formed HELLO, else 0 */
-static size_t hello_length(const uint8_t *p, size_t size)
-{
-    SoftdevTapHeader h;
-    const char *err;
-
-    if (size < SOFTDEV_TAP_HDR_SIZE ||
-        softdev_tap_decode_header(p, SOFTDEV_TAP_HANDSHAKE_MAX, &h,
-                                  &err) < 0 ||
-        h.type != SOFTDEV_TAP_HELLO ||
-        size < SOFTDEV_TAP_HDR_SIZE + h.length) {
-        return 0;
-    }
-    return SOFTDEV_TAP_HDR_SIZE + h.length;
-}
-
 /* How many REQUESTs the input holds, as far as its headers go */
 static unsigned count_requests(const uint8_t *p, size_t size)
 {
@@ -224,11 +84,6 @@ static unsigned count_requests(const uint8_t *p, size_t size)
         size -= SOFTDEV_TAP_HDR_SIZE + h.length;
     }
     return n;
-}
-
-static uint32_t ld32(const uint8_t *p)
-{
-    return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /*
@@ -281,8 +136,8 @@ static void serve_lower(int fd, unsigned expected)
                             SOFTDEV_TAP_LOWER_REPLY_SIZE];
                 SoftdevTapReply rep = { 0 };
                 uint8_t *zero = NULL;
-                uint64_t bytes = ld32(p + 24 + 16) |
-                                 (uint64_t)ld32(p + 24 + 20) << 32;
+                uint64_t bytes = fuzz_ld32(p + 24 + 16) |
+                                 (uint64_t)fuzz_ld32(p + 24 + 20) << 32;
                 if (h.handle & 1) {
                     rep.result = -EIO;
                 } else if (p[24] == SOFTDEV_TAP_OP_READ &&
@@ -307,37 +162,6 @@ out:
 }
 
 /*
- * Length of the message at @p if it is a well-formed SHM_SETUP whose
- * rings fit in the memfd, else 0; *ctl is the control block's offset and
- * *entries the ring size.
- */
-static size_t ring_setup_length(const uint8_t *p, size_t size, size_t *ctl,
-                                uint32_t *entries)
-{
-    SoftdevTapHeader h;
-    const char *err;
-    uint64_t slots, slot_size;
-
-    if (size < SOFTDEV_TAP_HDR_SIZE ||
-        softdev_tap_decode_header(p, SOFTDEV_TAP_HANDSHAKE_MAX, &h,
-                                  &err) < 0 ||
-        h.type != SOFTDEV_TAP_SHM_SETUP || h.length < 12 ||
-        size < SOFTDEV_TAP_HDR_SIZE + h.length) {
-        return 0;
-    }
-    slots = ld32(p + SOFTDEV_TAP_HDR_SIZE);
-    slot_size = ld32(p + SOFTDEV_TAP_HDR_SIZE + 4);
-    *entries = ld32(p + SOFTDEV_TAP_HDR_SIZE + 8);
-    *ctl = slots * slot_size;
-    if (!*entries || (*entries & (*entries - 1)) || *entries > 1024 ||
-        *ctl + SOFTDEV_TAP_RING_CTL_SIZE +
-        2ull * *entries * SOFTDEV_TAP_RING_ENTRY > SHM_SIZE) {
-        return 0;
-    }
-    return SOFTDEV_TAP_HDR_SIZE + h.length;
-}
-
-/*
  * Drive the request ring at @ctl with the records at @p (see the top),
  * then give the device a moment to answer through the reply ring.
  * Returns how many bytes of @p were records.
@@ -358,7 +182,7 @@ static size_t drive_ring(int fd, uint8_t *ctl, uint32_t entries,
         const uint8_t *rec = p + used;
 
         if (rec[0] & 0x40) {
-            __atomic_store_n(req_prod, ld32(rec + 1), __ATOMIC_RELEASE);
+            __atomic_store_n(req_prod, fuzz_ld32(rec + 1), __ATOMIC_RELEASE);
         } else {
             memcpy(softdev_tap_ring_entry(ctl, entries,
                                           SOFTDEV_TAP_RING_REQUESTS, prod),
@@ -394,7 +218,7 @@ static void *client(void *opaque)
 {
     Client *cl = opaque;
     static uint8_t sinkbuf[1 << 16];
-    size_t first = cl->shm ? hello_length(cl->data, cl->size) : 0;
+    size_t first = cl->shm ? fuzz_hello_length(cl->data, cl->size) : 0;
 
     if (first) {
         /* Like QEMU: HELLO, wait for HELLO_REPLY, then the memfd */
@@ -409,7 +233,7 @@ static void *client(void *opaque)
 
             poll(&pfd, 1, 5000);
             if (cl->ring) {
-                second = ring_setup_length(rest, left, &ctl, &entries);
+                second = fuzz_ring_setup_length(rest, left, &ctl, &entries);
             }
             if (second) {
                 shm = mmap(NULL, SHM_SIZE, PROT_READ | PROT_WRITE,
@@ -458,7 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         return 0;
     }
-    dev = opts & OPT_LOWER ? &dev_lower : &dev_self;
+    dev = opts & OPT_LOWER ? &fuzz_dev_lower : &fuzz_dev_self;
     dev->thread_model = opts & OPT_PARALLEL ? SOFTDEV_THREAD_PARALLEL :
                                               SOFTDEV_THREAD_SERIALIZE;
     dev->size = opts & OPT_SIZE ? 1ull << 30 : 0;

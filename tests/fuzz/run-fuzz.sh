@@ -6,7 +6,10 @@
 # build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
 # (the input is left as build/fuzz/NAME-crash-*).
 #
-#   fuzz-device  the client's byte stream into libsoftdev's server
+#   fuzz-conn    the client's byte stream into a libsoftdev connection,
+#                per input in one thread without sockets (fast)
+#   fuzz-device  the same through the whole threaded server over a
+#                socketpair (slow; the parallel model, SCM_RIGHTS)
 #   fuzz-client  a device's byte stream into the decoders, as QEMU uses them
 #
 # Needs clang and libclang-rt-14-dev (Debian 12).
@@ -28,7 +31,11 @@ fi
 cflags="-std=gnu11 -g -O1 -Wall -Wextra -Werror -pthread -I$src -I$src/include
 -I$src/libsoftdev -fsanitize=fuzzer,address,undefined
 -fno-sanitize-recover=undefined"
-lib="$src/libsoftdev/server.c $src/libsoftdev/protocol/tap-protocol.c"
+# libsoftdev without its command line (main.c)
+lib=
+for f in error conn stream ring requests lower protocol/tap-protocol; do
+    lib="$lib $src/libsoftdev/$f.c"
+done
 
 # Seeds
 # shellcheck disable=SC2086
@@ -39,21 +46,27 @@ rm -rf "$out/seeds"
     "$out/seeds"
 
 # shellcheck disable=SC2086
-$cc $cflags "$src/tests/fuzz/fuzz-device.c" $lib -o "$out/fuzz-device"
+$cc $cflags "$src/tests/fuzz/fuzz-device.c" "$src/tests/fuzz/fuzz-devices.c" \
+    $lib -o "$out/fuzz-device"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-conn.c" "$src/tests/fuzz/fuzz-devices.c" \
+    $lib -o "$out/fuzz-conn"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/fuzz-client"
 
 status=0
-for name in device client; do
+for name in conn device client; do
     corpus=$out/corpus-$name
+    seeds=$name
+    [ "$name" = conn ] && seeds=device     # the same inputs
     mkdir -p "$corpus"
     echo "=== fuzz-$name: $seconds s ==="
     # -close_fd_mask=2: the device's messages about bad input are noise
     if "$out/fuzz-$name" -max_total_time="$seconds" -timeout=20 \
         -rss_limit_mb=4096 -max_len=300000 -close_fd_mask=2 \
         -print_final_stats=1 -artifact_prefix="$out/$name-" \
-        "$corpus" "$out/seeds/$name" >"$out/fuzz-$name.log" 2>&1; then
+        "$corpus" "$out/seeds/$seeds" >"$out/fuzz-$name.log" 2>&1; then
         tail -n 12 "$out/fuzz-$name.log" | grep -E '^(stat::|Done|#)' || true
         echo "=== fuzz-$name: no crash ==="
     else

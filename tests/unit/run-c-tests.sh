@@ -35,20 +35,33 @@ $cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/protocol/tap-protoc
 "$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1
 echo "tap-vectors: libsoftdev decodes what it encodes"
 
+# libsoftdev without its command line (main.c)
+lib=
+for f in error conn stream ring requests lower protocol/tap-protocol; do
+    lib="$lib $src/libsoftdev/$f.c"
+done
+
 rm -rf "$out/fuzz-seeds"
 "$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
     "$out/fuzz-seeds"
 # shellcheck disable=SC2086
 $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
-    "$src/tests/fuzz/standalone.c" "$src/libsoftdev/server.c" \
-    "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-device"
+    "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
+    -o "$out/fuzz-device"
+# shellcheck disable=SC2086
+$cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-conn.c" \
+    "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
+    -o "$out/fuzz-conn"
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
     "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-client"
 # ...and on what run-fuzz.sh found, if it ran here.  The device's
 # messages about bad input go to a log.
-for t in device client; do
-    set -- "$out/fuzz-seeds/$t/"*
+# (fuzz-conn takes fuzz-device's inputs)
+for t in device conn client; do
+    seeds=$t
+    [ "$t" = conn ] && seeds=device
+    set -- "$out/fuzz-seeds/$seeds/"*
     if [ -d "$src/build/fuzz/corpus-$t" ]; then
         # shellcheck disable=SC2046
         set -- "$@" $(find "$src/build/fuzz/corpus-$t" -type f)

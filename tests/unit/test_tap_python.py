@@ -32,6 +32,7 @@ from softdev.examples.logger import Logger  # noqa: E402
 from softdev.examples.passthrough import Passthrough  # noqa: E402
 from softdev.examples.ramdisk import RamDisk  # noqa: E402
 from softdev.examples.xor import Xor  # noqa: E402
+from softdev.server import MAX_DEFERRED, Connection  # noqa: E402
 from softdev.testclient import TestClient  # noqa: E402
 
 MiB = 1 << 20
@@ -880,11 +881,18 @@ class ExampleDeviceTest(DeviceTestCase):
         self.assertEqual(c.write(512, b'late'), (0, b''))
         self.assertGreaterEqual(time.monotonic() - t0, 0.1)
         self.assertEqual(lower[512:516], b'late')
-        # eight reads overlap in the worker pool
-        t0 = time.monotonic()
+
+    def test_latency_overlaps(self):
+        # Eight reads run side by side in the worker pool: each waits for
+        # the other seven, so they complete only if they overlap (a
+        # wall-clock bound would depend on the machine's load instead).
+        lower = bytearray(MiB)
+        lower[512:516] = b'late'
+        device = _Overlapping(8)
+        c = self.start(device, lower)
         handles = [c.submit(p.OP_READ, 512, 4) for _ in range(8)]
         self.assertEqual([c.collect(h) for h in handles], [(0, b'late')] * 8)
-        self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertFalse(device.barrier.broken)
 
     def test_logger(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -1186,14 +1194,16 @@ class NegotiationTest(DeviceTestCase):
                                  [(0, d) for d in data.values()])
                 replies = [m for m in c.received if isinstance(m, p.Reply)]
                 self.assertEqual(len(replies), 200)
-        # With one handler thread, a batch of 64 small requests received
-        # together is answered by a few writes, not 64: count the
-        # device's writes on its socket.
+        # With one handler thread, the replies to requests queued together
+        # are held back while more wait, and go out MAX_DEFERRED at a time:
+        # count the device's writes on its socket.  The first read waits
+        # until the reader has queued the other 63, so the batch is whole
+        # however fast either thread runs.
         ours, theirs = socket.socketpair()
         counting = _CountingSocket(theirs)
-        thread = threading.Thread(target=serve, daemon=True,
-                                  args=(RamDisk(size='1M', shm='off'),
-                                        counting))
+        device = _GatedRam(size='1M', shm='off')
+        conn = Connection(device, counting)
+        thread = threading.Thread(target=conn.run, daemon=True)
         thread.start()
         c = TestClient(ours)
         self.addCleanup(self.stop, c, thread)
@@ -1201,8 +1211,43 @@ class NegotiationTest(DeviceTestCase):
         before = counting.writes
         handles = c.submit_many((p.OP_READ, i * 512, 512)
                                 for i in range(64))
+        self.assertTrue(device.entered.wait(10))
+        deadline = time.monotonic() + 10
+        while conn._queue.qsize() < 63:
+            self.assertLess(time.monotonic(), deadline, 'requests not queued')
+            time.sleep(0.001)
+        device.gate.set()
         self.assertEqual(c.collect_all(handles), [(0, bytes(512))] * 64)
-        self.assertLess(counting.writes - before, 16)
+        self.assertLessEqual(counting.writes - before,
+                             64 // MAX_DEFERRED + 1)
+
+
+class _Overlapping(Latency):
+    """Forwards reads once @parties of them are running at the same time
+    (for the worker pool test); a read that waits 10 s fails."""
+
+    def __init__(self, parties, **kwargs):
+        super().__init__(delay_ms='0', **kwargs)
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def read(self, offset, length):
+        self.barrier.wait()
+        return super().read(offset, length)
+
+
+class _GatedRam(RamDisk):
+    """A RamDisk whose first read waits for gate (for the batching test)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def read(self, offset, length):
+        if not self.entered.is_set():
+            self.entered.set()
+            self.gate.wait(10)
+        return super().read(offset, length)
 
 
 class _CountingSocket(socket.socket):

@@ -28,7 +28,7 @@ static int breaker_write(void *h, struct softdev_req *r, const void *buf,
     (void)flags;
     switch (off / 4096) {
     case 1:
-        return 0;
+        return SOFTDEV_DONE;
     case 2:
         return softdev_forward_to(r, off + 65536, NULL);
     case 3:
