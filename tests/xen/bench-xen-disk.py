@@ -37,13 +37,11 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-TOP = os.path.join(HERE, '..', '..')
 sys.path.insert(0, HERE)
 
 import xenbed  # noqa: E402
@@ -260,11 +258,7 @@ def main():
     work = a.workdir or tempfile.mkdtemp(prefix='xenbed-bench-')
     os.makedirs(work, exist_ok=True)
     log = os.path.join(work, 'console.log')
-    subprocess.run([os.path.join(TOP, 'libsoftdev', 'build.sh'), TOP,
-                    os.path.join(work, 'libsoftdev')], check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(work, 'libsoftdev', 'passthrough'), 'rb') as f:
-        passthrough = f.read()
+    passthrough = xenbed.libsoftdev_example('passthrough', work)
     names = ' '.join(d for d, _, _ in DISKS)
     dom0 = DOM0_SCRIPT % {'disks': names, 'mib': a.mib, 'sock': TAP_SOCK}
     domu = DOMU_SCRIPT % {'disks': names, 'mib': a.mib, 'rounds': a.rounds,

@@ -46,13 +46,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-TOP = os.path.join(HERE, '..', '..')
 sys.path.insert(0, HERE)
 
 import xenbed  # noqa: E402
@@ -504,12 +502,7 @@ def main():
     t0 = time.monotonic()
     log = os.path.join(work, 'console.log')
     # xvdd's soft-device process: libsoftdev's C XOR example, run in dom0
-    # (same Debian glibc as here)
-    subprocess.run([os.path.join(TOP, 'libsoftdev', 'build.sh'), TOP,
-                    os.path.join(work, 'libsoftdev')], check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(work, 'libsoftdev', 'xor'), 'rb') as f:
-        xor_bin = f.read()
+    xor_bin = xenbed.libsoftdev_example('xor', work)
     with xenbed.XenBed(a.qemu, a.bed_dir, xenbed.DOMU_SH_LIB + DOMU_SCRIPT,
                        cfg, dom0_script=DOM0_SCRIPT,
                        dom0_files={'/job/softdev-xor': xor_bin},

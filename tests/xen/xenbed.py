@@ -265,6 +265,18 @@ def add_device_model(cpio, qemu, snap, strip=True):
     return size
 
 
+def libsoftdev_example(name, work):
+    """The bytes of libsoftdev's example program name (passthrough, xor,
+    ...), built under work/libsoftdev, for dom0 (it has the same Debian
+    glibc as the host)."""
+    top = os.path.join(HERE, '..', '..')
+    out = os.path.join(work, 'libsoftdev')
+    subprocess.run([os.path.join(top, 'libsoftdev', 'build.sh'), top, out],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, name), 'rb') as f:
+        return f.read()
+
+
 # -- xl domain config --------------------------------------------------------
 def xl_string(s):
     """s as an xl.cfg string: in single quotes if it has double quotes
