@@ -101,9 +101,11 @@ def main():
     missed = []
     all_ok = True
 
-    legend = [
-        'Stacks, opened by qemu-img bench with default options; CPU '
-        f"pinning: {meta.get('qemu_img_cpu', 'none')}:"]
+    cpu = meta.get('qemu_img_cpu', 'none')
+    pinning = ('none' if cpu == 'none' else f"qemu-img on CPU {cpu}, the "
+               f"servers on {meta.get('server_cpus')}")
+    legend = ['Stacks, opened by qemu-img bench with default options; CPU '
+              f'pinning: {pinning}:']
     legend += [f"  {st['stack']:<14} {st['description']}"
                for st in stack_info]
     legend += [
