@@ -354,6 +354,9 @@ static uint64_t device_features(Conn *c)
     if (d->api_version >= 2 && (d->flags & SOFTDEV_EARLY_WRITE)) {
         feat |= SOFTDEV_TAP_F_EARLY_WRITE;
     }
+    if (d->api_version >= 2 && (d->flags & SOFTDEV_READ_BELOW)) {
+        feat |= SOFTDEV_TAP_F_READ_BELOW;
+    }
     return feat;
 }
 
@@ -383,7 +386,8 @@ static const char *got_hello(Conn *c, const SoftdevTapHeader *h,
     /* Bits we do not know are ignored: we accept only our own */
     c->features = device_features(c) & hello.features;
     if (!(c->features & SOFTDEV_TAP_F_SHM)) {
-        c->features &= ~SOFTDEV_TAP_F_RING;
+        /* Both need the slots */
+        c->features &= ~(SOFTDEV_TAP_F_RING | SOFTDEV_TAP_F_READ_BELOW);
     }
     c->has_lower = hello.features & SOFTDEV_TAP_F_LOWER;
     c->lower_size = c->has_lower ? hello.size : 0;

@@ -120,6 +120,10 @@ const char *conn_take_request(void *opaque, const SoftdevTapHeader *h,
         !(c->features & SOFTDEV_TAP_F_FUA)) {
         return "FUA but SOFTDEV_TAP_F_FUA was not negotiated";
     }
+    if ((q.req_flags & SOFTDEV_TAP_REQ_BELOW) &&
+        !(c->features & SOFTDEV_TAP_F_READ_BELOW)) {
+        return "BELOW but SOFTDEV_TAP_F_READ_BELOW was not negotiated";
+    }
     err = new_request(c, h, &q, &r);
     if (err) {
         return err;
@@ -199,8 +203,19 @@ static int call_device(Conn *c, struct softdev_req *r)
 
     switch (q->op) {
     case SOFTDEV_TAP_OP_READ:
-        return d->read ? d->read(c->handle, r, r->data, q->bytes, q->offset) :
-                         SOFTDEV_FORWARD;
+        if (!d->read) {
+            return SOFTDEV_FORWARD;
+        }
+        if (d->api_version >= 2 && (d->flags & SOFTDEV_READ_BELOW) &&
+            !(q->req_flags & SOFTDEV_TAP_REQ_BELOW)) {
+            /* QEMU did not send the data below: read it as it would */
+            int ret = softdev_lower_read(r, r->data, q->bytes, q->offset);
+
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        return d->read(c->handle, r, r->data, q->bytes, q->offset);
     case SOFTDEV_TAP_OP_WRITE:
         return d->write ? d->write(c->handle, r, r->data, q->bytes,
                                    q->offset, q->req_flags) :

@@ -149,7 +149,8 @@ struct softdev_device {
 
     /* Version 2 */
 
-    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_* */
+    uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_*,
+                                   SOFTDEV_READ_BELOW */
 };
 
 /*
@@ -183,6 +184,18 @@ struct softdev_device {
  * breaks the promise gets its write failed with -EIO.
  */
 #define SOFTDEV_EARLY_WRITE         (1u << 2)
+
+/*
+ * flags: the read callback transforms the node below's data (decrypt,
+ * XOR, decompress in place): it is called with @buf holding the node
+ * below's data at @off, and fills @buf with what the read returns.  Over
+ * a unix socket with shared memory QEMU reads below before it sends the
+ * request and puts the data in the request's slot (no LOWER_REQUEST, no
+ * copy); otherwise the library reads it first with softdev_lower_read(),
+ * whose failure fails the read.  As for SOFTDEV_EARLY_READ, only for a
+ * device that does nothing below that such a read must see.
+ */
+#define SOFTDEV_READ_BELOW          (1u << 3)
 
 /*
  * I/O on the node below, callable from a callback: each sends

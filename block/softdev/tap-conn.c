@@ -216,6 +216,8 @@ int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
                                    0) |
                     (s->has_lower ? SOFTDEV_TAP_F_EARLY_READ |
                                     SOFTDEV_TAP_F_EARLY_WRITE : 0) |
+                    (s->has_lower && unix_socket ?
+                     SOFTDEV_TAP_F_READ_BELOW : 0) |
                     SOFTDEV_TAP_F_NO_WRITE_DATA,
         .size = s->lower_size,
         .max_data = SOFTDEV_TAP_CLIENT_MAX_DATA,
@@ -304,10 +306,12 @@ int softdev_tap_connect(SoftdevTap *s, SoftdevTapConn *c,
     c->max_inflight = reply.max_inflight;
     c->size = reply.size ? reply.size : s->lower_size;
 
-    if ((c->features & SOFTDEV_TAP_F_RING) &&
+    if ((c->features & (SOFTDEV_TAP_F_RING | SOFTDEV_TAP_F_READ_BELOW)) &&
         !(c->features & SOFTDEV_TAP_F_SHM)) {
         error_setg(errp, "softdev-tap handshake: the soft device accepted "
-                   "rings without shared memory");
+                   "%s without shared memory",
+                   c->features & SOFTDEV_TAP_F_RING ? "rings" :
+                   "reads with the data below");
         goto out;
     }
     if (c->features & SOFTDEV_TAP_F_SHM) {

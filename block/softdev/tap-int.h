@@ -62,6 +62,7 @@ struct SoftdevTapReq {
     uint64_t handle;
     SoftdevTapReqState state;
     SoftdevTapEarly early;
+    int early_ret;              /* EARLY_FINISHED: its result */
     Coroutine *waiter;          /* set while the coroutine waits (yielded) */
     int64_t deadline_ms;        /* QEMU_CLOCK_REALTIME; 0: none */
     uint32_t slot;              /* shared-memory slot while at the process */
@@ -69,7 +70,7 @@ struct SoftdevTapReq {
     SoftdevTapVerdict verdict;
     int result;                 /* COMPLETE: 0 or -errno */
     uint64_t fwd_offset;        /* FORWARD */
-    void *bounce;               /* qemu_blockalign()ed, req->bytes */
+    void *bounce;               /* the process's data (tap-io.c) */
 
     QTAILQ_ENTRY(SoftdevTapReq) next;
     SoftdevTapReq *wake_next;
@@ -159,6 +160,8 @@ struct SoftdevTap {
     uint32_t nfree;
     SoftdevTapReq *wake_list;
     unsigned lower_inflight;
+    void *bounce_cache[64];     /* free small bounce buffers (tap-io.c) */
+    unsigned bounce_cached;
 
     /* Batching in an event-loop turn of s->ctx (softdev_tap_unlock) */
     unsigned turn_depth;        /* nested wake-ups */

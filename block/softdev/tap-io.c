@@ -11,6 +11,7 @@
 #include "qemu/osdep.h"
 #include "qemu/coroutine.h"
 #include "qemu/iov.h"
+#include "qemu/lockable.h"
 #include "qemu/memalign.h"
 #include "qemu/timer.h"
 #include "tap-int.h"
@@ -57,11 +58,18 @@ void softdev_tap_pump(SoftdevTap *s)
             (req->flags & BDRV_REQ_MAY_UNMAP)) {
             wire.req_flags |= SOFTDEV_TAP_REQ_MAY_UNMAP;
         }
+        if (req->op == SOFTDEV_OP_READ &&
+            (s->conn.features & SOFTDEV_TAP_F_READ_BELOW) &&
+            tr->early == SOFTDEV_TAP_EARLY_FINISHED && tr->early_ret >= 0) {
+            /* The guest's buffer holds the data below: it goes along */
+            wire.req_flags |= SOFTDEV_TAP_REQ_BELOW;
+        }
         if (s->conn.shm) {
             assert(s->nfree);
             tr->slot = wire.slot = s->free_slots[--s->nfree];
-            if (req->op == SOFTDEV_OP_WRITE &&
-                !(s->conn.features & SOFTDEV_TAP_F_NO_WRITE_DATA)) {
+            if ((req->op == SOFTDEV_OP_WRITE &&
+                 !(s->conn.features & SOFTDEV_TAP_F_NO_WRITE_DATA)) ||
+                (wire.req_flags & SOFTDEV_TAP_REQ_BELOW)) {
                 qemu_iovec_to_buf(req->qiov, req->qiov_offset,
                                   softdev_tap_slot(s, tr->slot), req->bytes);
             }
@@ -88,14 +96,47 @@ static SoftdevTapReq *softdev_tap_find(SoftdevTap *s, uint64_t handle)
     return NULL;
 }
 
-/* A copy of @len bytes of @data that a coroutine frees */
-static void *softdev_tap_bounce(SoftdevTap *s, const uint8_t *data,
-                                size_t len)
-{
-    void *b = qemu_blockalign(s->bs, len);
+/*
+ * Bounce buffers, for a process's data that the request's coroutine uses
+ * after the slot went back (a FORWARDed write's new data, a read's data
+ * that came during its early read).  Small ones are kept for reuse: a
+ * batch of requests allocating and freeing them would otherwise grow and
+ * trim the heap every time (a brk() pair per request).
+ */
+#define SOFTDEV_TAP_BOUNCE_SMALL    (64 * KiB)
+#define SOFTDEV_TAP_BOUNCE_KEEP     ARRAY_SIZE(((SoftdevTap *)0)->bounce_cache)
 
+/* A copy of @len bytes of @data.  Locked. */
+static void *softdev_tap_bounce_get(SoftdevTap *s, const uint8_t *data,
+                                    size_t len)
+{
+    void *b;
+
+    if (len > SOFTDEV_TAP_BOUNCE_SMALL) {
+        b = qemu_blockalign(s->bs, len);
+    } else if (s->bounce_cached) {
+        b = s->bounce_cache[--s->bounce_cached];
+    } else {
+        b = qemu_blockalign(s->bs, SOFTDEV_TAP_BOUNCE_SMALL);
+    }
     memcpy(b, data, len);
     return b;
+}
+
+/* Done with @tr's bounce buffer, if any */
+static void softdev_tap_bounce_put(SoftdevTap *s, SoftdevTapReq *tr)
+{
+    void *b = tr->bounce;
+
+    tr->bounce = NULL;
+    if (b && tr->req->bytes <= SOFTDEV_TAP_BOUNCE_SMALL) {
+        QEMU_LOCK_GUARD(&s->lock);
+        if (s->bounce_cached < SOFTDEV_TAP_BOUNCE_KEEP) {
+            s->bounce_cache[s->bounce_cached++] = b;
+            return;
+        }
+    }
+    qemu_vfree(b);
 }
 
 /* A REPLY: returns an error message or NULL.  Locked. */
@@ -137,7 +178,7 @@ const char *softdev_tap_got_reply(SoftdevTap *s, const SoftdevTapHeader *hdr,
             return "forward beyond the end of the node below";
         }
         if (rep.bytes) {
-            tr->bounce = softdev_tap_bounce(s, data, rep.bytes);
+            tr->bounce = softdev_tap_bounce_get(s, data, rep.bytes);
         }
         softdev_tap_decide(s, tr, unchanged && promised ?
                            SOFTDEV_TAP_VERDICT_FORWARD_EARLY :
@@ -146,7 +187,7 @@ const char *softdev_tap_got_reply(SoftdevTap *s, const SoftdevTapHeader *hdr,
     }
     if (rep.bytes && tr->early == SOFTDEV_TAP_EARLY_RUNNING) {
         /* The early read still writes the buffer: copy after it ended */
-        tr->bounce = softdev_tap_bounce(s, data, rep.bytes);
+        tr->bounce = softdev_tap_bounce_get(s, data, rep.bytes);
     } else if (rep.bytes) {
         qemu_iovec_from_buf(req->qiov, req->qiov_offset, data, rep.bytes);
     }
@@ -157,7 +198,7 @@ const char *softdev_tap_got_reply(SoftdevTap *s, const SoftdevTapHeader *hdr,
 /* Carry out @tr's verdict (its coroutine, unlocked) */
 static int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_carry_out(BlockDriverState *bs, SoftdevTapReq *tr,
-                         SoftdevNextFn *next, int early_ret)
+                         SoftdevNextFn *next)
 {
     SoftdevRequest *req = tr->req;
     SoftdevRequest fwd;
@@ -170,11 +211,11 @@ softdev_tap_co_carry_out(BlockDriverState *bs, SoftdevTapReq *tr,
             qemu_iovec_from_buf(req->qiov, req->qiov_offset, tr->bounce,
                                 req->bytes);
         }
-        qemu_vfree(tr->bounce);
+        softdev_tap_bounce_put(tr->s, tr);
         return tr->result;
     case SOFTDEV_TAP_VERDICT_FORWARD_EARLY:
         if (tr->early == SOFTDEV_TAP_EARLY_FINISHED) {
-            return early_ret;   /* forwarded unchanged: that was it */
+            return tr->early_ret;   /* forwarded unchanged: that was it */
         }
         /* fall through */
     case SOFTDEV_TAP_VERDICT_FORWARD:
@@ -193,7 +234,7 @@ softdev_tap_co_carry_out(BlockDriverState *bs, SoftdevTapReq *tr,
             fwd.qiov_offset = 0;
         }
         ret = next(bs, &fwd);
-        qemu_vfree(tr->bounce);
+        softdev_tap_bounce_put(tr->s, tr);
         return ret;
     default:
         g_assert_not_reached();
@@ -238,6 +279,7 @@ static void softdev_tap_admit(SoftdevTap *s, SoftdevTapReq *tr)
      * the I/O instead of preceding it.
      */
     if (tr->state == SOFTDEV_TAP_REQ_SENT && s->has_lower &&
+        tr->early == SOFTDEV_TAP_EARLY_NONE &&
         (s->conn.features & softdev_tap_op_early_feature(req->op))) {
         softdev_tap_req_set_early(s, tr, SOFTDEV_TAP_EARLY_RUNNING);
     }
@@ -249,10 +291,27 @@ softdev_tap_co_request(BlockDriverState *bs, SoftdevRequest *req,
 {
     SoftdevTap *s = softdev_opaque(bs);
     SoftdevTapReq tr = { .s = s, .req = req };
-    int early_ret = 0;
     bool wait;
 
     qemu_mutex_lock(&s->lock);
+    if (req->op == SOFTDEV_OP_READ && s->has_lower &&
+        softdev_tap_connected(s) &&
+        (s->conn.features & SOFTDEV_TAP_F_READ_BELOW)) {
+        /*
+         * The process transforms what lies below (SOFTDEV_TAP_F_READ_BELOW):
+         * read it first, and it goes along with the request, which saves
+         * the process a LOWER_REQUEST and a round trip.  A failed read
+         * fails the request here.
+         */
+        softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_RUNNING);
+        qemu_mutex_unlock(&s->lock);
+        tr.early_ret = next(bs, req);
+        if (tr.early_ret < 0) {
+            return tr.early_ret;
+        }
+        qemu_mutex_lock(&s->lock);
+        softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_FINISHED);
+    }
     softdev_tap_admit(s, &tr);
     /*
      * Sending may have dropped the connection and decided other requests
@@ -271,7 +330,7 @@ softdev_tap_co_request(BlockDriverState *bs, SoftdevRequest *req,
          * The I/O is ours (no coroutine of its own); a reply that comes
          * meanwhile is only recorded, and found here, with no wake-up.
          */
-        early_ret = next(bs, req);
+        tr.early_ret = next(bs, req);
         qemu_mutex_lock(&s->lock);
         softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_FINISHED);
         if (tr.state != SOFTDEV_TAP_REQ_DONE && s->transport) {
@@ -288,7 +347,7 @@ softdev_tap_co_request(BlockDriverState *bs, SoftdevRequest *req,
         qemu_coroutine_yield();
     }
     assert(tr.state == SOFTDEV_TAP_REQ_DONE);
-    return softdev_tap_co_carry_out(bs, &tr, next, early_ret);
+    return softdev_tap_co_carry_out(bs, &tr, next);
 }
 
 /* -- the process's requests on the node below ---------------------------- */

@@ -1,6 +1,9 @@
 /*
  * Toy encryption (not secure): the node below holds every byte XORed with
- * a key; reads undo it.  Shows softdev_lower_read() and
+ * a key; reads undo it.  The shape of a transforming device: reads get the
+ * data below (SOFTDEV_READ_BELOW: from QEMU with the request, no round
+ * trip of our own) and decode it in place; writes are encoded and
+ * forwarded with the new data (softdev_forward_to()); write-zeroes show
  * softdev_lower_write().  Usage: xor --unix PATH [key=]KEY (default 0x5a)
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -46,13 +49,11 @@ static void xor_buf(unsigned char *dst, const unsigned char *src,
 static int xor_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
                     uint64_t off)
 {
-    int ret = softdev_lower_read(r, buf, len, off);
-
     (void)h;
-    if (ret == 0) {
-        xor_buf(buf, buf, len);
-    }
-    return ret;
+    (void)r;
+    (void)off;
+    xor_buf(buf, buf, len);         /* @buf holds the data below */
+    return SOFTDEV_DONE;
 }
 
 static int xor_write(void *h, struct softdev_req *r, const void *buf,
@@ -62,19 +63,16 @@ static int xor_write(void *h, struct softdev_req *r, const void *buf,
     int ret;
 
     (void)h;
+    (void)flags;                    /* a forwarded write keeps its FUA */
     if (!enc) {
         return -ENOMEM;
     }
     xor_buf(enc, buf, len);
-    ret = softdev_lower_write(r, enc, len, off, flags);
+    ret = softdev_forward_to(r, off, enc);
     free(enc);
     return ret;
 }
 
-/*
- * Zeroes must read back as zeroes, so the node below gets key bytes.
- * (DISCARD is not handled: discarded data is undefined.)
- */
 static int xor_write_zeroes(void *h, struct softdev_req *r, uint32_t len,
                             uint64_t off, uint32_t flags)
 {
@@ -103,6 +101,7 @@ static const struct softdev_device xor_device = {
     .read = xor_read,
     .write = xor_write,
     .write_zeroes = xor_write_zeroes,
+    .flags = SOFTDEV_READ_BELOW,
 };
 
 /* For softdev-run xor.so */

@@ -276,6 +276,10 @@ int softdev_tap_decode_request(const SoftdevTapHeader *hdr,
     if (req->req_flags & ~SOFTDEV_TAP_REQ_ALL) {
         FAIL("unknown request flags");
     }
+    if ((req->req_flags & SOFTDEV_TAP_REQ_BELOW) &&
+        (req->op != SOFTDEV_TAP_OP_READ || !in_slot)) {
+        FAIL("BELOW only on a READ whose data lies in its slot");
+    }
     switch (req->op) {
     case SOFTDEV_TAP_OP_READ:
     case SOFTDEV_TAP_OP_WRITE:

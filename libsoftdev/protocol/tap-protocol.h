@@ -61,8 +61,10 @@ enum SoftdevTapOp {
 
 #define SOFTDEV_TAP_REQ_FUA         (1u << 0)
 #define SOFTDEV_TAP_REQ_MAY_UNMAP   (1u << 1)
+#define SOFTDEV_TAP_REQ_BELOW       (1u << 2)   /* READ: slot holds below */
 #define SOFTDEV_TAP_REQ_ALL         (SOFTDEV_TAP_REQ_FUA | \
-                                     SOFTDEV_TAP_REQ_MAY_UNMAP)
+                                     SOFTDEV_TAP_REQ_MAY_UNMAP | \
+                                     SOFTDEV_TAP_REQ_BELOW)
 
 #define SOFTDEV_TAP_F_FLUSH         (1ull << 0)
 #define SOFTDEV_TAP_F_DISCARD       (1ull << 1)
@@ -74,7 +76,8 @@ enum SoftdevTapOp {
 #define SOFTDEV_TAP_F_NO_WRITE_DATA (1ull << 7)
 #define SOFTDEV_TAP_F_EARLY_READ    (1ull << 8)
 #define SOFTDEV_TAP_F_EARLY_WRITE   (1ull << 9)
-#define SOFTDEV_TAP_F_ALL           ((1ull << 10) - 1)  /* known bits */
+#define SOFTDEV_TAP_F_READ_BELOW    (1ull << 10)
+#define SOFTDEV_TAP_F_ALL           ((1ull << 11) - 1)  /* known bits */
 
 /*
  * Rings (SOFTDEV_TAP_F_RING) lie in the shared memory after the slots: a

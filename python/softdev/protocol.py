@@ -70,7 +70,8 @@ OP_NAMES = {OP_READ: 'READ', OP_WRITE: 'WRITE',
 
 REQ_FUA = 1 << 0
 REQ_MAY_UNMAP = 1 << 1
-REQ_ALL = REQ_FUA | REQ_MAY_UNMAP
+REQ_BELOW = 1 << 2              # READ: its slot holds the data below
+REQ_ALL = REQ_FUA | REQ_MAY_UNMAP | REQ_BELOW
 
 F_FLUSH = 1 << 0
 F_DISCARD = 1 << 1
@@ -84,6 +85,7 @@ F_RING = 1 << 6                 # requests and replies in shared-memory rings
 F_NO_WRITE_DATA = 1 << 7        # the device does not read WRITE data
 F_EARLY_READ = 1 << 8           # forwarded READs may use data read early
 F_EARLY_WRITE = 1 << 9          # WRITEs may go below before the answer
+F_READ_BELOW = 1 << 10          # READs may come with the data below
 FEATURE_NAMES = {F_FLUSH: 'SOFTDEV_TAP_F_FLUSH',
                  F_DISCARD: 'SOFTDEV_TAP_F_DISCARD',
                  F_ZEROES: 'SOFTDEV_TAP_F_ZEROES', F_FUA: 'SOFTDEV_TAP_F_FUA',
@@ -91,7 +93,8 @@ FEATURE_NAMES = {F_FLUSH: 'SOFTDEV_TAP_F_FLUSH',
                  F_RING: 'SOFTDEV_TAP_F_RING',
                  F_NO_WRITE_DATA: 'SOFTDEV_TAP_F_NO_WRITE_DATA',
                  F_EARLY_READ: 'SOFTDEV_TAP_F_EARLY_READ',
-                 F_EARLY_WRITE: 'SOFTDEV_TAP_F_EARLY_WRITE'}
+                 F_EARLY_WRITE: 'SOFTDEV_TAP_F_EARLY_WRITE',
+                 F_READ_BELOW: 'SOFTDEV_TAP_F_READ_BELOW'}
 
 # Rings (F_RING): after the slots, a control block of RING_CTL_SIZE
 # bytes, then the request ring and the reply ring, ring_entries entries
@@ -459,7 +462,8 @@ class Decoder:
     def _fetch(self, msg: Message, payload: bytes):
         """Fill the data of a received REQUEST or REPLY from its slot."""
         if isinstance(msg, Request):
-            if msg.op == OP_WRITE and msg.slot < self.shm_setup.slots and \
+            if (msg.op == OP_WRITE or msg.flags & REQ_BELOW) and \
+                    msg.slot < self.shm_setup.slots and \
                     1 <= msg.length <= self.shm_setup.slot_size:
                 msg.data = bytes(self.shm[self._slot_range(msg.slot,
                                                            msg.length)])
@@ -570,6 +574,10 @@ class Decoder:
             if msg.flags & REQ_FUA and not self.features & F_FUA:
                 raise ProtocolError('REQUEST carries FUA but '
                                     'SOFTDEV_TAP_F_FUA was not negotiated')
+            if msg.flags & REQ_BELOW and not self.features & F_READ_BELOW:
+                raise ProtocolError('REQUEST carries BELOW but '
+                                    'SOFTDEV_TAP_F_READ_BELOW was not '
+                                    'negotiated')
             self._check_request(msg, self.size, 'the device size')
             if msg.handle in self.requests:
                 raise ProtocolError(f'REQUEST handle {msg.handle} is '
@@ -707,6 +715,11 @@ class Decoder:
         if msg.flags & ~REQ_ALL:
             raise ProtocolError(f'{name} req_flags {msg.flags:#x} has '
                                 f'undefined bits')
+        if msg.flags & REQ_BELOW and (
+                msg.op != OP_READ or isinstance(msg, LowerRequest) or
+                self.shm_setup is None):
+            raise ProtocolError(f'{name} BELOW only on a READ whose data '
+                                f'lies in its slot')
         if msg.op in (OP_READ, OP_WRITE):
             if not 1 <= msg.length <= self.max_data:
                 raise ProtocolError(f'{name} {op} of {msg.length} bytes: '
@@ -719,7 +732,8 @@ class Decoder:
         elif msg.length > MAX_RANGE:
             raise ProtocolError(f'{name} {op} of {msg.length} bytes: more '
                                 f'than 2^31')
-        want = msg.length if msg.op == OP_WRITE else 0
+        want = msg.length if msg.op == OP_WRITE or msg.flags & REQ_BELOW \
+            else 0
         if len(msg.data) != want:
             raise ProtocolError(f'{name} {op} carries {len(msg.data)} data '
                                 f'bytes, must be {want}')

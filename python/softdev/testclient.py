@@ -181,6 +181,14 @@ class TestClient:
                 self._done[handle] = self._run_lower(op, offset, length,
                                                      data, flags)
             return handle
+        if op == p.OP_READ and self.features & p.F_READ_BELOW and \
+                self.shm_active and self.lower is not None:
+            # As QEMU does: read below first, and send the data with it
+            result, data = self._run_lower(op, offset, length, b'', 0)
+            if result < 0:
+                self._done[handle] = (result, b'')
+                return handle
+            flags |= p.REQ_BELOW
         while self.max_inflight and \
                 len(self._pending) >= self.max_inflight:
             self._pump()                # wait for room, as QEMU does

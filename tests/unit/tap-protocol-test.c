@@ -353,14 +353,15 @@ static void test_request(void)
     CHECK(roundtrip_request((SoftdevTapRequest){ SOFTDEV_TAP_OP_DISCARD, 0,
           0, 0, size }, size, &out, &err) == 0);
     CHECK(roundtrip_request((SoftdevTapRequest){
-          SOFTDEV_TAP_OP_WRITE_ZEROES, SOFTDEV_TAP_REQ_ALL, 0, 0,
+          SOFTDEV_TAP_OP_WRITE_ZEROES,
+          SOFTDEV_TAP_REQ_FUA | SOFTDEV_TAP_REQ_MAY_UNMAP, 0, 0,
           1ull << 31 }, 1ull << 40, &out, &err) == 0);
     CHECK(roundtrip_request((SoftdevTapRequest){ SOFTDEV_TAP_OP_READ, 0, 0,
           0, SOFTDEV_TAP_MIN_DATA }, size, &out, &err) == 0);
 
     CHECK_ERR(roundtrip_request((SoftdevTapRequest){ 9 }, size, &out, &err),
               "unknown request op");
-    CHECK_ERR(roundtrip_request((SoftdevTapRequest){ SOFTDEV_TAP_OP_READ, 4,
+    CHECK_ERR(roundtrip_request((SoftdevTapRequest){ SOFTDEV_TAP_OP_READ, 8,
               0, 0, 512 }, size, &out, &err), "unknown request flags");
     CHECK_ERR(roundtrip_request((SoftdevTapRequest){ SOFTDEV_TAP_OP_READ, 0,
               0, 0, 0 }, size, &out, &err),
@@ -437,6 +438,24 @@ static void test_request_shm(void)
     CHECK(roundtrip_req(SOFTDEV_TAP_REQUEST, (SoftdevTapRequest){
           SOFTDEV_TAP_OP_FLUSH, 0, 3 }, size, slots, &out, &err) == 0 &&
           out.slot == 3);
+
+    /* BELOW: a READ whose slot holds the data below (READ_BELOW) */
+    CHECK(roundtrip_req(SOFTDEV_TAP_REQUEST, (SoftdevTapRequest){
+          SOFTDEV_TAP_OP_READ, SOFTDEV_TAP_REQ_BELOW, 2, 0, 512 }, size,
+          slots, &out, &err) == 0 && out.req_flags == SOFTDEV_TAP_REQ_BELOW);
+    CHECK(hdr(&h, &err) == 0 && h.length == SOFTDEV_TAP_REQUEST_SIZE);
+    CHECK_ERR(roundtrip_req(SOFTDEV_TAP_REQUEST, (SoftdevTapRequest){
+              SOFTDEV_TAP_OP_WRITE, SOFTDEV_TAP_REQ_BELOW, 2, 0, 512 }, size,
+              slots, &out, &err),
+              "BELOW only on a READ whose data lies in its slot");
+    CHECK_ERR(roundtrip_req(SOFTDEV_TAP_LOWER_REQUEST, (SoftdevTapRequest){
+              SOFTDEV_TAP_OP_READ, SOFTDEV_TAP_REQ_BELOW, 0, 0, 512 }, size,
+              slots, &out, &err),
+              "BELOW only on a READ whose data lies in its slot");
+    CHECK_ERR(roundtrip_req(SOFTDEV_TAP_REQUEST, (SoftdevTapRequest){
+              SOFTDEV_TAP_OP_READ, SOFTDEV_TAP_REQ_BELOW, 0, 0, 512 }, size,
+              0, &out, &err),
+              "BELOW only on a READ whose data lies in its slot");
 
     /* Slot range */
     CHECK_ERR(roundtrip_req(SOFTDEV_TAP_REQUEST, (SoftdevTapRequest){

@@ -486,6 +486,29 @@ class XorTest(ExampleTest):
         c = self.connect(lower)
         check_io(c, rounds=2, count=32)
 
+    def test_read_below(self):
+        """SOFTDEV_READ_BELOW: with shared memory a READ comes with the
+        data below (flag BELOW) and the device decodes it with no
+        LOWER_REQUEST; without, the library reads below first."""
+        lower = bytearray(MiB)
+        c = self.connect(lower, features=p.F_ZEROES | p.F_FUA | p.F_LOWER |
+                         p.F_READ_BELOW)
+        self.assertEqual(bool(c.features & p.F_READ_BELOW), self.shm)
+        data = os.urandom(3 * 4096)
+        self.assertEqual(c.write(8192, data), (0, b''))
+        lower[8192 + 4096:8192 + 8192] = bytes(b ^ 0x5a for b in b'Q' * 4096)
+        c.received.clear()
+        handles = [c.submit(p.OP_READ, 8192 + i * 4096, 4096)
+                   for i in range(3)]
+        self.assertEqual(c.collect_all(handles),
+                         [(0, data[:4096]), (0, b'Q' * 4096),
+                          (0, data[8192:])])
+        lowers = [m for m in c.received if isinstance(m, p.LowerRequest)]
+        self.assertEqual(len(lowers), 0 if self.shm else 3)
+        # A read whose data below failed to come fails
+        c.lower_errors[p.OP_READ] = errno.EIO
+        self.assertEqual(c.read(0, 4096), (-errno.EIO, b''))
+
     def test_write_zeroes(self):
         lower = bytearray(MiB)
         c = self.connect(lower)
