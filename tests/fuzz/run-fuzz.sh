@@ -1,7 +1,8 @@
 #!/bin/sh
 # run-fuzz.sh SRC [SECONDS]: build the libFuzzer targets of SRC/tests/fuzz
 # with clang (-fsanitize=fuzzer,address,undefined) into SRC/build/fuzz and
-# run each for SECONDS (default 20), starting from a seed corpus made from
+# run each for SECONDS (default 20; or per target, e.g.
+# conn=1200,device=600,client=300), starting from a seed corpus made from
 # the canonical messages of tests/unit/tap-vectors.c.  The corpus grows in
 # build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
 # (the input is left as build/fuzz/NAME-crash-*).
@@ -17,8 +18,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 set -eu
-src=$(cd "${1:?usage: run-fuzz.sh SRC [SECONDS]}" && pwd)
-seconds=${2:-20}
+src=$(cd "${1:?usage: run-fuzz.sh SRC [SECONDS|NAME=SECONDS,...]}" && pwd)
+times=${2:-20}
 out=$src/build/fuzz
 cc=${CLANG:-clang}
 mkdir -p "$out"
@@ -57,6 +58,13 @@ $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/protocol/tap-protoc
 
 status=0
 for name in conn device client; do
+    case $times in
+    *=*)
+        seconds=$(echo "$times" | tr ',' '\n' | sed -n "s/^$name=//p")
+        [ -n "$seconds" ] || continue ;;
+    *)
+        seconds=$times ;;
+    esac
     corpus=$out/corpus-$name
     seeds=$name
     [ "$name" = conn ] && seeds=device     # the same inputs
