@@ -36,12 +36,21 @@ static void *xor_open(int argc, char **argv)
     return &key;
 }
 
+/* dst = src ^ key, eight bytes at a time (@dst may be @src) */
 static void xor_buf(unsigned char *dst, const unsigned char *src,
                     uint32_t len)
 {
-    uint32_t i;
+    uint64_t k64 = 0x0101010101010101ULL * key;
+    uint32_t i = 0;
 
-    for (i = 0; i < len; i++) {
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+
+        memcpy(&v, src + i, 8);
+        v ^= k64;
+        memcpy(dst + i, &v, 8);
+    }
+    for (; i < len; i++) {
         dst[i] = src[i] ^ key;
     }
 }
