@@ -47,12 +47,13 @@ typedef struct SoftdevTapReq SoftdevTapReq;
 typedef enum SoftdevTapVerdict {
     SOFTDEV_TAP_VERDICT_NONE,       /* not decided yet */
     SOFTDEV_TAP_VERDICT_COMPLETE,   /* @result, the data given */
-    SOFTDEV_TAP_VERDICT_FORWARD,    /* run below at @fwd_offset, @bounce as
-                                       a write's data if set */
-    SOFTDEV_TAP_VERDICT_FORWARD_EARLY, /* forwarded unchanged by a process
-                                          that promised early I/O: the early
-                                          I/O's result, if it ran, is the
-                                          answer */
+    /* Run below at @fwd_offset, @bounce as a write's data if set */
+    SOFTDEV_TAP_VERDICT_FORWARD,
+    /*
+     * Forwarded unchanged by a process that promised early I/O: the early
+     * I/O's result, if it ran, is the answer
+     */
+    SOFTDEV_TAP_VERDICT_FORWARD_EARLY,
 } SoftdevTapVerdict;
 
 /* One request of the guest, on its coroutine's stack */

@@ -26,12 +26,14 @@
 typedef enum SoftdevTapReqState {
     SOFTDEV_TAP_REQ_NEW,        /* not yet in the node's list */
     SOFTDEV_TAP_REQ_QUEUED,     /* waits to be sent */
-    SOFTDEV_TAP_REQ_REPLAY,     /* was at a process that went away; waits
-                                   to be sent again, flagged as a replay */
+    /* Was at a process that went away; waits to be sent again, flagged */
+    SOFTDEV_TAP_REQ_REPLAY,
     SOFTDEV_TAP_REQ_SENT,       /* at the process, unanswered */
-    SOFTDEV_TAP_REQ_OVERDUE,    /* at the process past its timeout; the
-                                   connection is being dropped and
-                                   on-disconnect will decide */
+    /*
+     * At the process past its timeout; the connection is being dropped
+     * and on-disconnect will decide
+     */
+    SOFTDEV_TAP_REQ_OVERDUE,
     SOFTDEV_TAP_REQ_DONE,       /* decided, out of the list */
     SOFTDEV_TAP_REQ__MAX,
 } SoftdevTapReqState;

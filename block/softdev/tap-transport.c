@@ -275,10 +275,10 @@ static void softdev_tap_stream_post(SoftdevTap *s, SoftdevTapReq *tr,
     uint8_t *p = softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE +
                                          SOFTDEV_TAP_REQUEST_SIZE +
                                          (data ? req->bytes : 0));
+    uint16_t flags = tr->state == SOFTDEV_TAP_REQ_REPLAY ?
+                     SOFTDEV_TAP_FLAG_REPLAY : 0;
     size_t len = softdev_tap_encode_request(p, SOFTDEV_TAP_REQUEST, tr->handle,
-                                            tr->state == SOFTDEV_TAP_REQ_REPLAY ?
-                                            SOFTDEV_TAP_FLAG_REPLAY : 0,
-                                            shm, wire);
+                                            flags, shm, wire);
 
     if (data) {
         qemu_iovec_to_buf(req->qiov, req->qiov_offset, p + len, req->bytes);
