@@ -203,7 +203,6 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         SoftdevTapVerdict verdict, int result,
                         uint64_t fwd_offset);
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr);
-bool softdev_tap_policy_below(SoftdevTap *s);
 void softdev_tap_unlock(SoftdevTap *s);
 void softdev_tap_watchdog_arm(SoftdevTap *s);
 void softdev_tap_watchdog_start(SoftdevTap *s);

@@ -285,6 +285,19 @@ static void softdev_tap_admit(SoftdevTap *s, SoftdevTapReq *tr)
     }
 }
 
+/*
+ * @tr's I/O below, done now as its early I/O (the state is RUNNING): the
+ * lock is dropped for it.  Locked; returns locked.
+ */
+static void coroutine_fn GRAPH_RDLOCK
+softdev_tap_co_early_io(SoftdevTap *s, SoftdevTapReq *tr, SoftdevNextFn *next)
+{
+    softdev_tap_unlock(s);
+    tr->early_ret = next(s->bs, tr->req);
+    qemu_mutex_lock(&s->lock);
+    softdev_tap_req_set_early(s, tr, SOFTDEV_TAP_EARLY_FINISHED);
+}
+
 int coroutine_fn GRAPH_RDLOCK
 softdev_tap_co_request(BlockDriverState *bs, SoftdevRequest *req,
                        SoftdevNextFn *next)
@@ -304,45 +317,34 @@ softdev_tap_co_request(BlockDriverState *bs, SoftdevRequest *req,
          * fails the request here.
          */
         softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_RUNNING);
-        qemu_mutex_unlock(&s->lock);
-        tr.early_ret = next(bs, req);
+        softdev_tap_co_early_io(s, &tr, next);
         if (tr.early_ret < 0) {
+            qemu_mutex_unlock(&s->lock);
             return tr.early_ret;
         }
-        qemu_mutex_lock(&s->lock);
-        softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_FINISHED);
     }
     softdev_tap_admit(s, &tr);
-    /*
-     * Sending may have dropped the connection and decided other requests
-     * (and this one): softdev_tap_unlock() wakes them, after we yielded
-     * (aio_co_wake from a coroutine defers the wake-up).
-     */
-    wait = tr.state != SOFTDEV_TAP_REQ_DONE &&
-           tr.early != SOFTDEV_TAP_EARLY_RUNNING;
-    if (wait) {
-        tr.waiter = qemu_coroutine_self();
-    }
-    softdev_tap_unlock(s);
-
     if (tr.early == SOFTDEV_TAP_EARLY_RUNNING) {
         /*
          * The I/O is ours (no coroutine of its own); a reply that comes
          * meanwhile is only recorded, and found here, with no wake-up.
          */
-        tr.early_ret = next(bs, req);
-        qemu_mutex_lock(&s->lock);
-        softdev_tap_req_set_early(s, &tr, SOFTDEV_TAP_EARLY_FINISHED);
+        softdev_tap_co_early_io(s, &tr, next);
         if (tr.state != SOFTDEV_TAP_REQ_DONE && s->transport) {
             /* Its reply may be in the ring, with no KICK: look */
             s->transport->take(s);
         }
-        wait = tr.state != SOFTDEV_TAP_REQ_DONE;
-        if (wait) {
-            tr.waiter = qemu_coroutine_self();
-        }
-        softdev_tap_unlock(s);
     }
+    /*
+     * Sending may have dropped the connection and decided other requests
+     * (and this one): softdev_tap_unlock() wakes them, after we yielded
+     * (aio_co_wake from a coroutine defers the wake-up).
+     */
+    wait = tr.state != SOFTDEV_TAP_REQ_DONE;
+    if (wait) {
+        tr.waiter = qemu_coroutine_self();
+    }
+    softdev_tap_unlock(s);
     if (wait) {
         qemu_coroutine_yield();
     }

@@ -122,17 +122,11 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
     }
 }
 
-/* Whether requests go to the node below while the process is away */
-bool softdev_tap_policy_below(SoftdevTap *s)
-{
-    return s->cfg.on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH &&
-           s->has_lower;
-}
-
 /* Decide @tr as on-disconnect says for a missing process.  Locked. */
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr)
 {
-    if (softdev_tap_policy_below(s)) {
+    if (s->cfg.on_disconnect == SOFTDEV_TAP_ON_DISCONNECT_PASSTHROUGH &&
+        s->has_lower) {
         /* Unchanged: an early I/O that ran is the answer */
         softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_FORWARD_EARLY, 0,
                            tr->req->offset);
