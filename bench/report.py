@@ -25,7 +25,7 @@ PAIR_TARGETS = [
     ('softdev-trace', 'bare', {'IOPS': 0.97, 'MiB/s': 0.98}),
     ('tap-c', 'softdev-trace', {'IOPS': 0.90, 'MiB/s': 0.95}),
     ('tap-xor', 'softdev-xor', {'IOPS': 0.80, 'MiB/s': 0.80}),
-    ('tap-c-poll', 'softdev-trace', None),
+    ('tap-c-nopoll', 'softdev-trace', None),
     ('tap-py', 'softdev-trace', None),
 ]
 # tap-c >= min(NBD_FACTOR x nbdkit, BARE_FACTOR x bare), from the medians:

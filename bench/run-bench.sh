@@ -28,8 +28,10 @@
 #                    leaves the node below alone and forwards writes
 #                    unchanged, so QEMU skips the copy of writes and starts
 #                    reads and writes below early)
-#     tap-c-poll     the same process tuned with --poll-us 500 (busy-polls
-#                    500 us before sleeping): a tuned figure, informational
+#     tap-c-nopoll   the same process with --poll-us 0: it never polls
+#                    and sleeps after each batch until QEMU KICKs it
+#                    (what its default adaptive polling saves;
+#                    informational)
 #     tap-py         the same with the Python passthrough example
 #                    (informational)
 #     nbdkit         json:{"driver":"nbd","server":{"type":"unix",...}}
@@ -309,11 +311,12 @@ start_device() {
     cat "$TMP/$name.log" >&2
     die "$name did not start"
 }
-# tap-c and tap-xor as their examples start by default; tap-c-poll tuned.
+# tap-c and tap-xor as their examples start by default (adaptive
+# polling up to 100 us); tap-c-nopoll without polling.
 start_device tap-c "$TMP/tap-c.sock" "$TMP/libsoftdev/passthrough" \
     --unix "$TMP/tap-c.sock"
-start_device tap-c-poll "$TMP/tap-c-poll.sock" "$TMP/libsoftdev/passthrough" \
-    --unix "$TMP/tap-c-poll.sock" --poll-us 500
+start_device tap-c-nopoll "$TMP/tap-c-nopoll.sock" \
+    "$TMP/libsoftdev/passthrough" --unix "$TMP/tap-c-nopoll.sock" --poll-us 0
 start_device tap-xor "$TMP/tap-xor.sock" "$TMP/libsoftdev/xor" \
     --unix "$TMP/tap-xor.sock" "key=$XOR_KEY"
 start_device tap-py "$TMP/tap-py.sock" env PYTHONPATH="$SRC/python" "$PY" \
@@ -333,7 +336,8 @@ fi
 echo "run-bench: cache mode $CACHE, aio $AIO"
 
 # --- stacks and workloads ---------------------------------------------------
-STACKS=(bare softdev-trace tap-c tap-c-poll tap-py nbdkit softdev-xor tap-xor)
+STACKS=(bare softdev-trace tap-c tap-c-nopoll tap-py nbdkit softdev-xor
+        tap-xor)
 # Stacks that do exactly the same work as their base (same request count,
 # calibrated on the base) and always run back to back with it.
 declare -A PAIRED_WITH=([softdev-trace]=bare [tap-xor]=softdev-xor)
@@ -345,14 +349,14 @@ SPEC[nbdkit]="json:{\"driver\":\"nbd\",\"server\":\
 {\"type\":\"unix\",\"path\":\"$SOCK\"}}"
 SPEC[softdev-xor]="json:{\"driver\":\"softdev-xor\",\"key\":$XOR_KEY,\
 \"file\":$FILE}"
-for t in tap-c tap-c-poll tap-py tap-xor; do
+for t in tap-c tap-c-nopoll tap-py tap-xor; do
     SPEC[$t]="json:{\"driver\":\"softdev-tap\",\"server\":\
 {\"type\":\"unix\",\"path\":\"$TMP/$t.sock\"},\"file\":$FILE}"
 done
 SDESC[bare]='file node, the base of the ratio column'
 SDESC[softdev-trace]='softdev-trace (no trace file) above the file node'
 SDESC[tap-c]='softdev-tap, C passthrough process, default options'
-SDESC[tap-c-poll]='tap-c tuned: the process busy-polls (--poll-us 500)'
+SDESC[tap-c-nopoll]='tap-c without polling (--poll-us 0)'
 SDESC[tap-py]='softdev-tap, Python passthrough process'
 SDESC[nbdkit]="nbd client, 'nbdkit -U SOCK file IMG' (its defaults)"
 SDESC[softdev-xor]="softdev-xor (key $XOR_KEY) above the file node"
@@ -499,9 +503,9 @@ stack_order() {
         xor='tap-xor softdev-xor'
     fi
     if [ $((((r / 2) + j) % 2)) -eq 0 ]; then
-        echo "$trace tap-c tap-c-poll nbdkit tap-py $xor"
+        echo "$trace tap-c tap-c-nopoll nbdkit tap-py $xor"
     else
-        echo "$xor tap-py nbdkit tap-c-poll tap-c $trace"
+        echo "$xor tap-py nbdkit tap-c-nopoll tap-c $trace"
     fi
 }
 

@@ -16,20 +16,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "server-internal.h"
 
-/* In busy-wait loops: let a sibling hyperthread (or the host) run */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
 
 /*
  * Set up @c to serve @dev on @fd (-1: c->input feeds it, see
@@ -49,7 +41,7 @@ int conn_init(Conn *c, const struct softdev_device *dev, void *handle,
         .parallel = dev->thread_model == SOFTDEV_THREAD_PARALLEL,
         .no_shm = o.flags & SOFTDEV_SERVER_NO_SHM,
         .no_ring = o.flags & SOFTDEV_SERVER_NO_RING,
-        .poll_ns = o.poll_ns,
+        .poll_max_ns = o.poll_ns,
         .on_failure = o.on_failure,
         .opaque = o.opaque,
         .ops = &stream_transport,
@@ -182,15 +174,21 @@ static const char *got_fds(Conn *c, struct msghdr *msg)
     return err;
 }
 
-/* Busy-poll (--poll-us) for a request or a message; n as read() */
+/*
+ * Busy-poll (--poll-us) up to c->poll_ns for a request or a message; n as
+ * read(), -2: ring work.
+ */
 static ssize_t poll_for_input(Conn *c)
 {
     /*
      * Under load the next batch comes within microseconds, and being
      * woken costs far more than that on some machines.  With rings, the
      * requests are in memory; the socket (LOWER_REPLYs) is looked at
-     * every 64th turn, or every turn while a callback waits for the node
-     * below.
+     * every 16th turn, or every turn while a callback waits for the node
+     * below.  Each turn yields the CPU: where threads outnumber CPUs (the
+     * client's, its I/O workers', ours), polling must not take the CPU
+     * from the work it waits for; on an idle CPU the yield returns at
+     * once.
      */
     uint64_t end = softdev_now_ns() + c->poll_ns;
     unsigned turn = 0;
@@ -203,14 +201,36 @@ static ssize_t poll_for_input(Conn *c)
                                    c->req_cons, c->ring_entries)) {
             return -2;
         }
-        if (!c->ring || ++turn % 64 == 0 ||
+        if (!c->ring || ++turn % 16 == 0 ||
             __atomic_load_n(&c->waiters, __ATOMIC_ACQUIRE)) {
             n = recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend,
                      MSG_DONTWAIT);
         }
-        cpu_relax();
+        if (n < 0 && errno == EAGAIN) {
+            sched_yield();
+        }
     } while (n < 0 && errno == EAGAIN && softdev_now_ns() < end);
     return n;
+}
+
+/*
+ * The poll window after a sleep of @slept_ns, from @cur and the most the
+ * options allow (@max), as QEMU's aio_poll() adapts its own: input that
+ * came soon after we gave up polling says that a longer window would
+ * have caught it; long sleeps say that the load stopped, and polling
+ * would only burn CPU.
+ */
+uint64_t conn_poll_window(uint64_t cur, uint64_t max, uint64_t slept_ns)
+{
+    if (slept_ns > max) {
+        /* Halve: one late wake-up of a loaded machine is no idle device */
+        cur /= POLL_GROW;
+        return cur < POLL_START_NS ? 0 : cur;
+    }
+    if (cur < max) {
+        cur = cur ? cur * POLL_GROW : POLL_START_NS;
+    }
+    return cur < max ? cur : max;
 }
 
 /* One read of the socket into the buffer; n as read(), -2: ring work */
@@ -249,6 +269,8 @@ static ssize_t read_some(Conn *c)
         n = poll_for_input(c);
     }
     if (n == -1 && errno == EAGAIN) {
+        uint64_t start;
+
         if (c->ring &&
             !softdev_tap_ring_may_sleep(c->ring, SOFTDEV_TAP_RING_DEV_IDLE,
                                         SOFTDEV_TAP_RING_REQ_PROD,
@@ -256,9 +278,14 @@ static ssize_t read_some(Conn *c)
             return -2;
         }
         /* Until a KICK (or a LOWER_REPLY, or EOF) */
+        start = c->poll_max_ns ? softdev_now_ns() : 0;
         n = read(c->fd, c->rbuf + c->rend, c->rcap - c->rend);
         if (c->ring) {
             softdev_tap_ring_busy(c->ring, SOFTDEV_TAP_RING_DEV_IDLE);
+        }
+        if (c->poll_max_ns) {
+            c->poll_ns = conn_poll_window(c->poll_ns, c->poll_max_ns,
+                                          softdev_now_ns() - start);
         }
     }
     return n;

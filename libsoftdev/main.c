@@ -319,9 +319,9 @@ static void usage(FILE *f, const char *prog)
             "  --no-shm       decline the shared-memory data path\n"
             "  --no-ring      shared memory for data only: requests and\n"
             "                 replies as socket messages\n"
-            "  --poll-us N    busy-poll for requests N microseconds before\n"
-            "                 sleeping (0 to 1000000; costs CPU, saves\n"
-            "                 wake-ups under load; default 0)\n"
+            "  --poll-us N    busy-poll for requests up to N microseconds\n"
+            "                 before sleeping, adapted to the load (0 to\n"
+            "                 1000000, 0: never; default 100)\n"
             "  --             the rest are device arguments\n",
             prog);
 }

@@ -37,6 +37,8 @@
 #define OUT_BYTES           (1u << 20)  /* inline data gathered for a send */
 #define SLOW_CALLBACK_NS    50000       /* send at once after a slower one */
 #define MSG_BUF             (SOFTDEV_TAP_HDR_SIZE + SOFTDEV_TAP_REQUEST_SIZE)
+#define POLL_START_NS       4000        /* the poll window, when it opens */
+#define POLL_GROW           2           /* ...and how it grows, shrinks */
 
 typedef struct Conn Conn;
 
@@ -135,7 +137,8 @@ struct Conn {
     int family;                     /* of the socket */
     bool parallel;
     bool no_shm, no_ring;
-    uint64_t poll_ns;
+    uint64_t poll_max_ns;            /* --poll-us: 0, never poll */
+    uint64_t poll_ns;                /* the adaptive window now */
     int phase;
     const TransportOps *ops;
     ConnInputFn *input;
@@ -209,6 +212,7 @@ void conn_error(Conn *c, int code, const char *fmt, ...)
 int conn_fill(Conn *c);
 int conn_parse(Conn *c);
 int conn_handshake(Conn *c);
+uint64_t conn_poll_window(uint64_t cur, uint64_t max, uint64_t slept_ns);
 
 /* requests.c */
 void conn_release(Conn *c, struct softdev_req *r);

@@ -269,8 +269,12 @@ struct softdev_server_options {
     uint32_t size;              /* sizeof(struct softdev_server_options) */
     uint32_t flags;             /* SOFTDEV_SERVER_NO_* */
     /*
-     * Serialize model: busy-poll for requests this long before sleeping
-     * in read() (costs CPU, saves wake-ups under load); 0 = never
+     * The longest the reading thread busy-polls for requests before it
+     * sleeps in read(); 0 = never.  The window adapts to the load, as
+     * QEMU's IOThreads do: it grows while requests keep coming within
+     * it and falls to nothing once they stop, so an idle device costs
+     * no CPU.  While polling the thread yields the CPU to anything else
+     * that wants it.  Default SOFTDEV_POLL_NS_DEFAULT.
      */
     uint64_t poll_ns;
     /*
@@ -291,8 +295,12 @@ struct softdev_server_options {
  */
 #define SOFTDEV_SERVER_NO_RING      (1u << 1)
 
+/* The default of softdev_server_options.poll_ns (--poll-us 100) */
+#define SOFTDEV_POLL_NS_DEFAULT     100000
+
 #define SOFTDEV_SERVER_OPTIONS_INIT \
-    { .size = sizeof(struct softdev_server_options) }
+    { .size = sizeof(struct softdev_server_options), \
+      .poll_ns = SOFTDEV_POLL_NS_DEFAULT }
 
 
 /*
@@ -337,9 +345,9 @@ SOFTDEV_API int softdev_serve_fd(const struct softdev_device *dev,
  *                     (SOFTDEV_SERVER_NO_SHM)
  *   --no-ring         shared memory for the data only: requests and
  *                     replies as socket messages (SOFTDEV_SERVER_NO_RING)
- *   --poll-us N       serialize model: busy-poll the socket (or the
- *                     request ring) for N microseconds, 0 to 1000000,
- *                     before sleeping in read (default 0; poll_ns)
+ *   --poll-us N       busy-poll the request ring (or the socket) for
+ *                     up to N microseconds, 0 to 1000000, before
+ *                     sleeping in read; adaptive (default 100; poll_ns)
  *   --help, -h        print the usage and return 0
  *   --                the rest are device arguments
  * and passes the other arguments to dev->open().  It builds a struct

@@ -1,9 +1,10 @@
 #!/bin/sh
 # run-c-tests.sh SRC: build the C unit tests of SRC/tests/unit (those that
 # need no QEMU) with AddressSanitizer and UBSan into SRC/build/unit and run
-# them: the codec's tests, the cross-check of its vectors, and the fuzz
-# targets of tests/fuzz replayed on their seed corpus (without libFuzzer;
-# tests/fuzz/run-fuzz.sh does the fuzzing).
+# them: the codec's tests, the cross-check of its vectors, libsoftdev's
+# adaptive polling, and the fuzz targets of tests/fuzz replayed on their
+# seed corpus (without libFuzzer; tests/fuzz/run-fuzz.sh does the
+# fuzzing).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -40,6 +41,11 @@ lib=
 for f in error conn stream ring requests lower protocol/tap-protocol; do
     lib="$lib $src/libsoftdev/$f.c"
 done
+
+# shellcheck disable=SC2086
+$cc $cflags -pthread -I"$src/libsoftdev" \
+    "$src/tests/unit/libsoftdev-poll-test.c" $lib -o "$out/libsoftdev-poll-test"
+"$out/libsoftdev-poll-test"
 
 rm -rf "$out/fuzz-seeds"
 "$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \

@@ -13,16 +13,7 @@
 
 #include "libsoftdev/protocol/tap-protocol.h"
 
-static int passed, failed;
-
-#define CHECK(cond) do { \
-    if (cond) { \
-        passed++; \
-    } else { \
-        failed++; \
-        fprintf(stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-    } \
-} while (0)
+#include "tests/unit/unit-check.h"
 
 /* err is the expected message */
 #define CHECK_ERR(call, msg) CHECK((call) < 0 && err && !strcmp(err, (msg)))
@@ -745,6 +736,5 @@ int main(void)
     test_reply();
     test_reply_shm();
     test_random();
-    printf("tap-protocol-test: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return UNIT_CHECK_DONE("tap-protocol-test");
 }

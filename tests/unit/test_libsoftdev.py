@@ -1058,6 +1058,34 @@ class OptionsTest(ProcessTest):
         c.close()
         dev.stop()
 
+    def test_default_polling_goes_idle(self):
+        """By default the device polls while requests come (see
+        libsoftdev-poll-test.c for the window), and stops once they stop:
+        an idle device, still connected, costs no CPU"""
+        dev = self.start('passthrough', '--unix', self.path, path=self.path)
+        c = TestClient.connect_unix(self.path, lower=bytearray(MiB),
+                                    shm=True, ring=True)
+        c.handshake()
+        self.assertTrue(c.ring_active)
+        check_io(c, rounds=4, count=32)
+
+        def cpu_seconds():
+            with open(f'/proc/{dev.proc.pid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / \
+                os.sysconf('SC_CLK_TCK')
+
+        time.sleep(0.2)
+        before = cpu_seconds()
+        time.sleep(1.0)
+        # A device that kept polling would show about a second
+        self.assertLess(cpu_seconds() - before, 0.2)
+        # and it still answers, woken by a KICK
+        self.assertEqual(c.write(0, b'q' * 512), (0, b''))
+        self.assertEqual(c.read(0, 512), (0, b'q' * 512))
+        c.close()
+        dev.stop()
+
     def test_tcp(self):
         dev = self.start('ramdisk', '--tcp', '127.0.0.1:0', 'size=1M',
                          wait_for='line')
