@@ -82,6 +82,7 @@ void softdev_tap_teardown(SoftdevTap *s, const char *why)
     s->want_write = false;
     s->transport = NULL;
     s->publish_pending = false;
+    s->notify_deferred = false;
     softdev_tap_conn_set(s, reconnect ? SOFTDEV_TAP_CONN_CONNECTING :
                                         SOFTDEV_TAP_CONN_DISCONNECTED);
     trace_softdev_tap_disconnect(s->bs, why);

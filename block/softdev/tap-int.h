@@ -168,6 +168,7 @@ struct SoftdevTap {
     unsigned turn_depth;        /* nested wake-ups */
     bool turn_sent;             /* the turn sent its first message */
     bool publish_pending;       /* posted in the turn, publish at its end */
+    bool notify_deferred;       /* posted outside a turn: defer_call() */
     bool pump_pending;          /* room came at the process */
 
     /* Stream transport (and the socket for every connection) */
@@ -204,6 +205,7 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         uint64_t fwd_offset);
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr);
 void softdev_tap_unlock(SoftdevTap *s);
+void softdev_tap_notify_deferred(void *opaque);
 void softdev_tap_watchdog_arm(SoftdevTap *s);
 void softdev_tap_watchdog_start(SoftdevTap *s);
 void softdev_tap_watchdog_stop(SoftdevTap *s);

@@ -148,6 +148,7 @@ void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr)
  */
 void softdev_tap_unlock(SoftdevTap *s)
 {
+    bool notify;
     bool turn = s->ctx && qemu_get_current_aio_context() == s->ctx;
 
     for (;;) {
@@ -190,7 +191,12 @@ void softdev_tap_unlock(SoftdevTap *s)
             softdev_tap_flush(s);       /* may decide more: loop */
         }
     }
+    notify = s->notify_deferred;
     qemu_mutex_unlock(&s->lock);
+    if (notify) {
+        /* Now if the caller is in no defer_call section, else at its end */
+        defer_call(softdev_tap_notify_deferred, s);
+    }
 }
 
 /* -- the watchdog ------------------------------------------------------- */

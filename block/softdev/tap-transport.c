@@ -322,19 +322,12 @@ static void softdev_tap_rings_post(SoftdevTap *s, SoftdevTapReq *tr,
 
 static void softdev_tap_rings_reap(SoftdevTap *s);
 
-/* KICK the process if it sleeps; ask for a KICK if we will.  Locked. */
-static void softdev_tap_rings_notify(SoftdevTap *s)
+/* Ask for a KICK if a request waits for its reply alone.  Locked. */
+static void softdev_tap_rings_want_kick(SoftdevTap *s)
 {
-    if (softdev_tap_ring_need_kick(s->conn.ring, SOFTDEV_TAP_RING_DEV_IDLE)) {
-        /* The message is tiny: send it now */
-        s->sbuf.len += softdev_tap_encode_kick(
-            softdev_tap_buf_reserve(&s->sbuf, SOFTDEV_TAP_HDR_SIZE));
-        softdev_tap_flush(s);
-    }
     if (s->conn_state == SOFTDEV_TAP_CONN_CONNECTED && !s->cli_idle &&
         s->count[SOFTDEV_TAP_REQ_SENT] + s->count[SOFTDEV_TAP_REQ_OVERDUE] >
         s->early_at_process) {
-        /* A request waits for its reply alone: ask for a KICK */
         softdev_tap_rings_reap(s);
     }
 }
@@ -342,7 +335,13 @@ static void softdev_tap_rings_notify(SoftdevTap *s)
 /*
  * A polling process sees the entries once the producer index moved.
  * Whether a sleeping one needs a KICK takes a full barrier, which waits
- * for the ring's cache lines: in a turn, ask once when it ends.
+ * for the ring's cache lines, and the KICK wakes the process: ask once
+ * for a batch of requests.  In a turn, when it ends; else when the
+ * caller's defer_call section ends (a device model submits the requests
+ * of one notification in one: virtio-blk, xen-block; io_uring and
+ * linux-aio complete a batch in one), or at once without one.  Asked per
+ * request, a process that shares our CPU would be woken, and switched
+ * to, for each.  Locked.
  */
 static void softdev_tap_rings_publish(SoftdevTap *s)
 {
@@ -350,9 +349,41 @@ static void softdev_tap_rings_publish(SoftdevTap *s)
                               s->req_prod);
     if (s->turn_depth) {
         s->publish_pending = true;
-    } else {
-        softdev_tap_rings_notify(s);
+        return;
     }
+    s->notify_deferred = true;          /* softdev_tap_unlock() defers */
+    softdev_tap_rings_want_kick(s);
+}
+
+/*
+ * defer_call() from softdev_tap_unlock(): KICK the process if it sleeps.
+ * It may run in a request's coroutine, so it decides no request: the
+ * KICK goes out with a plain send() if nothing waits in the send buffer,
+ * else after it; a failed send shows as the connection's end to the
+ * socket's read handler; one that does not fit is not needed (the
+ * process has KICKs to read, and looks at the ring then).
+ */
+void softdev_tap_notify_deferred(void *opaque)
+{
+    SoftdevTap *s = opaque;
+    SoftdevTapBuf *b = &s->sbuf;
+
+    qemu_mutex_lock(&s->lock);
+    if (s->notify_deferred && s->transport == &softdev_tap_ring &&
+        s->conn_state == SOFTDEV_TAP_CONN_CONNECTED &&
+        softdev_tap_ring_need_kick(s->conn.ring, SOFTDEV_TAP_RING_DEV_IDLE)) {
+        uint8_t *p = softdev_tap_buf_reserve(b, SOFTDEV_TAP_HDR_SIZE);
+        size_t n = softdev_tap_encode_kick(p);
+
+        if (b->off == b->len) {
+            /* The message is tiny: send it now */
+            (void)send(s->conn.fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else {
+            b->len += n;    /* the write handler sends it */
+        }
+    }
+    s->notify_deferred = false;
+    qemu_mutex_unlock(&s->lock);
 }
 
 static const char *softdev_tap_take_reply(void *opaque,
