@@ -2,7 +2,9 @@
 # run-fuzz.sh SRC [SECONDS]: build the libFuzzer targets of SRC/tests/fuzz
 # with clang (-fsanitize=fuzzer,address,undefined) into SRC/build/fuzz and
 # run each for SECONDS (default 20; or per target, e.g.
-# conn=1200,device=600,client=300), starting from a seed corpus made from
+# conn=1200,device=600,client=300; SECONDS/RUNS stops a target after RUNS
+# executions or SECONDS, whichever comes first: conn=3000/10000000),
+# starting from a seed corpus made from
 # the canonical messages of tests/unit/tap-vectors.c.  The corpus grows in
 # build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
 # (the input is left as build/fuzz/NAME-crash-*).
@@ -65,14 +67,24 @@ for name in conn device client; do
     *)
         seconds=$times ;;
     esac
+    runs=-1
+    case $seconds in
+    */*)
+        runs=${seconds#*/}
+        seconds=${seconds%/*} ;;
+    esac
     corpus=$out/corpus-$name
     seeds=$name
     [ "$name" = conn ] && seeds=device     # the same inputs
     mkdir -p "$corpus"
-    echo "=== fuzz-$name: $seconds s ==="
+    if [ "$runs" = -1 ]; then
+        echo "=== fuzz-$name: $seconds s ==="
+    else
+        echo "=== fuzz-$name: $runs executions, at most $seconds s ==="
+    fi
     # -close_fd_mask=2: the device's messages about bad input are noise
-    if "$out/fuzz-$name" -max_total_time="$seconds" -timeout=20 \
-        -rss_limit_mb=4096 -max_len=300000 -close_fd_mask=2 \
+    if "$out/fuzz-$name" -max_total_time="$seconds" -runs="$runs" \
+        -timeout=20 -rss_limit_mb=4096 -max_len=300000 -close_fd_mask=2 \
         -print_final_stats=1 -artifact_prefix="$out/$name-" \
         "$corpus" "$out/seeds/$seeds" >"$out/fuzz-$name.log" 2>&1; then
         tail -n 12 "$out/fuzz-$name.log" | grep -E '^(stat::|Done|#)' || true
