@@ -95,7 +95,7 @@ fuzz:
 	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) 20
 
 # Under an hour: 10 M executions each of the per-input targets, fuzz-conn
-# (3.8-11 k/s as its corpus grows: about 45 minutes here) at most 50
+# (3.8-11 k/s as its corpus grows: 43 minutes here) at most 50
 # minutes, fuzz-client (180-350 k/s) at most 3; the threaded end-to-end
 # fuzz-device (about 500/s) 5 minutes
 fuzz-long:
