@@ -13,15 +13,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "server-internal.h"
-
 
 /*
  * Set up @c to serve @dev on @fd (-1: c->input feeds it, see

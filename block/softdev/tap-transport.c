@@ -359,9 +359,11 @@ static void softdev_tap_rings_publish(SoftdevTap *s)
  * defer_call() from softdev_tap_unlock(): KICK the process if it sleeps.
  * It may run in a request's coroutine, so it decides no request: the
  * KICK goes out with a plain send() if nothing waits in the send buffer,
- * else after it; a failed send shows as the connection's end to the
- * socket's read handler; one that does not fit is not needed (the
- * process has KICKs to read, and looks at the ring then).
+ * else behind what waits there (whatever left that unsent, the write
+ * handler, the send BH or the turn, sends it); a failed send shows as
+ * the connection's end to the socket's read handler; one that does not
+ * fit is not needed (the process has KICKs to read, and looks at the
+ * ring then).
  */
 void softdev_tap_notify_deferred(void *opaque)
 {
@@ -379,7 +381,7 @@ void softdev_tap_notify_deferred(void *opaque)
             /* The message is tiny: send it now */
             (void)send(s->conn.fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         } else {
-            b->len += n;    /* the write handler sends it */
+            b->len += n;
         }
     }
     s->notify_deferred = false;
