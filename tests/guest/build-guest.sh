@@ -69,7 +69,7 @@ while read -r m; do
         echo "SOFTDEV-WARN insmod $m: $(head -n 1 /tmp/insmod.err)"
 done </etc/softdev-modules
 
-MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0
+MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP=
 for w in $(cat /proc/cmdline); do
     case "$w" in
         softdev.mode=*)   MODE=${w#*=} ;;
@@ -78,6 +78,7 @@ for w in $(cat /proc/cmdline); do
         softdev.mib=*)    MIB=${w#*=} ;;
         softdev.slots=*)  SLOTS=${w#*=} ;;
         softdev.start=*)  START=${w#*=} ;;
+        softdev.stop=*)   STOP=${w#*=} ;;
     esac
 done
 
@@ -115,6 +116,14 @@ check_dmesg() {
     done </tmp/ioerr
 }
 
+# True once the host wrote "STOP" at the start of the softdev.stop= disk:
+# verify's rounds then end early, so the host decides how long it runs.
+stop_asked() {
+    [ -n "$STOP" ] && [ -b "$STOP" ] &&
+        [ "$(dd if="$STOP" bs=512 count=1 iflag=direct status=none \
+             2>/dev/null | head -c 4)" = STOP ]
+}
+
 result() {
     if [ "$ERRORS" -eq 0 ]; then
         echo "SOFTDEV-RESULT PASS rounds=$ROUNDS errors=0"
@@ -146,6 +155,11 @@ mode_verify() {
     : >/tmp/regions                      # lines: offset length md5
     r=1
     while [ "$r" -le "$ROUNDS" ]; do
+        if stop_asked; then
+            echo "SOFTDEV-STOPPED after $((r - 1)) rounds"
+            ROUNDS=$((r - 1))
+            break
+        fi
         reason=
         slot=$(( (r - 1) % K ))
         off=$((slot * len))

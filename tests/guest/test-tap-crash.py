@@ -5,7 +5,10 @@ virtio-blk disk served through softdev-tap (on-disconnect=queue) by the C
 XOR soft device, which is killed with SIGKILL and restarted 20 times while
 the guest writes and reads.  Passes when every kill hit a live connection,
 the driver reconnected each time, the guest saw no I/O error and verified
-every round, and the image holds exactly the XORed data.
+every round, and the image holds exactly the XORed data.  The guest runs
+rounds until the test writes STOP to a second small disk after the last
+kill (softdev.stop=), so slower or faster machines change only how many
+rounds run, never whether the kills land in the workload.
 
 SPDX-License-Identifier: GPL-2.0-or-later
 """
@@ -28,6 +31,7 @@ import guestbed  # noqa: E402
 DISK_SIZE = 256 << 20
 KEY = 0x5a
 KILLS = 20
+MAX_ROUNDS = 1000
 
 
 def start_device(argv, sock, log):
@@ -36,8 +40,12 @@ def start_device(argv, sock, log):
 
 
 def tap_info(qmp):
-    return [t for t in qmp.cmd('query-softdevs')
-            if t['node-name'] == 'tap0'][0]
+    found = [t for t in qmp.cmd('query-softdevs')
+             if t['node-name'] == 'tap0']
+    if not found:
+        raise guestbed.GuestError('query-softdevs does not list tap0 '
+                                  '(did the guest end?)')
+    return found[0]
 
 
 def wait_reconnected(qmp, reconnects, timeout=20.0):
@@ -64,8 +72,11 @@ def main():
     argv = [os.path.join(libdir, 'xor'), f'key={KEY:#x}']
     image = os.path.join(work, 'disk.img')
     sock = os.path.join(work, 'xor.sock')
+    stop_image = os.path.join(work, 'stop.img')
     with open(image, 'wb') as f:
         f.truncate(DISK_SIZE)
+    with open(stop_image, 'wb') as f:
+        f.truncate(1 << 20)
     devlog = open(os.path.join(work, 'device.log'), 'w')
     dev = start_device(argv, sock, devlog)
     errors = []
@@ -79,9 +90,13 @@ def main():
                              'on-disconnect=queue,timeout=60,'
                              'reconnect-delay=1',
                 '-blockdev', 'driver=raw,node-name=disk0,file=tap0',
-                '-device', 'virtio-blk-pci,drive=disk0,id=vd0']
+                '-device', 'virtio-blk-pci,drive=disk0,id=vd0',
+                '-blockdev', 'driver=file,node-name=stop0,'
+                             f'filename={stop_image},cache.direct=on',
+                '-device', 'virtio-blk-pci,drive=stop0,id=vd1']
         append = ('softdev.mode=verify softdev.dev=/dev/vda '
-                  'softdev.rounds=16 softdev.mib=4')
+                  f'softdev.rounds={MAX_ROUNDS} softdev.mib=4 '
+                  'softdev.stop=/dev/vdb')
         with guestbed.GuestBed(args.qemu,
                                os.path.join(args.guest_dir, 'vmlinuz'),
                                os.path.join(args.guest_dir, 'initrd.img'),
@@ -116,6 +131,9 @@ def main():
                 time.sleep(rng.uniform(0.0, 0.2))
                 dev = start_device(argv, sock, devlog)
                 wait_reconnected(qmp, before['reconnects'])
+            # One more round through the reconnected device, then stop.
+            with open(stop_image, 'r+b') as f:
+                f.write(b'STOP')
             m = bed.wait_for(r'SOFTDEV-RESULT (PASS|FAIL).*', 900)
             info = tap_info(qmp)
             bed.wait_exit(120)
