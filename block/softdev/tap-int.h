@@ -168,8 +168,10 @@ struct SoftdevTap {
     unsigned turn_depth;        /* nested wake-ups */
     bool turn_sent;             /* the turn sent its first message */
     bool publish_pending;       /* posted in the turn, publish at its end */
-    bool notify_deferred;       /* posted outside a turn: defer_call() */
+    bool notify_deferred;       /* posted outside a turn: defer_notify */
     bool pump_pending;          /* room came at the process */
+
+    QEMUBH *kick_bh;            /* see softdev_tap_defer_notify() */
 
     /* Stream transport (and the socket for every connection) */
     QEMUBH *send_bh;
@@ -193,6 +195,7 @@ struct SoftdevTap {
 
     /* Statistics */
     uint64_t disconnects, reconnects, replayed, timeouts;
+    uint64_t kicks_sent, kicks_received;
 };
 
 /* tap-req.c */
@@ -205,7 +208,8 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         uint64_t fwd_offset);
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr);
 void softdev_tap_unlock(SoftdevTap *s);
-void softdev_tap_notify_deferred(void *opaque);
+void softdev_tap_defer_notify(SoftdevTap *s);
+void softdev_tap_kick_bh(void *opaque);
 void softdev_tap_watchdog_arm(SoftdevTap *s);
 void softdev_tap_watchdog_start(SoftdevTap *s);
 void softdev_tap_watchdog_stop(SoftdevTap *s);

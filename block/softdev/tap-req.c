@@ -47,6 +47,9 @@ void softdev_tap_req_set(SoftdevTap *s, SoftdevTapReq *tr,
     if (!softdev_tap_req_legal(old, state, softdev_tap_bug, s)) {
         return;
     }
+    trace_softdev_tap_req_state(s->bs, tr->handle,
+                                softdev_tap_req_state_name(old),
+                                softdev_tap_req_state_name(state));
     tr->state = state;
     /* In the list (and counted) from QUEUED until DONE */
     if (old == SOFTDEV_TAP_REQ_NEW && state != SOFTDEV_TAP_REQ_DONE) {
@@ -194,8 +197,7 @@ void softdev_tap_unlock(SoftdevTap *s)
     notify = s->notify_deferred;
     qemu_mutex_unlock(&s->lock);
     if (notify) {
-        /* Now if the caller is in no defer_call section, else at its end */
-        defer_call(softdev_tap_notify_deferred, s);
+        softdev_tap_defer_notify(s);
     }
 }
 

@@ -11,8 +11,10 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/defer-call.h"
 #include "qemu/main-loop.h"
 #include "tap-int.h"
+#include "trace/trace-block_softdev.h"
 
 #define SOFTDEV_TAP_READ_CHUNK      (256 * KiB)
 
@@ -176,6 +178,8 @@ static const char *softdev_tap_parse(SoftdevTap *s)
         } else if (hdr.type == SOFTDEV_TAP_KICK && ring) {
             /* The process cleared our idle word: we look at the ring */
             s->cli_idle = false;
+            s->kicks_received++;
+            trace_softdev_tap_kick(s->bs, "received");
         } else if (hdr.type == SOFTDEV_TAP_LOWER_REQUEST) {
             err = softdev_tap_got_lower(s, &hdr, p);
         } else {
@@ -338,10 +342,11 @@ static void softdev_tap_rings_want_kick(SoftdevTap *s)
  * for the ring's cache lines, and the KICK wakes the process: ask once
  * for a batch of requests.  In a turn, when it ends; else when the
  * caller's defer_call section ends (a device model submits the requests
- * of one notification in one: virtio-blk, xen-block; io_uring and
- * linux-aio complete a batch in one), or at once without one.  Asked per
- * request, a process that shares our CPU would be woken, and switched
- * to, for each.  Locked.
+ * of one notification in one: virtio-blk, xen-block with requests in
+ * flight; io_uring and linux-aio complete a batch in one); else from
+ * kick_bh, once the event loop is done with what it handles now (see
+ * softdev_tap_defer_notify()).  Asked per request, a process that shares
+ * our CPU would be woken, and switched to, for each.  Locked.
  */
 static void softdev_tap_rings_publish(SoftdevTap *s)
 {
@@ -356,18 +361,16 @@ static void softdev_tap_rings_publish(SoftdevTap *s)
 }
 
 /*
- * defer_call() from softdev_tap_unlock(): KICK the process if it sleeps.
- * It may run in a request's coroutine, so it decides no request: the
- * KICK goes out with a plain send() if nothing waits in the send buffer,
- * else behind what waits there (whatever left that unsent, the write
- * handler, the send BH or the turn, sends it); a failed send shows as
- * the connection's end to the socket's read handler; one that does not
- * fit is not needed (the process has KICKs to read, and looks at the
- * ring then).
+ * kick_bh, scheduled by softdev_tap_unlock(): KICK the process if it
+ * sleeps.  It decides no request: the KICK goes out with a plain send()
+ * if nothing waits in the send buffer, else behind what waits there
+ * (whatever left that unsent, the write handler, the send BH or the
+ * turn, sends it); a failed send shows as the connection's end to the
+ * socket's read handler; one that does not fit is not needed (the
+ * process has KICKs to read, and looks at the ring then).
  */
-void softdev_tap_notify_deferred(void *opaque)
+static void softdev_tap_notify(SoftdevTap *s)
 {
-    SoftdevTap *s = opaque;
     SoftdevTapBuf *b = &s->sbuf;
 
     qemu_mutex_lock(&s->lock);
@@ -377,6 +380,8 @@ void softdev_tap_notify_deferred(void *opaque)
         uint8_t *p = softdev_tap_buf_reserve(b, SOFTDEV_TAP_HDR_SIZE);
         size_t n = softdev_tap_encode_kick(p);
 
+        s->kicks_sent++;
+        trace_softdev_tap_kick(s->bs, "sent");
         if (b->off == b->len) {
             /* The message is tiny: send it now */
             (void)send(s->conn.fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -386,6 +391,51 @@ void softdev_tap_notify_deferred(void *opaque)
     }
     s->notify_deferred = false;
     qemu_mutex_unlock(&s->lock);
+}
+
+/* Set while softdev_tap_defer_notify() calls defer_call() */
+static __thread SoftdevTap *softdev_tap_deferring;
+
+static void softdev_tap_notify_deferred(void *opaque)
+{
+    SoftdevTap *s = opaque;
+
+    if (softdev_tap_deferring == s) {
+        /*
+         * Called at once: the caller is in no defer_call section.  Let
+         * the event loop finish what it handles (a device model's burst
+         * of requests) and KICK once, from kick_bh.
+         */
+        qemu_mutex_lock(&s->lock);
+        if (s->kick_bh) {
+            qemu_bh_schedule(s->kick_bh);
+        }
+        qemu_mutex_unlock(&s->lock);
+        return;
+    }
+    softdev_tap_notify(s);
+}
+
+void softdev_tap_kick_bh(void *opaque)
+{
+    softdev_tap_notify(opaque);
+}
+
+/*
+ * Have the process KICKed if it sleeps, once for a batch: when the
+ * caller's defer_call section ends, else from kick_bh.  Not from kick_bh
+ * always: a BH is scheduled, and run, for every batch, and costs
+ * qemu-img bench 4 KiB reads 8 % next to the end of io_uring's
+ * completion section.  Not at once without a section: xen-block opens
+ * none for a guest's burst that comes when nothing is in flight (a
+ * dd bs=1M: 24 requests), and a process that shares QEMU's CPU (dom0
+ * under Xen) was then woken, and switched to, once per request.
+ */
+void softdev_tap_defer_notify(SoftdevTap *s)
+{
+    softdev_tap_deferring = s;
+    defer_call(softdev_tap_notify_deferred, s);
+    softdev_tap_deferring = NULL;
 }
 
 static const char *softdev_tap_take_reply(void *opaque,

@@ -169,6 +169,10 @@ static void softdev_tap_attach(SoftdevTap *s, AioContext *ctx)
 {
     s->ctx = ctx;
     s->send_bh = aio_bh_new(ctx, softdev_tap_send_bh, s);
+    s->kick_bh = aio_bh_new(ctx, softdev_tap_kick_bh, s);
+    if (s->notify_deferred) {
+        qemu_bh_schedule(s->kick_bh);
+    }
     s->attach_bh = aio_bh_new(ctx, softdev_tap_attach_bh, s);
     softdev_tap_watchdog_start(s);
     if (s->conn.fd >= 0) {
@@ -192,6 +196,8 @@ static void softdev_tap_detach(SoftdevTap *s)
     qemu_bh_delete(s->send_bh);
     s->send_bh = NULL;
     s->send_scheduled = false;
+    qemu_bh_delete(s->kick_bh);
+    s->kick_bh = NULL;
     qemu_bh_delete(s->attach_bh);
     s->attach_bh = NULL;
     softdev_tap_watchdog_stop(s);
@@ -413,6 +419,8 @@ static void softdev_tap_query(BlockDriverState *bs, SoftdevInfo *info)
     ti->shm = s->conn.shm != NULL;
     ti->ring = s->conn.ring != NULL;
     ti->max_inflight = s->conn.max_inflight;
+    ti->kicks_sent = s->kicks_sent;
+    ti->kicks_received = s->kicks_received;
     qemu_mutex_unlock(&s->lock);
 }
 
