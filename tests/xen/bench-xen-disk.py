@@ -81,6 +81,13 @@ xenbed_pre() {
     done
     [ -S %(sock)s ] || { cat /tmp/passthrough.log; return 1; }
 }
+# The soft-device process's CPU time over the whole run (clock ticks)
+xenbed_post() {
+    pid=$(pidof softdev-passthrough) || return 0
+    set -- $(cat /proc/$pid/stat)
+    echo "XENBED-BENCH-CPU passthrough utime=${14} stime=${15}" \
+         "hz=$(getconf CLK_TCK 2>/dev/null || echo 100)"
+}
 '''
 
 DOMU_SCRIPT = r'''
@@ -223,8 +230,11 @@ def report(runs, mib, rounds):
     return out
 
 
-def check_softdevs(qmp, mib, rounds, errors):
-    """The soft devices are there and saw every write and read."""
+def check_softdevs(qmp, mib, rounds, errors, latency):
+    """The soft devices are there and saw every write and read.  Fills
+    latency with each one's request count and latency per operation (as
+    query-softdevs has them: from the request's arrival at the soft
+    device to its completion), and the tap's KICKs."""
     entries = {e['node-name']: e for e in qmp.cmd('query-softdevs')}
     seen = {}
     for name, driver in DRIVERS.items():
@@ -235,6 +245,16 @@ def check_softdevs(qmp, mib, rounds, errors):
         b = {st['op']: st['bytes'] for st in e['stats']
              if st['op'] in ('read', 'write')}
         seen[name] = b
+        latency[name] = {
+            st['op']: {'ops': st['ops'],
+                       'mean_us': round(st['total-ns'] / st['ops'] / 1e3, 1),
+                       'p50_us': round(st['p50-ns'] / 1e3, 1),
+                       'p99_us': round(st['p99-ns'] / 1e3, 1)}
+            for st in e['stats']
+            if st['op'] in ('read', 'write', 'flush') and st['ops']}
+        if 'kicks-sent' in e:
+            latency[name]['kicks'] = {'sent': e['kicks-sent'],
+                                      'received': e['kicks-received']}
         if b.get('write', 0) < (rounds + 1) * mib * MIB or \
                 b.get('read', 0) < rounds * mib * MIB:
             errors.append('%s saw %s bytes, the domU moved more'
@@ -263,7 +283,7 @@ def main():
     dom0 = DOM0_SCRIPT % {'disks': names, 'mib': a.mib, 'sock': TAP_SOCK}
     domu = DOMU_SCRIPT % {'disks': names, 'mib': a.mib, 'rounds': a.rounds,
                           'hold': HOLD_S}
-    errors, seen = [], {}
+    errors, seen, latency = [], {}, {}
     t0 = time.monotonic()
     with xenbed.XenBed(a.qemu, a.bed_dir, domu, xl_config(a.mib),
                        dom0_script=dom0,
@@ -275,7 +295,8 @@ def main():
                          a.timeout)
             if any('XENBED-BENCH-DONE' in t for t in bed.domu_lines()):
                 with bed.dm_qmp() as qmp:
-                    seen = check_softdevs(qmp, a.mib, a.rounds, errors)
+                    seen = check_softdevs(qmp, a.mib, a.rounds, errors,
+                                          latency)
             else:
                 errors.append('the domU did not finish its runs')
             rc = bed.run(a.timeout)
@@ -286,6 +307,7 @@ def main():
             errors.append('%s: %s' % (type(e).__name__, e))
         lines = bed.domu_lines()
         timings = bed.timings()
+        cpu = [t for t in bed.lines() if 'XENBED-BENCH-CPU' in t]
     errors += ['domU: ' + t for t in lines if t.startswith('XENBED-ERROR')]
     runs = parse_runs(lines)
     results = report(runs, a.mib, a.rounds)
@@ -297,6 +319,18 @@ def main():
     total = time.monotonic() - t0
     print()
     print('bench-xen-disk: soft devices saw (bytes): %s' % seen)
+    for name, lat in latency.items():
+        print('bench-xen-disk: %s requests and latency (us): %s'
+              % (name, lat))
+    m = re.search(r'utime=(\d+) stime=(\d+) hz=(\d+)', ''.join(cpu[-1:]))
+    if m and latency.get('xvdc-softdev0'):
+        ops = sum(v['ops'] for k, v in latency['xvdc-softdev0'].items()
+                  if k != 'kicks')
+        secs = (int(m.group(1)) + int(m.group(2))) / int(m.group(3))
+        latency['xvdc-process-cpu'] = {
+            'seconds': secs, 'us_per_request': round(secs * 1e6 / ops, 1)}
+        print('bench-xen-disk: the passthrough process used %.2f s of CPU '
+              '(%.0f us per request)' % (secs, secs * 1e6 / ops))
     print('bench-xen-disk: %s in %.0f s, timings %s'
           % ('done' if not errors else 'FAILED', total, timings))
     if a.json:
@@ -305,7 +339,8 @@ def main():
             json.dump({'date': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
                        'mib': a.mib, 'rounds': a.rounds,
                        'target': TARGET, 'results': results,
-                       'softdev_bytes': seen, 'errors': errors,
+                       'softdev_bytes': seen, 'softdev_latency': latency,
+                       'errors': errors,
                        'seconds': round(total)}, f, indent=2)
             f.write('\n')
     for e in errors:
