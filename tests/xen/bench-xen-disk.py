@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +75,8 @@ xenbed_pre() {
         truncate -s %(mib)dM /tmp/$d.img || return 1
     done
     mkdir -p /run/softdev && chmod 755 /job/softdev-passthrough || return 1
+    # What a wake-up of another process costs here, next to a thread's
+    chmod 755 /job/switch-cost && /job/switch-cost 2000 | sed 's/^/XENBED-/'
     /job/softdev-passthrough --unix %(sock)s >/tmp/passthrough.log 2>&1 &
     i=0
     while [ ! -S %(sock)s ] && [ $i -lt 100 ]; do
@@ -279,6 +282,11 @@ def main():
     os.makedirs(work, exist_ok=True)
     log = os.path.join(work, 'console.log')
     passthrough = xenbed.libsoftdev_example('passthrough', work)
+    switch_cost = os.path.join(work, 'switch-cost')
+    subprocess.run(['cc', '-O2', '-pthread', '-o', switch_cost,
+                    os.path.join(HERE, 'switch-cost.c')], check=True)
+    with open(switch_cost, 'rb') as f:
+        switch_cost = f.read()
     names = ' '.join(d for d, _, _ in DISKS)
     dom0 = DOM0_SCRIPT % {'disks': names, 'mib': a.mib, 'sock': TAP_SOCK}
     domu = DOMU_SCRIPT % {'disks': names, 'mib': a.mib, 'rounds': a.rounds,
@@ -287,7 +295,8 @@ def main():
     t0 = time.monotonic()
     with xenbed.XenBed(a.qemu, a.bed_dir, domu, xl_config(a.mib),
                        dom0_script=dom0,
-                       dom0_files={'/job/softdev-passthrough': passthrough},
+                       dom0_files={'/job/softdev-passthrough': passthrough,
+                                   '/job/switch-cost': switch_cost},
                        echo=a.verbose, log_path=log,
                        domu_timeout=int(a.timeout)) as bed:
         try:
@@ -308,6 +317,7 @@ def main():
         lines = bed.domu_lines()
         timings = bed.timings()
         cpu = [t for t in bed.lines() if 'XENBED-BENCH-CPU' in t]
+        switch = [t for t in bed.lines() if 'XENBED-SWITCH-COST' in t]
     errors += ['domU: ' + t for t in lines if t.startswith('XENBED-ERROR')]
     runs = parse_runs(lines)
     results = report(runs, a.mib, a.rounds)
@@ -322,6 +332,13 @@ def main():
     for name, lat in latency.items():
         print('bench-xen-disk: %s requests and latency (us): %s'
               % (name, lat))
+    m = re.search(r'process_us=([\d.]+) thread_us=([\d.]+)',
+                  ''.join(switch[-1:]))
+    if m:
+        latency['dom0-round-trip-us'] = {'process': float(m.group(1)),
+                                         'thread': float(m.group(2))}
+        print('bench-xen-disk: in dom0, a round trip to another process '
+              'takes %s us, to another thread %s us' % m.groups())
     m = re.search(r'utime=(\d+) stime=(\d+) hz=(\d+)', ''.join(cpu[-1:]))
     if m and latency.get('xvdc-softdev0'):
         ops = sum(v['ops'] for k, v in latency['xvdc-softdev0'].items()
