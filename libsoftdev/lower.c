@@ -136,6 +136,11 @@ int softdev_req_is_replay(struct softdev_req *r)
     return r->replay;
 }
 
+void *softdev_req_data(struct softdev_req *r)
+{
+    return r->data;
+}
+
 int softdev_forward_to(struct softdev_req *r, uint64_t off, const void *data)
 {
     r->fwd_moved = true;
@@ -146,7 +151,9 @@ int softdev_forward_to(struct softdev_req *r, uint64_t off, const void *data)
             return -EINVAL;
         }
         /* Into the request's own buffer or slot, which may hold @data */
-        memmove(r->data, data, r->req.bytes);
+        if (data != r->data) {
+            memmove(r->data, data, r->req.bytes);
+        }
         r->fwd_data = true;
     }
     return SOFTDEV_FORWARD;

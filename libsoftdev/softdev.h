@@ -232,6 +232,16 @@ SOFTDEV_API int softdev_forward_to(struct softdev_req *r, uint64_t off,
                                    const void *data);
 
 /*
+ * The request's own data: the @buf its read or write callback got (its
+ * slot in shared memory, or its part of the receive buffer), writable,
+ * and the device's to change until it answers.  A device that
+ * transforms writes can encode in place and forward with
+ *     return softdev_forward_to(r, off, softdev_req_data(r));
+ * which copies nothing.  NULL for requests without data.
+ */
+SOFTDEV_API void *softdev_req_data(struct softdev_req *r);
+
+/*
  * Whether the request is a replay: QEMU sent it on an earlier connection
  * too, and the device may or may not have run it then.
  */

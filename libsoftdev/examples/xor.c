@@ -2,8 +2,9 @@
  * Toy encryption (not secure): the node below holds every byte XORed with
  * a key; reads undo it.  The shape of a transforming device: reads get the
  * data below (SOFTDEV_READ_BELOW: from QEMU with the request, no round
- * trip of our own) and decode it in place; writes are encoded and
- * forwarded with the new data (softdev_forward_to()); write-zeroes show
+ * trip of our own) and decode it in place; writes are encoded in place
+ * (softdev_req_data()) and forwarded with the new data
+ * (softdev_forward_to()), with no copy of their own; write-zeroes show
  * softdev_lower_write().  Usage: xor --unix PATH [key=]KEY (default 0x5a)
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -68,18 +69,12 @@ static int xor_read(void *h, struct softdev_req *r, void *buf, uint32_t len,
 static int xor_write(void *h, struct softdev_req *r, const void *buf,
                      uint32_t len, uint64_t off, uint32_t flags)
 {
-    unsigned char *enc = malloc(len);
-    int ret;
+    unsigned char *data = softdev_req_data(r);     /* @buf, writable */
 
     (void)h;
     (void)flags;                    /* a forwarded write keeps its FUA */
-    if (!enc) {
-        return -ENOMEM;
-    }
-    xor_buf(enc, buf, len);
-    ret = softdev_forward_to(r, off, enc);
-    free(enc);
-    return ret;
+    xor_buf(data, buf, len);        /* encoded in place: no copy */
+    return softdev_forward_to(r, off, data);
 }
 
 static int xor_write_zeroes(void *h, struct softdev_req *r, uint32_t len,
