@@ -399,6 +399,29 @@ def pattern_block(mib_index):
     return (b"SOFTDEV PATTERN MIB %011d\n" % mib_index) * 32768
 
 
+class StopDisk:
+    """A small second disk that the guest's verify mode reads before each
+    round (softdev.stop=): stop() writes STOP there, and the guest ends
+    its rounds, so a test decides when the workload ends rather than
+    guessing how many rounds its events will take.  Add .args after the
+    disk under test, so that the guest sees it as .guest_dev."""
+
+    guest_dev = "/dev/vdb"
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "wb") as f:
+            f.truncate(1 << 20)
+        self.args = ["-blockdev",
+                     "driver=file,node-name=stop0,filename=%s,"
+                     "cache.direct=on" % path,
+                     "-device", "virtio-blk-pci,drive=stop0,id=stopdisk"]
+
+    def stop(self):
+        with open(self.path, "r+b") as f:
+            f.write(b"STOP")
+
+
 def disk_args(image, fmt="raw", cache_direct=False, node="disk0"):
     """-blockdev/-device arguments for a virtio-blk disk (device id disk0)."""
     direct = "on" if cache_direct else "off"

@@ -60,9 +60,12 @@ def main():
     image = os.path.join(work, 'disk.img')
     with open(image, 'wb') as f:
         f.truncate(DISK_SIZE)
-    rounds = 2 * args.cycles + 4
+    # Rounds until the cycles are done (then one more), however fast the
+    # machine: the guest stops when told (softdev.stop=)
+    stop = guestbed.StopDisk(os.path.join(work, 'stop.img'))
     append = (f'softdev.mode=verify softdev.dev=/dev/vda '
-              f'softdev.rounds={rounds} softdev.mib=4')
+              f'softdev.rounds=1000 softdev.mib=4 '
+              f'softdev.stop={stop.guest_dev}')
     errors = []
     traces = []
     rng = random.Random(1)
@@ -71,7 +74,7 @@ def main():
     with guestbed.GuestBed(args.qemu,
                            os.path.join(args.guest_dir, 'vmlinuz'),
                            os.path.join(args.guest_dir, 'initrd.img'),
-                           append, guestbed.disk_args(image),
+                           append, guestbed.disk_args(image) + stop.args,
                            log_path=os.path.join(work, 'console.log')) as bed:
         qmp = bed.qmp()
         bed.wait_for(r'SOFTDEV-ROUND 1 ', args.timeout)
@@ -96,6 +99,7 @@ def main():
             print(f'cycle {cycle}: inserted and removed live, trace {ops}',
                   flush=True)
             bed.wait_for(r'SOFTDEV-ROUND \d+ ', args.timeout)
+        stop.stop()
         m = bed.wait_for(r'SOFTDEV-RESULT (PASS|FAIL).*', args.timeout)
         if m.group(1) != 'PASS':
             errors.append('guest: ' + m.group(0))

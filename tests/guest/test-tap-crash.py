@@ -72,11 +72,9 @@ def main():
     argv = [os.path.join(libdir, 'xor'), f'key={KEY:#x}']
     image = os.path.join(work, 'disk.img')
     sock = os.path.join(work, 'xor.sock')
-    stop_image = os.path.join(work, 'stop.img')
+    stop = guestbed.StopDisk(os.path.join(work, 'stop.img'))
     with open(image, 'wb') as f:
         f.truncate(DISK_SIZE)
-    with open(stop_image, 'wb') as f:
-        f.truncate(1 << 20)
     devlog = open(os.path.join(work, 'device.log'), 'w')
     dev = start_device(argv, sock, devlog)
     errors = []
@@ -90,13 +88,10 @@ def main():
                              'on-disconnect=queue,timeout=60,'
                              'reconnect-delay=1',
                 '-blockdev', 'driver=raw,node-name=disk0,file=tap0',
-                '-device', 'virtio-blk-pci,drive=disk0,id=vd0',
-                '-blockdev', 'driver=file,node-name=stop0,'
-                             f'filename={stop_image},cache.direct=on',
-                '-device', 'virtio-blk-pci,drive=stop0,id=vd1']
+                '-device', 'virtio-blk-pci,drive=disk0,id=vd0'] + stop.args
         append = ('softdev.mode=verify softdev.dev=/dev/vda '
                   f'softdev.rounds={MAX_ROUNDS} softdev.mib=4 '
-                  'softdev.stop=/dev/vdb')
+                  f'softdev.stop={stop.guest_dev}')
         with guestbed.GuestBed(args.qemu,
                                os.path.join(args.guest_dir, 'vmlinuz'),
                                os.path.join(args.guest_dir, 'initrd.img'),
@@ -132,8 +127,7 @@ def main():
                 dev = start_device(argv, sock, devlog)
                 wait_reconnected(qmp, before['reconnects'])
             # One more round through the reconnected device, then stop.
-            with open(stop_image, 'r+b') as f:
-                f.write(b'STOP')
+            stop.stop()
             m = bed.wait_for(r'SOFTDEV-RESULT (PASS|FAIL).*', 900)
             info = tap_info(qmp)
             bed.wait_exit(120)
