@@ -10,8 +10,10 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -38,25 +40,73 @@ typedef struct MainArgs {
 } MainArgs;
 
 /*
- * SIGTERM and SIGINT, blocked in every thread: this one removes the
- * socket @opaque (if any) and exits
+ * What SIGTERM and SIGINT stop: the connection being served (shut down,
+ * so that it ends once the callbacks under way return) and the accept
+ * loop (woken through a pipe); softdev_main() then closes the device
+ * (dev->close) and returns 0.
+ */
+static struct {
+    pthread_mutex_t lock;
+    bool stopping;
+    int cfd;                        /* -1: none */
+    int wake[2];                    /* readable once stopping */
+    const char *path;               /* the unix socket, if any */
+} serving = { PTHREAD_MUTEX_INITIALIZER, false, -1, { -1, -1 }, NULL };
+
+/* Serve @cfd from now on; false if a signal asked us to stop */
+static bool serving_begin(int cfd)
+{
+    bool go;
+
+    pthread_mutex_lock(&serving.lock);
+    go = !serving.stopping;
+    serving.cfd = go ? cfd : -1;
+    pthread_mutex_unlock(&serving.lock);
+    return go;
+}
+
+static void serving_end(void)
+{
+    pthread_mutex_lock(&serving.lock);
+    serving.cfd = -1;
+    pthread_mutex_unlock(&serving.lock);
+}
+
+/*
+ * SIGTERM and SIGINT, blocked in every thread: this one stops serving at
+ * the first (the callbacks under way return, the connection ends, the
+ * device is closed); a second one, while that waits for a callback,
+ * exits at once
  */
 static void *signal_thread(void *opaque)
 {
-    const char *path = opaque;
     sigset_t set;
     int sig;
 
+    (void)opaque;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     while (sigwait(&set, &sig) != 0) {
         /* retry */
     }
-    if (path) {
-        unlink(path);
+    pthread_mutex_lock(&serving.lock);
+    serving.stopping = true;
+    if (serving.cfd >= 0) {
+        shutdown(serving.cfd, SHUT_RDWR);
     }
-    _exit(0);
+    /* (shutdown() of a listening socket does not end accept() on vsock) */
+    if (write(serving.wake[1], "", 1) < 0) {
+        /* the pipe is empty and ours: cannot fail */
+    }
+    pthread_mutex_unlock(&serving.lock);
+    while (sigwait(&set, &sig) != 0) {
+        /* retry */
+    }
+    if (serving.path) {
+        unlink(serving.path);
+    }
+    _exit(1);
 }
 
 /* Route SIGTERM and SIGINT to signal_thread(); 0 or -1 */
@@ -65,11 +115,16 @@ static int catch_signals(const char *path)
     pthread_t thread;
     sigset_t set;
 
+    serving.path = path;
+    if (pipe2(serving.wake, O_CLOEXEC) < 0) {
+        softdev_error("cannot set up signal handling: %s", strerror(errno));
+        return -1;
+    }
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 ||
-        pthread_create(&thread, NULL, signal_thread, (void *)path) != 0) {
+        pthread_create(&thread, NULL, signal_thread, NULL) != 0) {
         softdev_error("cannot set up signal handling");
         return -1;
     }
@@ -309,8 +364,9 @@ static void usage(FILE *f, const char *prog)
             "          [--allow-uid UID[,UID...]] [--no-shm] [--no-ring]\n"
             "          [--poll-us N] [--] [DEVICE ARGS...]\n"
             "  --unix PATH    listen on a unix socket (mode 0600), one\n"
-            "                 client at a time; SIGTERM/SIGINT remove it\n"
-            "                 and exit\n"
+            "                 client at a time; SIGTERM/SIGINT end the\n"
+            "                 connection, close the device, remove the\n"
+            "                 socket and exit with 0 (a second one: at once)\n"
             "  --tcp H:P      listen on TCP (HOST may be empty: any; PORT 0:\n"
             "                 any, printed)\n"
             "  --vsock C:P    listen on vsock (CID may be empty or -1: any)\n"
@@ -411,13 +467,25 @@ static int serve_fd(const struct softdev_device *dev, void *h,
     socklen_t len = sizeof(ss);
     int ret = 1;
 
-    if (a->n_allowed_uids &&
+    if (catch_signals(NULL) < 0) {
+        close(a->fd);
+        return 1;
+    }
+    if (!serving_begin(a->fd)) {
+        ret = 0;
+    } else if (a->n_allowed_uids &&
         (getsockname(a->fd, (struct sockaddr *)&ss, &len) < 0 ||
          ss.ss_family != AF_UNIX)) {
         softdev_error("--allow-uid: fd %d is not a unix socket", a->fd);
     } else if (peer_allowed(a, a->fd)) {
         ret = serve_one(dev, h, a, a->fd) < 0 ? 1 : 0;
     }
+    pthread_mutex_lock(&serving.lock);
+    if (serving.stopping) {
+        ret = 0;                    /* asked to stop: not a failure */
+    }
+    serving.cfd = -1;
+    pthread_mutex_unlock(&serving.lock);
     close(a->fd);
     return ret;
 }
@@ -428,11 +496,14 @@ static int serve_listening(const struct softdev_device *dev, void *h,
 {
     int lfd = a->path ? listen_unix(a->path) :
               a->tcp ? listen_tcp(a->tcp) : listen_vsock(a->vsock);
+    int ret = 0;
 
     if (lfd < 0) {
         return 1;
     }
-    if (catch_signals(a->path) < 0) {
+    /* Non-blocking: a client gone between poll() and accept() */
+    if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0 ||
+        catch_signals(a->path) < 0) {
         close(lfd);
         if (a->path) {
             unlink(a->path);
@@ -440,25 +511,52 @@ static int serve_listening(const struct softdev_device *dev, void *h,
         return 1;
     }
     for (;;) {
-        int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct pollfd pfd[2] = {
+            { .fd = lfd, .events = POLLIN },
+            { .fd = serving.wake[0], .events = POLLIN },
+        };
+        int cfd;
+
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+            softdev_error("poll: %s", strerror(errno));
+            ret = 1;
+            break;
+        }
+        if (pfd[1].revents) {
+            break;                  /* SIGTERM or SIGINT */
+        }
+        if (!pfd[0].revents) {
+            continue;
+        }
+        cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
+            if (errno == EINTR || errno == ECONNABORTED ||
+                errno == EAGAIN || errno == EWOULDBLOCK) {
                 continue;
             }
+            if (!serving_begin(-1)) {
+                break;              /* SIGTERM or SIGINT */
+            }
             softdev_error("accept: %s", strerror(errno));
+            ret = 1;
+            break;
+        }
+        if (!serving_begin(cfd)) {
+            close(cfd);
             break;
         }
         /* The old connection's callbacks have all returned by now */
         if (!a->path || peer_allowed(a, cfd)) {
             serve_one(dev, h, a, cfd);
         }
+        serving_end();
         close(cfd);
     }
     close(lfd);
     if (a->path) {
         unlink(a->path);
     }
-    return 1;
+    return ret;
 }
 
 int softdev_main(const struct softdev_device *dev, int argc, char **argv)

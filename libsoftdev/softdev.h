@@ -341,7 +341,10 @@ SOFTDEV_API int softdev_serve_fd(const struct softdev_device *dev,
  * A complete main(): parses
  *   --unix PATH       listen there (mode 0600), serve one client at a time
  *                     and accept the next one after it disconnects;
- *                     SIGTERM and SIGINT remove the socket and exit
+ *                     SIGTERM and SIGINT (with any listener, and --fd)
+ *                     end the connection once the callbacks under way
+ *                     returned, call dev->close(), remove the socket
+ *                     and return 0; a second signal exits at once
  *   --tcp HOST:PORT   the same on TCP (HOST empty: every address; [::1]
  *                     for IPv6; PORT 0: any, printed on stderr); no
  *                     shared memory there

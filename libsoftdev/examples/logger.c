@@ -2,8 +2,9 @@
  * Tracing: appends one line per write (time, offset, length, FUA) to a
  * log, then forwards the write unchanged.  A write QEMU sends again after
  * a reconnection is logged again, marked 'replay': it may or may not have
- * reached the disk the first time.  Shows softdev_req_is_replay() and
- * max_inflight.
+ * reached the disk the first time.  A last line 'close' says that the
+ * device was closed (also on SIGTERM or SIGINT).  Shows
+ * softdev_req_is_replay(), max_inflight and close.
  *
  * Usage: logger --unix PATH [path=FILE] [max-inflight=N]
  * (FILE default softdev-writes.log, '-' for stderr; N bounds the requests
@@ -57,8 +58,20 @@ static void *logger_open(int argc, char **argv)
     return f;
 }
 
+/* Each line starts with the time, seconds.microseconds */
+static void logger_stamp(FILE *f)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fprintf(f, "%lld.%06ld ", (long long)ts.tv_sec, ts.tv_nsec / 1000);
+}
+
+/* Also on SIGTERM or SIGINT: softdev_main() closes the device then */
 static void logger_close(void *h)
 {
+    logger_stamp(h);
+    fprintf(h, "close\n");
     if (h != stderr) {
         fclose(h);
     }
@@ -67,12 +80,9 @@ static void logger_close(void *h)
 static int logger_write(void *h, struct softdev_req *r, const void *buf,
                         uint32_t len, uint64_t off, uint32_t flags)
 {
-    struct timespec ts;
-
     (void)buf;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    fprintf(h, "%lld.%06ld write %llu %u%s%s\n", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000, (unsigned long long)off, len,
+    logger_stamp(h);
+    fprintf(h, "write %llu %u%s%s\n", (unsigned long long)off, len,
             flags & SOFTDEV_FUA ? " fua" : "",
             softdev_req_is_replay(r) ? " replay" : "");
     return SOFTDEV_FORWARD;

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -927,6 +928,28 @@ class LoggerTest(ExampleTest):
             ['write', '512', '1024'],
         ])
         self.assertEqual(bytes(lower[:1536]), b'a' * 512 + b'b' * 1024)
+
+
+    def stop_with(self, sig, connected):
+        """@sig stops the server (with a client connected or not): it
+        closes the device (the log's last line) and exits with 0"""
+        lower = bytearray(MiB)
+        c = self.connect(lower)
+        self.assertEqual(c.write(0, b'a' * 512), (0, b''))
+        if not connected:
+            c.close()
+            self.clients.remove(c)
+        self.dev.proc.send_signal(sig)
+        self.assertEqual(self.dev.proc.wait(10), 0)
+        self.assertEqual(self.log(), [['write', '0', '512'], ['close']])
+        if connected:
+            self.assertTrue(c.expect_eof())
+
+    def test_sigterm_closes_the_device(self):
+        self.stop_with(signal.SIGTERM, connected=True)
+
+    def test_sigint_closes_the_device(self):
+        self.stop_with(signal.SIGINT, connected=False)
 
 
 class LoggerMaxInflightTest(LoggerTest):
