@@ -117,14 +117,17 @@ static int softdev_tap_parse_config(QemuOpts *opts, SoftdevTapConfig *cfg,
     cfg->on_disconnect = ret;
     v = qemu_opt_get_number(opts, "timeout", 30);
     if (v > 24 * 3600) {
-        error_setg(errp, "softdev-tap: timeout must be at most 86400 s");
+        /* (a negative number reads as a huge one) */
+        error_setg(errp, "softdev-tap: timeout must be 0 (none) to 86400 "
+                   "seconds, not '%s'", qemu_opt_get(opts, "timeout"));
         return -EINVAL;
     }
     cfg->timeout_ms = v * 1000;
     v = qemu_opt_get_number(opts, "reconnect-delay", 1);
     if (v > 3600) {
-        error_setg(errp, "softdev-tap: reconnect-delay must be at most "
-                   "3600 s");
+        error_setg(errp, "softdev-tap: reconnect-delay must be 0 (never) "
+                   "to 3600 seconds, not '%s'",
+                   qemu_opt_get(opts, "reconnect-delay"));
         return -EINVAL;
     }
     cfg->reconnect_max_ms = MAX(v * 1000, v ? SOFTDEV_TAP_FIRST_RETRY_MS : 0);
