@@ -65,11 +65,16 @@ static bool serving_begin(int cfd)
     return go;
 }
 
-static void serving_end(void)
+/* Serve no connection now; true if a signal asked us to stop */
+static bool serving_end(void)
 {
+    bool stopping;
+
     pthread_mutex_lock(&serving.lock);
     serving.cfd = -1;
+    stopping = serving.stopping;
     pthread_mutex_unlock(&serving.lock);
+    return stopping;
 }
 
 /*
@@ -480,12 +485,9 @@ static int serve_fd(const struct softdev_device *dev, void *h,
     } else if (peer_allowed(a, a->fd)) {
         ret = serve_one(dev, h, a, a->fd) < 0 ? 1 : 0;
     }
-    pthread_mutex_lock(&serving.lock);
-    if (serving.stopping) {
+    if (serving_end()) {
         ret = 0;                    /* asked to stop: not a failure */
     }
-    serving.cfd = -1;
-    pthread_mutex_unlock(&serving.lock);
     close(a->fd);
     return ret;
 }
@@ -534,7 +536,7 @@ static int serve_listening(const struct softdev_device *dev, void *h,
                 errno == EAGAIN || errno == EWOULDBLOCK) {
                 continue;
             }
-            if (!serving_begin(-1)) {
+            if (serving_end()) {
                 break;              /* SIGTERM or SIGINT */
             }
             softdev_error("accept: %s", strerror(errno));

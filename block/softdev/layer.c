@@ -56,21 +56,22 @@ bool softdev_layer_check(BlockdevOptions *options, bool need_preserving,
     } else if (need_preserving) {
         need_preserving = !sd->content_preserving;
     }
-    if (need_preserving && sd->content_preserving_opt) {
+    if (!need_preserving) {
+        return true;
+    }
+    if (sd->content_preserving_opt) {
         /* The user may know better: the device may say so */
         error_setg(errp, "soft device '%s' may change the data it stores, "
                    "so it cannot be inserted above a node that holds data "
                    "unless its '%s' option is true (the device stores "
                    "what it is given, as it is); else create it with "
                    "blockdev-add", drvname, sd->content_preserving_opt);
-        return false;
-    } else if (need_preserving) {
+    } else {
         error_setg(errp, "soft device '%s' changes the data it stores, so it "
                    "cannot be inserted above a node that holds data; create "
                    "it with blockdev-add instead", drvname);
-        return false;
     }
-    return true;
+    return false;
 }
 
 void softdev_layer_inherit(BlockdevOptions *options, BlockDriverState *below,

@@ -361,16 +361,17 @@ static void softdev_tap_rings_publish(SoftdevTap *s)
 }
 
 /*
- * kick_bh, scheduled by softdev_tap_unlock(): KICK the process if it
- * sleeps.  It decides no request: the KICK goes out with a plain send()
+ * kick_bh, or at the end of a defer_call section (see
+ * softdev_tap_defer_notify()): KICK the process if it sleeps.  It decides no request: the KICK goes out with a plain send()
  * if nothing waits in the send buffer, else behind what waits there
  * (whatever left that unsent, the write handler, the send BH or the
  * turn, sends it); a failed send shows as the connection's end to the
  * socket's read handler; one that does not fit is not needed (the
  * process has KICKs to read, and looks at the ring then).
  */
-static void softdev_tap_notify(SoftdevTap *s)
+void softdev_tap_kick_bh(void *opaque)
 {
+    SoftdevTap *s = opaque;
     SoftdevTapBuf *b = &s->sbuf;
 
     qemu_mutex_lock(&s->lock);
@@ -413,12 +414,7 @@ static void softdev_tap_notify_deferred(void *opaque)
         qemu_mutex_unlock(&s->lock);
         return;
     }
-    softdev_tap_notify(s);
-}
-
-void softdev_tap_kick_bh(void *opaque)
-{
-    softdev_tap_notify(opaque);
+    softdev_tap_kick_bh(s);
 }
 
 /*

@@ -404,9 +404,12 @@ class StopDisk:
     round (softdev.stop=): stop() writes STOP there, and the guest ends
     its rounds, so a test decides when the workload ends rather than
     guessing how many rounds its events will take.  Add .args after the
-    disk under test, so that the guest sees it as .guest_dev."""
+    disk under test, so that the guest sees it as .guest_dev, and
+    .cmdline to the guest's kernel command line (verify mode)."""
 
     guest_dev = "/dev/vdb"
+    max_rounds = 1000
+    cmdline = "softdev.rounds=%d softdev.stop=%s" % (max_rounds, guest_dev)
 
     def __init__(self, path):
         self.path = path

@@ -64,8 +64,7 @@ def main():
     # machine: the guest stops when told (softdev.stop=)
     stop = guestbed.StopDisk(os.path.join(work, 'stop.img'))
     append = (f'softdev.mode=verify softdev.dev=/dev/vda '
-              f'softdev.rounds=1000 softdev.mib=4 '
-              f'softdev.stop={stop.guest_dev}')
+              f'softdev.mib=4 {stop.cmdline}')
     errors = []
     traces = []
     rng = random.Random(1)

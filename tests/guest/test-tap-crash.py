@@ -31,7 +31,6 @@ import guestbed  # noqa: E402
 DISK_SIZE = 256 << 20
 KEY = 0x5a
 KILLS = 20
-MAX_ROUNDS = 1000
 
 
 def start_device(argv, sock, log):
@@ -90,8 +89,7 @@ def main():
                 '-blockdev', 'driver=raw,node-name=disk0,file=tap0',
                 '-device', 'virtio-blk-pci,drive=disk0,id=vd0'] + stop.args
         append = ('softdev.mode=verify softdev.dev=/dev/vda '
-                  f'softdev.rounds={MAX_ROUNDS} softdev.mib=4 '
-                  f'softdev.stop={stop.guest_dev}')
+                  f'softdev.mib=4 {stop.cmdline}')
         with guestbed.GuestBed(args.qemu,
                                os.path.join(args.guest_dir, 'vmlinuz'),
                                os.path.join(args.guest_dir, 'initrd.img'),

@@ -929,7 +929,6 @@ class LoggerTest(ExampleTest):
         ])
         self.assertEqual(bytes(lower[:1536]), b'a' * 512 + b'b' * 1024)
 
-
     def stop_with(self, sig, connected):
         """@sig stops the server (with a client connected or not): it
         closes the device (the log's last line) and exits with 0"""
