@@ -361,8 +361,17 @@ static uint64_t device_features(Conn *c)
     uint64_t feat = SOFTDEV_TAP_F_LOWER;
 
     feat |= d->flush ? SOFTDEV_TAP_F_FLUSH : 0;
-    feat |= d->discard ? SOFTDEV_TAP_F_DISCARD : 0;
-    feat |= d->write_zeroes ? SOFTDEV_TAP_F_ZEROES : 0;
+    /*
+     * Safe by default: a device with a write callback gets write-zeroes
+     * as WRITEs of zeroes (QEMU writes zeroed buffers when it lacks
+     * ZEROES) and its discards are dropped (QEMU completes them without
+     * effect when it lacks DISCARD), unless it handles them or lets
+     * discards pass.  A device without one forwards them.
+     */
+    feat |= d->write_zeroes || !d->write ? SOFTDEV_TAP_F_ZEROES : 0;
+    feat |= d->discard || !d->write ||
+            (d->api_version >= 2 && (d->flags & SOFTDEV_DISCARD_PASSES)) ?
+            SOFTDEV_TAP_F_DISCARD : 0;
     feat |= d->write || d->write_zeroes ? SOFTDEV_TAP_F_FUA : 0;
     if (c->family == AF_UNIX && !c->no_shm) {
         feat |= SOFTDEV_TAP_F_SHM;

@@ -244,11 +244,11 @@ static SoftdevTapReply make_reply(Conn *c, struct softdev_req *r, int rc)
         uint64_t off = r->fwd_moved ? r->fwd_offset : q->offset;
         if (!c->has_lower) {
             /* Nothing below: do what the client does for declined ops */
-            if (q->op == SOFTDEV_TAP_OP_FLUSH) {
+            if (q->op == SOFTDEV_TAP_OP_FLUSH ||
+                q->op == SOFTDEV_TAP_OP_DISCARD) {
                 rc = SOFTDEV_DONE;
-            } else if (q->op != SOFTDEV_TAP_OP_READ &&
-                       q->op != SOFTDEV_TAP_OP_WRITE) {
-                rc = -ENOTSUP;
+            } else if (q->op == SOFTDEV_TAP_OP_WRITE_ZEROES) {
+                rc = -ENOTSUP;      /* QEMU then writes zeroed buffers */
             } else {
                 softdev_error("cannot forward a %s: there is no node below",
                               op);

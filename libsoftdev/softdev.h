@@ -100,14 +100,23 @@ struct softdev_req;
 
 /*
  * The device.  A NULL callback forwards that request unchanged, so a
- * device with no callbacks is a passthrough.  The library accepts feature
- * bits from what is set: flush -> FLUSH requests, discard -> DISCARD,
- * write_zeroes -> WRITE_ZEROES, write or write_zeroes -> FUA; LOWER is
- * accepted whenever QEMU offers it (there is a node below).  Requests
- * whose feature was not accepted never reach the device: QEMU runs them
- * on the node below itself (without one: FLUSH succeeds, DISCARD and
- * WRITE_ZEROES fail with -ENOTSUP).  A FORWARD without a node below is
- * answered the same way by the library (READ and WRITE: -EIO).
+ * device with no callbacks is a passthrough.  What changes data cannot
+ * bypass a write callback:
+ *
+ * - write_zeroes NULL, write set: write-zeroes arrive as calls of write
+ *   with a buffer of zeroes (QEMU writes zeroed buffers instead);
+ * - discard NULL, write set: discards complete without effect (they are
+ *   advisory) unless flags has SOFTDEV_DISCARD_PASSES, which forwards
+ *   them unchanged;
+ * - write NULL: write_zeroes and discard, if NULL, forward too.
+ *
+ * A flush without a flush callback goes to the node below.  FUA is
+ * accepted with write or write_zeroes; LOWER whenever QEMU offers it
+ * (there is a node below).  A FORWARD without a node below is answered
+ * by the library: FLUSH and DISCARD succeed, READ and WRITE fail with
+ * -EIO, WRITE_ZEROES with -ENOTSUP (QEMU then writes zeroes as WRITEs).
+ * On the wire these are the FLUSH, DISCARD and ZEROES feature bits the
+ * library accepts (docs/specs/softdev-tap.rst).
  */
 struct softdev_device {
     int api_version;            /* SOFTDEV_API_VERSION */
@@ -150,7 +159,8 @@ struct softdev_device {
     /* Version 2 */
 
     uint32_t flags;             /* SOFTDEV_NO_WRITE_DATA, ..._EARLY_*,
-                                   SOFTDEV_READ_BELOW */
+                                   SOFTDEV_READ_BELOW,
+                                   SOFTDEV_DISCARD_PASSES */
 };
 
 /*
@@ -196,6 +206,16 @@ struct softdev_device {
  * device that does nothing below that such a read must see.
  */
 #define SOFTDEV_READ_BELOW          (1u << 3)
+
+/*
+ * flags: a device with a write callback but no discard callback lets
+ * discards pass to the node below unchanged, instead of dropping them:
+ * for a device whose data may be lost where the guest discards (a
+ * discarded range reads back undefined anyway), e.g. one that encodes
+ * writes.  Not for a device that must see every change (a write
+ * blocker, a log).
+ */
+#define SOFTDEV_DISCARD_PASSES      (1u << 4)
 
 /*
  * I/O on the node below, callable from a callback: each sends

@@ -64,7 +64,7 @@ iotests_check() {
 
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
-        softdev-reopen
+        softdev-reopen softdev-safe-defaults
 }
 
 run_stock() {

@@ -144,7 +144,11 @@ static void softdev_account(SoftdevState *s, const SoftdevRequest *req,
     if (req->op != SOFTDEV_OP_FLUSH) {
         stat64_add(&c->bytes, req->bytes);
     }
-    if (ret < 0) {
+    /*
+     * -ENOTSUP of a WRITE_ZEROES is no error: the block layer writes the
+     * zeroes instead (counted as WRITEs), or its caller does.
+     */
+    if (ret < 0 && !(req->op == SOFTDEV_OP_WRITE_ZEROES && ret == -ENOTSUP)) {
         stat64_add(&c->errors, 1);
     }
     stat64_add(&c->total_ns, latency_ns);
@@ -187,11 +191,22 @@ softdev_co_request(BlockDriverState *bs, SoftdevRequest *req)
     SoftdevDriver *sd = s->sd;
     int64_t latency;
     int ret = SOFTDEV_FORWARD;
+    bool unseen = req->op == SOFTDEV_OP_DISCARD &&
+                  sd->discard != SOFTDEV_DISCARD_SEEN;
 
     req->start_ns = get_clock();
     trace_softdev_request(bs, SoftdevOp_str(req->op), req->offset,
                           req->bytes);
-    if (sd->co_request) {
+    if (unseen) {
+        /* Not for the hooks: dropped, or passed below */
+        trace_softdev_discard_unseen(bs, req->offset, req->bytes,
+                                     sd->discard == SOFTDEV_DISCARD_PASS);
+        if (sd->discard == SOFTDEV_DISCARD_PASS) {
+            ret = softdev_co_forward(bs, req);
+        } else {
+            ret = 0;
+        }
+    } else if (sd->co_request) {
         ret = sd->co_request(bs, req, softdev_co_forward);
     } else {
         if (sd->co_pre) {
@@ -207,7 +222,7 @@ softdev_co_request(BlockDriverState *bs, SoftdevRequest *req)
         }
     }
     latency = get_clock() - req->start_ns;
-    if (sd->co_post) {
+    if (sd->co_post && !unseen) {
         ret = sd->co_post(bs, req, ret, latency);
     }
     softdev_account(s, req, ret, latency);
@@ -405,6 +420,9 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
         bdrv_graph_rdunlock_main_loop();
     }
 
+    if (sd->zeroes == SOFTDEV_ZEROES_AS_WRITE) {
+        bs->supported_zero_flags = 0;   /* the block layer writes them */
+    }
     s->opaque = g_malloc0(MAX(sd->state_size, 1));
     if (sd->open) {
         ret = sd->open(bs, opts, options, errp);
@@ -576,6 +594,10 @@ void softdev_register(SoftdevDriver *sd)
         .strong_runtime_opts    = sd->strong_runtime_opts,
         .mutable_opts           = sd->mutable_opts,
     };
+    if (sd->zeroes == SOFTDEV_ZEROES_AS_WRITE) {
+        /* The block layer's fallback: zeroed buffers, as WRITEs */
+        drv->bdrv_co_pwrite_zeroes = NULL;
+    }
     bdrv_register(drv);
 }
 

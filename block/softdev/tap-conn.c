@@ -410,13 +410,12 @@ void softdev_tap_install(SoftdevTap *s, SoftdevTapConn *c)
     s->req_prod = s->rep_cons = 0;
     s->next_unsent = QTAILQ_FIRST(&s->reqs);
 
-    /* A request whose op the new process does not want goes below. */
+    /* A request whose op the new process does not want is decided now. */
     QTAILQ_FOREACH_SAFE(tr, &s->reqs, next, next) {
         uint64_t gate = softdev_tap_op_feature(tr->req->op);
 
         if (gate && !(s->conn.features & gate)) {
-            softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_FORWARD, 0,
-                               tr->req->offset);
+            softdev_tap_decide_unwanted(s, tr);
         } else if (tr->state == SOFTDEV_TAP_REQ_REPLAY) {
             replayed++;
         }

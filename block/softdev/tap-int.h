@@ -206,6 +206,7 @@ void softdev_tap_req_set_early(SoftdevTap *s, SoftdevTapReq *tr,
 void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
                         SoftdevTapVerdict verdict, int result,
                         uint64_t fwd_offset);
+void softdev_tap_decide_unwanted(SoftdevTap *s, SoftdevTapReq *tr);
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr);
 void softdev_tap_unlock(SoftdevTap *s);
 void softdev_tap_defer_notify(SoftdevTap *s);

@@ -258,8 +258,7 @@ static void softdev_tap_admit(SoftdevTap *s, SoftdevTapReq *tr)
     }
     if (conn && gate && !(s->conn.features & gate)) {
         /* The process did not ask for it (while queued: decided later). */
-        softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_FORWARD, 0,
-                           req->offset);
+        softdev_tap_decide_unwanted(s, tr);
         return;
     }
     tr->handle = ++s->next_handle;

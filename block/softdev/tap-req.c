@@ -125,6 +125,29 @@ void softdev_tap_decide(SoftdevTap *s, SoftdevTapReq *tr,
     }
 }
 
+/*
+ * Decide @tr, whose op needs a feature the process did not take
+ * (softdev_tap_op_feature()): never let it change data unseen.  A
+ * WRITE_ZEROES fails with -ENOTSUP, so that the block layer writes zeroed
+ * buffers instead, as WRITEs the process sees; a DISCARD completes without
+ * effect; a FLUSH, which changes no data, goes below.  Locked.
+ */
+void softdev_tap_decide_unwanted(SoftdevTap *s, SoftdevTapReq *tr)
+{
+    switch (tr->req->op) {
+    case SOFTDEV_OP_WRITE_ZEROES:
+        softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_COMPLETE, -ENOTSUP, 0);
+        break;
+    case SOFTDEV_OP_DISCARD:
+        softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_COMPLETE, 0, 0);
+        break;
+    default:
+        softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_FORWARD, 0,
+                           tr->req->offset);
+        break;
+    }
+}
+
 /* Decide @tr as on-disconnect says for a missing process.  Locked. */
 void softdev_tap_decide_by_policy(SoftdevTap *s, SoftdevTapReq *tr)
 {

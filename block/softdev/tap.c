@@ -441,6 +441,9 @@ static SoftdevDriver softdev_tap = {
     .detach_aio_context = softdev_tap_detach_aio_context,
     .attach_aio_context = softdev_tap_attach_aio_context,
     .co_request         = softdev_tap_co_request,
+    /* The process decides (softdev_tap_decide_unwanted()) */
+    .zeroes             = SOFTDEV_ZEROES_SEEN,
+    .discard            = SOFTDEV_DISCARD_SEEN,
     .mutable_opts       = softdev_tap_mutable_opts,
     .reopen_prepare     = softdev_tap_reopen_prepare,
     .reopen_commit      = softdev_tap_reopen_commit,

@@ -398,6 +398,9 @@ static SoftdevDriver softdev_trace = {
     .open               = softdev_trace_open,
     .close              = softdev_trace_close,
     .co_post            = softdev_trace_co_post,
+    /* A trace records every request as it is */
+    .zeroes             = SOFTDEV_ZEROES_SEEN,
+    .discard            = SOFTDEV_DISCARD_SEEN,
     .mutable_opts       = softdev_trace_mutable_opts,
     .reopen_prepare     = softdev_trace_reopen_prepare,
     .reopen_commit      = softdev_trace_reopen_commit,

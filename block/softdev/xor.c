@@ -145,7 +145,7 @@ softdev_xor_co_request(BlockDriverState *bs, SoftdevRequest *req,
         }
         return softdev_xor_co_write(bs, req, next);
     default:
-        /* Discard and flush pass. */
+        /* Flush passes (discards pass unseen: SOFTDEV_DISCARD_PASS) */
         return next(bs, req);
     }
 }
@@ -176,6 +176,9 @@ static SoftdevDriver softdev_xor = {
     .strong_runtime_opts    = softdev_xor_strong_opts,
     .open                   = softdev_xor_open,
     .co_request             = softdev_xor_co_request,
+    /* Zeroes are stored as key bytes; discarded data is undefined */
+    .zeroes                 = SOFTDEV_ZEROES_SEEN,
+    .discard                = SOFTDEV_DISCARD_PASS,
 };
 
 static void softdev_xor_init(void)

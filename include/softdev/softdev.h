@@ -45,6 +45,36 @@ enum {
 typedef int coroutine_fn GRAPH_RDLOCK_PTR
 SoftdevNextFn(BlockDriverState *bs, SoftdevRequest *req);
 
+/*
+ * What a soft device's hooks see of WRITE_ZEROES (SoftdevDriver.zeroes).
+ * The default is the safe one: a soft device written with only WRITE in
+ * mind still sees every change of data, as an nbdkit plugin without
+ * .zero does.
+ */
+typedef enum SoftdevZeroes {
+    /*
+     * The hooks never see WRITE_ZEROES: the block layer writes zeroed
+     * buffers instead, which reach them as WRITEs (a caller that asked
+     * for no fallback gets -ENOTSUP and writes the zeroes itself).
+     */
+    SOFTDEV_ZEROES_AS_WRITE = 0,
+    /* The hooks get WRITE_ZEROES and handle them. */
+    SOFTDEV_ZEROES_SEEN,
+} SoftdevZeroes;
+
+/* What a soft device's hooks see of DISCARD (SoftdevDriver.discard) */
+typedef enum SoftdevDiscard {
+    /*
+     * The default: a discard completes at once without effect (a discard
+     * is advisory), so it cannot change data behind the soft device.
+     */
+    SOFTDEV_DISCARD_DROP = 0,
+    /* Discards go to the node below unseen: they may pass. */
+    SOFTDEV_DISCARD_PASS,
+    /* The hooks get DISCARD and handle them. */
+    SOFTDEV_DISCARD_SEEN,
+} SoftdevDiscard;
+
 typedef struct SoftdevDriver SoftdevDriver;
 
 struct SoftdevDriver {
@@ -81,6 +111,10 @@ struct SoftdevDriver {
     /* Options that change what the guest sees (for json: filenames) */
     const char *const *strong_runtime_opts;
 
+    /* What the hooks see of WRITE_ZEROES and DISCARD (the defaults: none) */
+    SoftdevZeroes zeroes;
+    SoftdevDiscard discard;
+
     /*
      * Called after the child is open; undo everything on failure.
      * @options holds what @opts did not absorb (nested options such as
@@ -102,7 +136,8 @@ struct SoftdevDriver {
 
     /*
      * A soft device handles requests in one of two shapes; the core
-     * counts, times, traces and alerts for both.
+     * counts, times, traces and alerts for both.  The hooks see
+     * WRITE_ZEROES and DISCARD only as @zeroes and @discard say.
      *
      * Watching (co_pre and/or co_post): co_pre runs before a request and
      * returns SOFTDEV_FORWARD to have the core forward it to the node

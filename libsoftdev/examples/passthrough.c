@@ -41,11 +41,39 @@ static int passthrough_write(void *h, struct softdev_req *r, const void *buf,
     return SOFTDEV_FORWARD;
 }
 
+/*
+ * With a write callback, write-zeroes and discards would otherwise reach
+ * it as writes of zeroes and be dropped (softdev.h): pass them on too.
+ */
+static int passthrough_discard(void *h, struct softdev_req *r, uint32_t len,
+                               uint64_t off)
+{
+    (void)h;
+    (void)r;
+    (void)len;
+    (void)off;
+    return SOFTDEV_FORWARD;
+}
+
+static int passthrough_write_zeroes(void *h, struct softdev_req *r,
+                                    uint32_t len, uint64_t off,
+                                    uint32_t flags)
+{
+    (void)h;
+    (void)r;
+    (void)len;
+    (void)off;
+    (void)flags;
+    return SOFTDEV_FORWARD;
+}
+
 static const struct softdev_device passthrough = {
     .api_version = SOFTDEV_API_VERSION,
     .name = "passthrough",
     .read = passthrough_read,
     .write = passthrough_write,
+    .discard = passthrough_discard,
+    .write_zeroes = passthrough_write_zeroes,
     /*
      * It never looks at the data, never changes the node below, and
      * forwards writes unchanged

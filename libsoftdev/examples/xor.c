@@ -105,7 +105,8 @@ static const struct softdev_device xor_device = {
     .read = xor_read,
     .write = xor_write,
     .write_zeroes = xor_write_zeroes,
-    .flags = SOFTDEV_READ_BELOW,
+    /* discarded data is undefined: discards may pass (XOR or not) */
+    .flags = SOFTDEV_READ_BELOW | SOFTDEV_DISCARD_PASSES,
 };
 
 /* For softdev-run xor.so */

@@ -273,8 +273,9 @@ static inline bool softdev_tap_early_write_kept(const SoftdevTapReply *rep,
 /*
  * The feature bit a peer must have accepted before REQUESTs of @op may be
  * sent (FLUSH, DISCARD, WRITE_ZEROES), or 0 for READ and WRITE, which
- * every device takes.  Without it the client runs the request on the
- * node below itself.
+ * every device takes.  Without it the client never lets the request
+ * change data unseen: FLUSH goes below, DISCARD completes without effect,
+ * WRITE_ZEROES is written as WRITEs of zeroes (docs/specs/softdev-tap.rst).
  */
 static inline uint64_t softdev_tap_op_feature(unsigned op)
 {

@@ -33,10 +33,17 @@ self.size, self.features, self.max_data, self.max_inflight,
 self.has_lower and self.lower_size (0 without a node below) hold the
 values in effect.
 
-Feature bits are chosen from what you override (flush -> FLUSH requests,
-discard -> DISCARD, write_zeroes -> WRITE_ZEROES, write or write_zeroes ->
-FUA, and LOWER whenever there is a node below); set `features` to choose
-them yourself.  Requests whose bit is not negotiated never reach you.
+What changes data cannot bypass an overridden write(): if you override
+write() but not write_zeroes(), write-zeroes reach write() as data of
+zeroes (QEMU writes zeroed buffers instead), and if you do not override
+discard(), discards complete without effect (they are advisory) unless
+the class sets discard_passes = True, which forwards them unchanged.
+Without write(), write_zeroes() and discard() forward by default.
+
+Feature bits follow from that (flush -> FLUSH requests, DISCARD and
+WRITE_ZEROES as above, write or write_zeroes -> FUA, and LOWER whenever
+there is a node below); set `features` to choose them yourself.
+Requests whose bit is not negotiated never reach you.
 SOFTDEV_TAP_F_SHM follows the `shm` setting instead (the server accepts it
 only on a unix socket); it changes nothing for handlers, which get and
 return bytes either way.
@@ -141,6 +148,7 @@ class BlockDevice:
     lower_size = 0              # set at the handshake; 0: no node below
     connection = None           # the server.Connection being served
     post_mortem = False         # pdb.post_mortem() when a handler fails
+    discard_passes = False      # write() but no discard(): forward them
 
     def __init__(self, size=None, features=None, max_data=None,
                  workers=None, max_inflight=None, shm=None):
@@ -243,8 +251,12 @@ class BlockDevice:
                      if getattr(cls, name) is not getattr(BlockDevice, name)}
         want = p.F_LOWER if hello.features & p.F_LOWER else 0
         want |= p.F_FLUSH if 'flush' in overrides else 0
-        want |= p.F_DISCARD if 'discard' in overrides else 0
-        want |= p.F_ZEROES if 'write_zeroes' in overrides else 0
+        # Safe by default: see the module docstring.
+        writes = 'write' in overrides
+        if 'discard' in overrides or not writes or self.discard_passes:
+            want |= p.F_DISCARD
+        if 'write_zeroes' in overrides or not writes:
+            want |= p.F_ZEROES
         if overrides & {'write', 'write_zeroes'}:
             want |= p.F_FUA
         return want
@@ -334,9 +346,10 @@ class BlockDevice:
                 return p.Reply(h, action=p.ACTION_FORWARD, offset=offset,
                                data=bytes(outcome.data or b''))
             # Nothing below: do what the client does for ops we decline.
-            if req.op == p.OP_FLUSH:
+            if req.op in (p.OP_FLUSH, p.OP_DISCARD):
                 return p.Reply(h)
-            if req.op in (p.OP_DISCARD, p.OP_WRITE_ZEROES):
+            if req.op == p.OP_WRITE_ZEROES:
+                # the client then writes zeroed buffers
                 return p.Reply(h, result=-errno.ENOTSUP)
             log.error('cannot forward a %s: there is no node below', op)
             return p.Reply(h, result=-errno.EIO)

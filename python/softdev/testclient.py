@@ -161,8 +161,10 @@ class TestClient:
                data: bytes | None = None, flags: int = 0,
                handle: int | None = None, replay: bool = False) -> int:
         """Start a request and return its handle.  Like QEMU, ops whose
-        feature was not negotiated go to the node below directly, and FUA
-        is dropped without SOFTDEV_TAP_F_FUA.  replay: set the header flag
+        feature was not negotiated never change data unseen (FLUSH goes to
+        the node below, DISCARD completes without effect, WRITE_ZEROES is
+        sent as WRITEs of zeroes), and FUA is dropped without
+        SOFTDEV_TAP_F_FUA.  replay: set the header flag
         REPLAY (a request sent again after a reconnection)."""
         if handle is None:
             handle = next(h for h in self._handles
@@ -174,12 +176,13 @@ class TestClient:
             flags &= ~p.REQ_FUA
         gate = p.OP_FEATURE.get(op, 0)
         if gate and not self.features & gate:
-            if self.lower is None:
-                result = 0 if op == p.OP_FLUSH else -errno.ENOTSUP
-                self._done[handle] = (result, b'')
-            else:
+            if op == p.OP_WRITE_ZEROES:
+                return self._zeroes_as_writes(handle, offset, length, flags)
+            if op == p.OP_FLUSH and self.lower is not None:
                 self._done[handle] = self._run_lower(op, offset, length,
                                                      data, flags)
+            else:
+                self._done[handle] = (0, b'')
             return handle
         if op == p.OP_READ and self.features & p.F_READ_BELOW and \
                 self.shm_active and self.lower is not None:
@@ -202,6 +205,20 @@ class TestClient:
                 self._free_slots.insert(0, slot)
             raise
         self._pending[handle] = req
+        return handle
+
+    def _zeroes_as_writes(self, handle, offset, length, flags):
+        """A WRITE_ZEROES the device did not accept, done as QEMU's block
+        layer does it: WRITEs of zeroed buffers (at most max_data each),
+        one after the other; the result is recorded under handle."""
+        self._done[handle] = (0, b'')       # reserved meanwhile
+        result, pos = 0, 0
+        while pos < length and result == 0:
+            n = min(length - pos, self.max_data)
+            result, _ = self.request(p.OP_WRITE, offset + pos, n, bytes(n),
+                                     flags & p.REQ_FUA)
+            pos += n
+        self._done[handle] = (result, b'')
         return handle
 
     def collect(self, handle: int) -> tuple[int, bytes]:

@@ -269,13 +269,14 @@ class RamdiskTest(ExampleTest):
 
     def test_forward_without_lower(self):
         c = self.connect()
-        # discard returns SOFTDEV_FORWARD; there is no node below
-        self.assertEqual(c.discard(0, 4096), (-errno.ENOTSUP, b''))
+        # discard returns SOFTDEV_FORWARD; there is no node below: done
+        # without effect, and a write-zeroes forwarded fails with -ENOTSUP
+        self.assertEqual(c.discard(0, 4096), (0, b''))
         # without F_DISCARD the client itself answers the same
         c.close()
         c = self.connect(features=p.F_ALL & ~p.F_LOWER & ~p.F_DISCARD)
         self.assertEqual(c.features & p.F_DISCARD, 0)
-        self.assertEqual(c.discard(0, 4096), (-errno.ENOTSUP, b''))
+        self.assertEqual(c.discard(0, 4096), (0, b''))
 
     def test_parallel_requests(self):
         c = self.connect()
@@ -467,7 +468,8 @@ class XorTest(ExampleTest):
         lower = bytearray(MiB)
         c = self.connect(lower)
         self.assertEqual(c.features,
-                         p.F_ZEROES | p.F_FUA | p.F_LOWER | self.shm_bit())
+                         p.F_ZEROES | p.F_FUA | p.F_LOWER | p.F_DISCARD |
+                         self.shm_bit())
         self.assertEqual(c.size, MiB)
         self.assertEqual(c.hello_reply.size, 0)
         data = os.urandom(3 * 65536)    # split into max_data pieces
@@ -591,7 +593,8 @@ class PassthroughTest(ExampleTest):
     def test_passthrough(self):
         lower = bytearray(MiB)
         c = self.connect(lower)
-        self.assertEqual(c.features, p.F_LOWER | p.F_FUA | self.shm_bit())
+        self.assertEqual(c.features, p.F_LOWER | p.F_FUA | p.F_DISCARD |
+                         p.F_ZEROES | self.shm_bit())
         data = os.urandom(65536)
         self.assertEqual(c.write(12345, data, fua=True), (0, b''))
         self.assertEqual(bytes(lower[12345:12345 + 65536]), data)
@@ -602,6 +605,14 @@ class PassthroughTest(ExampleTest):
         self.assertEqual(len(replies), 2)
         self.assertTrue(all(m.action == p.ACTION_FORWARD for m in replies))
         self.assertIn((p.OP_WRITE, 12345, 65536, p.REQ_FUA), c.lower_ops)
+        # discards and write-zeroes pass through the device as they are
+        c.lower_ops.clear()
+        self.assertEqual(c.discard(4096, 4096), (0, b''))
+        self.assertEqual(c.write_zeroes(12288, 4096, may_unmap=True),
+                         (0, b''))
+        self.assertEqual(c.lower_ops,
+                         [(p.OP_DISCARD, 4096, 4096, 0),
+                          (p.OP_WRITE_ZEROES, 12288, 4096, p.REQ_MAY_UNMAP)])
 
     def test_batched_io(self):
         lower = bytearray(MiB)
@@ -831,12 +842,8 @@ class PassthroughRingTest(RingTests, ExampleTest):
         self.assertEqual(replies[-1].data, b'')
 
 
-class EarlyWriteBreakerTest(ExampleTest):
-    """SOFTDEV_EARLY_WRITE: a write callback that breaks the promise has
-    its write failed with -EIO (the client may have written it below)"""
-    example = 'early-write-breaker'
-    shm = True
-    ring = True
+class TestDeviceTest(ExampleTest):
+    """Runs tests/unit/devices/EXAMPLE.c, linked with libsoftdev.a"""
 
     @classmethod
     def setUpClass(cls):
@@ -850,9 +857,17 @@ class EarlyWriteBreakerTest(ExampleTest):
                         '-I' + os.path.join(SRC, 'include'),
                         '-I' + os.path.join(SRC, 'libsoftdev'),
                         os.path.join(SRC, 'tests', 'unit', 'devices',
-                                     'early-write-breaker.c'),
+                                     cls.example + '.c'),
                         os.path.join(OUT, 'libsoftdev.a'),
                         '-o', os.path.join(OUT, cls.example)], check=True)
+
+
+class EarlyWriteBreakerTest(TestDeviceTest):
+    """SOFTDEV_EARLY_WRITE: a write callback that breaks the promise has
+    its write failed with -EIO (the client may have written it below)"""
+    example = 'early-write-breaker'
+    shm = True
+    ring = True
 
     def test_promise_enforced(self):
         self.expect_errors('although the device declared '
@@ -882,6 +897,57 @@ class EarlyWriteBreakerTest(ExampleTest):
         self.assertEqual(c.write(8192, data), (0, b''))     # moved
         self.assertEqual(bytes(lower[4096:8192]), bytes(4096))
         self.assertEqual(bytes(lower[8192 + 65536:12288 + 65536]), data)
+
+
+class WriteBlockerTest(TestDeviceTest):
+    """A device with only a write callback (it refuses the first MiB):
+    write-zeroes reach it as data, discards do not reach the node below"""
+    example = 'write-blocker'
+
+    def test_write_zeroes_reach_write(self):
+        lower = bytearray(b'\xee' * (4 * MiB))
+        c = self.connect(lower)
+        self.assertEqual(c.features & (p.F_ZEROES | p.F_DISCARD), 0)
+        self.assertEqual(c.write_zeroes(0, 4096, may_unmap=True),
+                         (-errno.EPERM, b''))
+        self.assertEqual(c.write_zeroes(MiB - 512, 1024),
+                         (-errno.EPERM, b''))
+        self.assertEqual(bytes(lower[:MiB + 512]), b'\xee' * (MiB + 512))
+        c.lower_ops.clear()
+        self.assertEqual(c.write_zeroes(2 * MiB, MiB + 4096), (0, b''))
+        self.assertEqual(bytes(lower[2 * MiB:3 * MiB + 4096]),
+                         bytes(MiB + 4096))
+        self.assertEqual({op for op, _, _, _ in c.lower_ops}, {p.OP_WRITE})
+
+    def test_discards_are_dropped(self):
+        lower = bytearray(b'\xee' * (2 * MiB))
+        c = self.connect(lower)
+        c.lower_ops.clear()
+        self.assertEqual(c.discard(0, 2 * MiB), (0, b''))
+        self.assertEqual(c.lower_ops, [])
+        self.assertEqual(bytes(lower), b'\xee' * (2 * MiB))
+
+
+class WriteBlockerShmTest(WriteBlockerTest):
+    shm = True
+    ring = True
+
+
+class PassingWriteBlockerTest(TestDeviceTest):
+    """SOFTDEV_DISCARD_PASSES: discards are forwarded unchanged"""
+    example = 'write-blocker'
+    args = ('discard=pass',)
+
+    def test_discards_pass(self):
+        lower = bytearray(b'\xee' * (2 * MiB))
+        c = self.connect(lower)
+        self.assertEqual(c.features & (p.F_ZEROES | p.F_DISCARD),
+                         p.F_DISCARD)
+        c.lower_ops.clear()
+        self.assertEqual(c.discard(0, 4096), (0, b''))
+        self.assertEqual(c.lower_ops, [(p.OP_DISCARD, 0, 4096, 0)])
+        # zeroes are still data the write callback judges
+        self.assertEqual(c.write_zeroes(0, 4096), (-errno.EPERM, b''))
 
 
 class PassthroughNoRingOptionTest(PassthroughTest):

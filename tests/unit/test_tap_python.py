@@ -803,7 +803,8 @@ class ExampleDeviceTest(DeviceTestCase):
         lower = bytearray(os.urandom(MiB))
         model = bytearray(lower)
         c = self.start(Passthrough(), lower)
-        self.assertEqual(self.ops(c), p.F_LOWER)    # overrides nothing
+        # Overrides nothing: discards and write-zeroes are forwarded too
+        self.assertEqual(self.ops(c), p.F_LOWER | p.F_DISCARD | p.F_ZEROES)
         self.assertEqual(c.size, MiB)
         rng = random.Random(4)
         for _ in range(20):
@@ -815,13 +816,17 @@ class ExampleDeviceTest(DeviceTestCase):
         self.assertEqual(lower, model)
         replies = [m for m in c.received if isinstance(m, p.Reply)]
         self.assertEqual({m.action for m in replies}, {p.ACTION_FORWARD})
-        # Ops not negotiated go below without reaching the device.
+        # Discards and write-zeroes are forwarded as they are; FLUSH,
+        # not negotiated, goes below without reaching the device.
+        c.lower_ops.clear()
         self.assertEqual(c.discard(0, 4096), (0, b''))
         self.assertEqual(c.write_zeroes(4096, 4096), (0, b''))
         self.assertEqual(c.flush(), (0, b''))
-        self.assertEqual(lower[:8192], bytes(8192))
+        self.assertEqual(lower[4096:8192], bytes(4096))
+        self.assertEqual([op for op, _, _, _ in c.lower_ops],
+                         [p.OP_DISCARD, p.OP_WRITE_ZEROES, p.OP_FLUSH])
         self.assertEqual(len([m for m in c.received
-                              if isinstance(m, p.Reply)]), len(replies))
+                              if isinstance(m, p.Reply)]), len(replies) + 2)
         c.verify_io(MiB, seed=1)
         self.assertEqual(bytes(lower), bytes(c.lower))
 
@@ -849,7 +854,8 @@ class ExampleDeviceTest(DeviceTestCase):
     def test_xor(self):
         lower = bytearray(MiB)
         c = self.start(Xor(key='0x5a'), lower)
-        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER |
+                         p.F_DISCARD)           # discard_passes
         data = os.urandom(65536)
         self.assertEqual(c.write(4096, data), (0, b''))
         self.assertEqual(bytes(lower[4096:4096 + 65536]),
@@ -1028,7 +1034,7 @@ class ForwardAndErrorTest(DeviceTestCase):
     def test_defaults_without_node_below(self):
         c = self.start(NoLower())
         self.assertEqual(c.flush(), (0, b''))
-        self.assertEqual(c.discard(0, 512), (-errno.ENOTSUP, b''))
+        self.assertEqual(c.discard(0, 512), (0, b''))    # no effect
         self.assertEqual(c.write_zeroes(0, 512), (-errno.ENOTSUP, b''))
         with self.assertLogs('softdev', 'ERROR'):
             self.assertEqual(c.read(0, 512), (-errno.EIO, b''))
@@ -1037,7 +1043,8 @@ class ForwardAndErrorTest(DeviceTestCase):
     def test_write_zeroes_fua_is_flushed(self):
         lower = bytearray(b'\xff' * MiB)
         c = self.start(Zeroes(), lower)
-        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER)
+        self.assertEqual(self.ops(c), p.F_ZEROES | p.F_FUA | p.F_LOWER |
+                         p.F_DISCARD)           # no write(): discards pass
         self.assertEqual(c.write_zeroes(0, 8, may_unmap=True, fua=True),
                          (0, b''))
         self.assertEqual(lower[:9], bytes(8) + b'\xff')
@@ -1055,6 +1062,63 @@ class ForwardAndErrorTest(DeviceTestCase):
 
 
 class ForwardAndErrorShmTest(ForwardAndErrorTest):
+    shm = True
+
+
+class WriteBlocker(BlockDevice):
+    """The newcomer's device: refuses writes to the first MiB, and
+    overrides nothing else."""
+
+    def write(self, offset, data, fua):
+        if offset < MiB:
+            raise DeviceError(errno.EPERM)
+        return Forward()
+
+
+class PassingWriteBlocker(WriteBlocker):
+    discard_passes = True
+
+
+class SafeDefaultsTest(DeviceTestCase):
+    """What changes data cannot bypass write(): write-zeroes reach it as
+    data, discards are dropped unless they may pass."""
+
+    def test_write_zeroes_reach_write(self):
+        lower = bytearray(b'\xee' * (4 * MiB))
+        c = self.start(WriteBlocker(), lower)
+        self.assertEqual(self.ops(c), p.F_FUA | p.F_LOWER)
+        self.assertEqual(c.write_zeroes(4096, 8192, may_unmap=True),
+                         (-errno.EPERM, b''))
+        self.assertEqual(c.write(0, b'x'), (-errno.EPERM, b''))
+        self.assertEqual(bytes(lower[:MiB]), b'\xee' * MiB)
+        # Where writes may go, the zeroes land, as WRITEs of zeroes
+        c.lower_ops.clear()
+        self.assertEqual(c.write_zeroes(2 * MiB, 3 * c.max_data),
+                         (0, b''))
+        self.assertEqual(bytes(lower[2 * MiB:2 * MiB + 3 * c.max_data]),
+                         bytes(3 * c.max_data))
+        self.assertEqual({op for op, _, _, _ in c.lower_ops}, {p.OP_WRITE})
+        writes = [m for m in c.received if isinstance(m, p.Reply)]
+        self.assertEqual(len(writes), 2 + 3)
+
+    def test_discards_are_dropped(self):
+        lower = bytearray(b'\xee' * (2 * MiB))
+        c = self.start(WriteBlocker(), lower)
+        c.lower_ops.clear()
+        self.assertEqual(c.discard(0, 2 * MiB), (0, b''))
+        self.assertEqual(bytes(lower), b'\xee' * (2 * MiB))
+        self.assertEqual(c.lower_ops, [])
+
+    def test_discards_may_pass(self):
+        lower = bytearray(b'\xee' * (2 * MiB))
+        c = self.start(PassingWriteBlocker(), lower)
+        self.assertEqual(self.ops(c), p.F_FUA | p.F_LOWER | p.F_DISCARD)
+        c.lower_ops.clear()
+        self.assertEqual(c.discard(0, 4096), (0, b''))
+        self.assertEqual(c.lower_ops, [(p.OP_DISCARD, 0, 4096, 0)])
+
+
+class SafeDefaultsShmTest(SafeDefaultsTest):
     shm = True
 
 
@@ -1137,7 +1201,8 @@ class NegotiationTest(DeviceTestCase):
     def test_empty_node_below(self):
         # LOWER offered with lower_size 0: a node below that is empty
         c = self.start(Passthrough(), bytearray())
-        self.assertEqual((c.size, self.ops(c)), (0, p.F_LOWER))
+        self.assertEqual((c.size, self.ops(c)),
+                         (0, p.F_LOWER | p.F_DISCARD | p.F_ZEROES))
 
     def test_max_inflight(self):
         device = Capped(size='1M')
