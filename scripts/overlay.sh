@@ -38,24 +38,31 @@ for f in "$src"/tests/qemu-iotests/tests/*; do
 done
 
 # Hook patches: revert what was applied before if the series changed.
+# block-core.json also gets the soft devices of block/softdev/devices
+# (scripts/softdev-drivers.py), made from the copy saved after patching.
 applied="$qemu/.softdev-patches"
 want=$(cd "$src/patches/qemu" && cat series $(cat series) | sha256sum | cut -c1-16)
-if [ -f "$applied/stamp" ] && [ "$(cat "$applied/stamp")" = "$want" ]; then
-    exit 0
-fi
-if [ -f "$applied/series" ]; then
-    for p in $(sed -n '1!G;h;$p' "$applied/series"); do
-        patch -s -R -p1 -d "$qemu" < "$applied/$p" ||
-            { echo "overlay.sh: cannot revert $p" >&2; exit 1; }
+if ! [ -f "$applied/stamp" ] || [ "$(cat "$applied/stamp")" != "$want" ]; then
+    if [ -f "$applied/block-core.json" ]; then
+        cp "$applied/block-core.json" "$qemu/qapi/block-core.json"
+    fi
+    if [ -f "$applied/series" ]; then
+        for p in $(sed -n '1!G;h;$p' "$applied/series"); do
+            patch -s -R -p1 -d "$qemu" < "$applied/$p" ||
+                { echo "overlay.sh: cannot revert $p" >&2; exit 1; }
+        done
+    fi
+    rm -rf "$applied"
+    mkdir -p "$applied"
+    for p in $(cat "$src/patches/qemu/series"); do
+        patch -s -p1 -N -d "$qemu" < "$src/patches/qemu/$p" ||
+            { echo "overlay.sh: hook patch $p does not apply" >&2; exit 1; }
+        cp "$src/patches/qemu/$p" "$applied/$p"
+        echo "$p" >> "$applied/series"
     done
+    cp "$qemu/qapi/block-core.json" "$applied/block-core.json"
+    echo "$want" > "$applied/stamp"
+    echo "overlay.sh: applied $(wc -l < "$applied/series") hook patch(es)"
 fi
-rm -rf "$applied"
-mkdir -p "$applied"
-for p in $(cat "$src/patches/qemu/series"); do
-    patch -s -p1 -N -d "$qemu" < "$src/patches/qemu/$p" ||
-        { echo "overlay.sh: hook patch $p does not apply" >&2; exit 1; }
-    cp "$src/patches/qemu/$p" "$applied/$p"
-    echo "$p" >> "$applied/series"
-done
-echo "$want" > "$applied/stamp"
-echo "overlay.sh: applied $(wc -l < "$applied/series") hook patch(es)"
+/usr/bin/python3 "$src/scripts/softdev-drivers.py" "$src" "$qemu" \
+    "$applied/block-core.json"
