@@ -15,6 +15,7 @@
 #include "qapi/qapi-events-softdev.h"
 #include "qobject/qdict.h"
 #include "qemu/cutils.h"
+#include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/option.h"
 #include "qemu/queue.h"
@@ -601,11 +602,27 @@ void softdev_register(SoftdevDriver *sd)
     bdrv_register(drv);
 }
 
+/* Whether the program has QMP, where SOFTDEV_ALERT events go */
+static bool softdev_qmp;
+
+void softdev_set_qmp(void)
+{
+    softdev_qmp = true;
+}
+
 static void softdev_alert_send(BlockDriverState *bs, SoftdevAlert *a)
 {
     SoftdevState *s = bs->opaque;
 
     trace_softdev_alert(bs, SoftdevSeverity_str(a->severity), a->msg);
+    /*
+     * Without QMP (qemu-io, qemu-img, qemu-nbd) warnings and worse go to
+     * stderr: "Input/output error" alone does not say why a request
+     * failed.
+     */
+    if (!softdev_qmp && a->severity != SOFTDEV_SEVERITY_INFO) {
+        warn_report("%s node '%s': %s", s->sd->name, bs->node_name, a->msg);
+    }
     qapi_event_send_softdev_alert(bs->node_name, s->sd->name, a->severity,
                                   a->msg, a->offset >= 0, a->offset,
                                   a->length >= 0, a->length, a->path);

@@ -13,6 +13,7 @@
 #include "hw/qdev-core.h"
 #include "qapi/error.h"
 #include "qemu/error-report.h"
+#include "qemu/module.h"
 #include "qapi/qapi-commands-block-core.h"
 #include "qapi/qapi-commands-block-export.h"
 #include "qapi/qapi-commands-softdev.h"
@@ -269,3 +270,11 @@ SoftdevInfoList *qmp_query_softdevs(Error **errp)
     }
     return head;
 }
+
+/* This file is linked into the programs that have QMP */
+static void softdev_qmp_init(void)
+{
+    softdev_set_qmp();
+}
+
+block_init(softdev_qmp_init);

@@ -216,6 +216,13 @@ softdev_alert(BlockDriverState *bs, SoftdevSeverity severity,
               int64_t offset, int64_t length, const char *path,
               const char *fmt, ...);
 
+/*
+ * The program has QMP (block/softdev/qmp.c is linked in and says so):
+ * alerts are SOFTDEV_ALERT events only.  Without, those of severity
+ * warning and critical are also printed on stderr.
+ */
+void softdev_set_qmp(void);
+
 /* @options as a QDict, the way blockdev-add sees them */
 QDict *softdev_options_qdict(BlockdevOptions *options);
 

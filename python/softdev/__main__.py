@@ -11,36 +11,93 @@ SPDX-License-Identifier: GPL-2.0-or-later
 import argparse
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import pwd
 import signal
 import socket
 import sys
+import traceback
 
 from .device import BlockDevice
 from .server import Server
 
 
-def load_class(target: str) -> type:
+def failure(what: str, verbose: bool) -> SystemExit:
+    """Exit with what failed and the exception being handled: its
+    traceback with -v, else its last line."""
+    if verbose:
+        traceback.print_exc()
+    exc = traceback.format_exception_only(*sys.exc_info()[:2])
+    return SystemExit(f'softdev: {what}:\n' +
+                      '\n'.join('  ' + line for line in ''.join(exc)
+                                .rstrip('\n').split('\n')) +
+                      ('' if verbose else '\n(-v shows the traceback)'))
+
+
+def load_class(target: str, verbose: bool = False) -> type:
     """The class named by 'package.module:Class' or 'path/file.py:Class'."""
     module_name, _, class_name = target.rpartition(':')
     if not module_name or not class_name:
-        raise SystemExit(f'softdev: expected MODULE:CLASS, not {target!r}')
-    if module_name.endswith('.py'):
-        name = os.path.splitext(os.path.basename(module_name))[0]
-        spec = importlib.util.spec_from_file_location(name, module_name)
-        if spec is None:
-            raise SystemExit(f'softdev: cannot load {module_name}')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
+        raise SystemExit(f'softdev: expected MODULE:CLASS or FILE.py:CLASS, '
+                         f'not {target!r}')
+    try:
+        if module_name.endswith('.py'):
+            if not os.path.isfile(module_name):
+                raise SystemExit(f'softdev: no file {module_name}')
+            name = os.path.splitext(os.path.basename(module_name))[0]
+            spec = importlib.util.spec_from_file_location(name, module_name)
+            if spec is None:
+                raise SystemExit(f'softdev: cannot load {module_name}')
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except SystemExit:
+        raise
+    except BaseException:
+        raise failure(f'cannot load {module_name}', verbose)
     cls = getattr(module, class_name, None)
+    if cls is None:
+        raise SystemExit(f'softdev: {module_name} has no {class_name}')
     if not (isinstance(cls, type) and issubclass(cls, BlockDevice)):
         raise SystemExit(f'softdev: {target} is not a BlockDevice subclass')
     return cls
+
+
+def device_args(cls: type) -> list[str]:
+    """The keyword arguments cls() takes (through **kwargs, those of the
+    classes it passes them to), or None if it takes any."""
+    names = []
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())
+        names += [p.name for p in params[1:]
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+        if klass is BlockDevice:
+            return names
+    return None
+
+
+def make_device(cls: type, kwargs: dict, verbose: bool):
+    accepted = device_args(cls)
+    unknown = [k for k in kwargs if accepted is not None and k not in accepted]
+    if unknown:
+        raise SystemExit(f'softdev: {cls.__name__} takes no --arg '
+                         f'{", ".join(unknown)} (it takes: '
+                         f'{", ".join(accepted) or "none"})')
+    given = ' '.join(f'--arg {k}={v}' for k, v in kwargs.items())
+    try:
+        return cls(**kwargs)
+    except Exception:
+        raise failure(f'cannot create {cls.__name__} with '
+                      f'{given or "no --arg"}', verbose)
 
 
 def parse_uids(text: str) -> set[int]:
@@ -115,16 +172,22 @@ def main(argv=None):
     if args.workers is not None:
         kwargs['workers'] = args.workers
     allow = parse_uids(args.allow_uid) if args.allow_uid else None
-    device = load_class(args.target)(**kwargs)
+    device = make_device(load_class(args.target, args.verbose), kwargs,
+                         args.verbose)
     device.post_mortem = args.pdb
-    if args.unix:
-        server = Server.unix(device, args.unix, allow_uids=allow)
-    elif args.tcp:
-        host, _, port = args.tcp.rpartition(':')
-        server = Server.tcp(device, host.strip('[]') or 'localhost',
-                            int(port))
-    else:
-        server = Server.vsock(device, *parse_vsock(args.vsock))
+    where = args.unix or args.tcp or args.vsock
+    try:
+        if args.unix:
+            server = Server.unix(device, args.unix, allow_uids=allow)
+        elif args.tcp:
+            host, _, port = args.tcp.rpartition(':')
+            server = Server.tcp(device, host.strip('[]') or 'localhost',
+                                int(port))
+        else:
+            server = Server.vsock(device, *parse_vsock(args.vsock))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f'softdev: cannot listen on {where}: '
+                         f'{e.strerror or e if isinstance(e, OSError) else e}')
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()

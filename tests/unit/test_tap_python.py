@@ -1757,6 +1757,62 @@ class ServerTest(unittest.TestCase):
             self.assertNotEqual(proc.returncode, 0)
             self.assertIn(message, proc.stderr)
 
+    def test_start_up_errors_are_messages(self):
+        """What keeps a device from starting is one clear message, not a
+        traceback (unless -v asks for it)."""
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+        with tempfile.TemporaryDirectory() as tmp:
+            sock = os.path.join(tmp, 's')
+            for name, text in (('missing.py', 'import no_such_module\n'),
+                               ('syntax.py', 'def f(:\n'),
+                               ('fine.py', 'x = 1\n')):
+                with open(os.path.join(tmp, name), 'w') as f:
+                    f.write(text)
+            ramdisk = 'softdev.examples.ramdisk:RamDisk'
+            for args, lines in [
+                    ([os.path.join(tmp, 'missing.py') + ':D'],
+                     ['softdev: cannot load ' + tmp + '/missing.py:',
+                      "  ModuleNotFoundError: No module named "
+                      "'no_such_module'"]),
+                    ([os.path.join(tmp, 'syntax.py') + ':D'],
+                     ['softdev: cannot load ' + tmp + '/syntax.py:',
+                      '  SyntaxError: invalid syntax']),
+                    ([os.path.join(tmp, 'nothere.py') + ':D'],
+                     [f'softdev: no file {tmp}/nothere.py']),
+                    ([os.path.join(tmp, 'fine.py') + ':D'],
+                     [f'softdev: {tmp}/fine.py has no D']),
+                    (['no_such_package.mod:D'],
+                     ['softdev: cannot load no_such_package.mod:']),
+                    ([ramdisk, '--arg', 'sise=1M'],
+                     ['softdev: RamDisk takes no --arg sise (it takes: size, '
+                      'features, max_data, workers, max_inflight, shm)']),
+                    ([ramdisk, '--arg', 'size=big'],
+                     ['softdev: cannot create RamDisk with --arg size=big:',
+                      "  ValueError: not a size: 'big'"]),
+                    (['softdev.examples.xor:Xor', '--arg', 'key=zz'],
+                     ['softdev: cannot create Xor with --arg key=zz:'])]:
+                with self.subTest(args=args):
+                    proc = subprocess.run(
+                        ['/usr/bin/python3', '-m', 'softdev', 'run', *args,
+                         '--unix', sock], env=env, capture_output=True,
+                        text=True, timeout=10)
+                    self.assertEqual(proc.returncode, 1)
+                    for line in lines:
+                        self.assertIn(line + '\n', proc.stderr)
+                    self.assertNotIn('Traceback', proc.stderr)
+            # -v: the traceback too
+            proc = subprocess.run(
+                ['/usr/bin/python3', '-m', 'softdev', 'run', '-v',
+                 os.path.join(tmp, 'missing.py') + ':D', '--unix', sock],
+                env=env, capture_output=True, text=True, timeout=10)
+            self.assertIn('Traceback', proc.stderr)
+            proc = subprocess.run(
+                ['/usr/bin/python3', '-m', 'softdev', 'run', ramdisk,
+                 '--unix', os.path.join(tmp, 'no', 'dir')], env=env,
+                capture_output=True, text=True, timeout=10)
+            self.assertEqual(proc.stderr, f'softdev: cannot listen on {tmp}'
+                             '/no/dir: No such file or directory\n')
+
 
 if __name__ == '__main__':
     logging.basicConfig(level=logging.WARNING)
