@@ -29,7 +29,7 @@ XEN_BED_DIR := $(SRC)/build/xen/bed
 export XEN_BED_DIR
 
 .PHONY: all build check check-qtest check-iotests check-stock check-unit \
-	check-guest check-xen \
+	check-docs check-guest check-xen \
 	run bench install clean distclean guest xen-bed fuzz fuzz-long
 
 all: build
@@ -58,7 +58,8 @@ check-unit:
 	cd $(SRC) && SANITIZE=1 $(PY) -m unittest discover -s tests/unit \
 		-p 'test_*.py' -v
 
-check-qtest check-iotests check-stock check-guest check-xen: build guest \
+check-qtest check-iotests check-docs check-stock check-guest check-xen: \
+		build guest \
 		xen-bed
 	$(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) $(GUEST_DIR) \
 		$(patsubst check-%,%,$@)

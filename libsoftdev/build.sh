@@ -1,21 +1,24 @@
 #!/bin/sh
-# build.sh SRC OUTDIR: build libsoftdev from the tree SRC into OUTDIR,
+# build.sh [SRC [OUTDIR]]: build libsoftdev from the tree SRC (default: the
+# checkout holding this script) into OUTDIR (default: SRC/build/libsoftdev),
 # without QEMU's build system:
 #   libsoftdev.a, libsoftdev.so.1 (+ libsoftdev.so), softdev-run,
 #   the examples (passthrough, ramdisk, xor, logger) as programs and as objects
-#   for softdev-run (passthrough.so, ...), softdev.pc (PREFIX, default
-#   /usr/local).
+#   for softdev-run (passthrough.so, ...),
+#   softdev.pc for an install under PREFIX (default /usr/local), and
+#   softdev-uninstalled.pc for devices built against OUTDIR and SRC:
+#     PKG_CONFIG_PATH=OUTDIR cc dev.c $(pkg-config --cflags --libs softdev)
 # SANITIZE=1 adds ASan/UBSan; CC, AR and CFLAGS are honoured.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 set -eu
-if [ $# -ne 2 ]; then
-    echo "usage: $0 SRC OUTDIR" >&2
+if [ $# -gt 2 ]; then
+    echo "usage: $0 [SRC [OUTDIR]]" >&2
     exit 2
 fi
-src=$1
-out=$2
+src=$(cd "${1:-$(dirname "$0")/..}" && pwd)
+out=${2:-$src/build/libsoftdev}
 mkdir -p "$out"
 cc=${CC:-gcc}
 ar=${AR:-ar}
@@ -60,3 +63,9 @@ done
 
 sed "s|@PREFIX@|${PREFIX:-/usr/local}|" "$lib/softdev.pc.in" \
     > "$out/softdev.pc"
+# pkg-config prefers NAME-uninstalled.pc: this tree's header, OUTDIR's library
+out_abs=$(cd "$out" && pwd)
+sed -e "s|^libdir=.*|libdir=$out_abs|" \
+    -e "s|^includedir=.*|includedir=$src/libsoftdev|" \
+    -e "s|^bindir=.*|bindir=$out_abs|" \
+    "$out/softdev.pc" > "$out/softdev-uninstalled.pc"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # install.sh PREFIX [DESTDIR]: build libsoftdev (build.sh, into
-# build/libsoftdev of this tree, or $BUILD) and install it under
-# DESTDIR/PREFIX:
+# build/libsoftdev of this tree, or into the directory $BUILD names,
+# e.g. for a read-only checkout) and install it under DESTDIR/PREFIX:
 #   lib/libsoftdev.a, lib/libsoftdev.so.1, lib/libsoftdev.so (symlink)
 #   lib/pkgconfig/softdev.pc
 #   include/softdev.h, include/softdev/tap-protocol.h
@@ -12,7 +12,7 @@
 
 set -eu
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: $0 PREFIX [DESTDIR]" >&2
+    echo "usage: [BUILD=DIR] $0 PREFIX [DESTDIR]" >&2
     exit 2
 fi
 prefix=$1

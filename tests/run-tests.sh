@@ -1,6 +1,6 @@
 #!/bin/bash
 # run-tests.sh QEMU_SRC QEMU_BUILD GUEST_DIR [SUITE...]: run softdev's test
-# suites (all by default): unit, qtest, iotests, stock, guest, xen.  Each
+# suites (all by default): unit, qtest, iotests, docs, stock, guest, xen.  Each
 # suite prints its own output; the last line counts suites as 'N passed,
 # N failed'.  The xen suite boots the Xen bed in XEN_BED_DIR (default
 # build/xen/bed, made by tests/xen/build-xen-bed.sh).
@@ -13,7 +13,7 @@ QEMU_SRC=$(cd "$1" && pwd)
 QEMU_BUILD=$(cd "$2" && pwd)
 GUEST_DIR=$(cd "$3" && pwd)
 shift 3
-SUITES=${*:-unit qtest iotests stock guest xen}
+SUITES=${*:-unit qtest iotests docs stock guest xen}
 XEN_BED_DIR=${XEN_BED_DIR:-$SRC/build/xen/bed}
 PY=/usr/bin/python3
 
@@ -67,6 +67,11 @@ run_iotests() {
         softdev-reopen softdev-safe-defaults
 }
 
+# The code blocks of the guides, run against this build
+run_docs() {
+    $PY "$SRC/tests/docs/test-doc-blocks.py" --qemu-build "$QEMU_BUILD"
+}
+
 run_stock() {
     local tests
     tests=$(iotests_check -raw -g quick -n | grep -vxF "$STOCK_IOTESTS_SKIP" |
@@ -96,7 +101,8 @@ for s in $SUITES; do
     case $s in
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen" \
+    docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;

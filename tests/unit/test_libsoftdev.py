@@ -12,6 +12,7 @@ SPDX-License-Identifier: GPL-2.0-or-later
 """
 
 import errno
+import importlib.util
 import os
 import random
 import re
@@ -1275,6 +1276,75 @@ class RunnerTest(ProcessTest):
         self.assertEqual(r.returncode, 1)
         self.assertIn('ramdisk.so --unix PATH [size=]SIZE', r.stderr)
         dev.stop()
+
+
+@unittest.skipUnless(shutil.which('pkg-config') and
+                     shutil.which('git'), 'needs pkg-config and git')
+class FromCheckoutTest(unittest.TestCase):
+    """The guide's C device builds in a fresh checkout (the tracked
+    files, nothing built) with the guide's commands, and runs."""
+
+    def test_documented_build(self):
+        spec = importlib.util.spec_from_file_location(
+            'doc_blocks', os.path.join(SRC, 'tests', 'docs',
+                                       'test-doc-blocks.py'))
+        docs = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(docs)
+        doc = os.path.join('docs', 'devel', 'soft-device-processes.rst')
+        with open(os.path.join(SRC, doc), encoding='utf-8') as f:
+            blocks = docs.parse(doc, f.read())
+        source = [b for b in blocks if b.marker == ('file', 'blocker.c')]
+        build = [b for b in blocks if b.lang == 'console' and
+                 b.text.startswith('$ libsoftdev/build.sh\n')]
+        self.assertEqual((len(source), len(build)), (1, 1))
+        cmds = []
+        for c in docs.commands(build[0]):
+            cmds.append(c.text)
+            if c.text.startswith('cc '):
+                break
+        self.assertEqual(len(cmds), 3, cmds)
+        with tempfile.TemporaryDirectory() as tmp:
+            co = os.path.join(tmp, 'checkout')
+            files = subprocess.run(['git', 'ls-files', '-z'], cwd=SRC,
+                                   check=True, capture_output=True,
+                                   text=True).stdout.split('\0')
+            for f in filter(None, files):
+                if os.path.exists(os.path.join(SRC, f)):
+                    os.makedirs(os.path.dirname(os.path.join(co, f)),
+                                exist_ok=True)
+                    shutil.copy2(os.path.join(SRC, f), os.path.join(co, f))
+            with open(os.path.join(co, 'blocker.c'), 'w') as f:
+                f.write(source[0].text)
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith('PKG_CONFIG')}
+            env['SANITIZE'] = '0'
+            r = subprocess.run(['bash', '-ec', '\n'.join(cmds)], cwd=co,
+                               env=env, capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            sock = os.path.join(tmp, 'b.sock')
+            proc = subprocess.Popen([os.path.join(co, 'blocker'), '--unix',
+                                     sock, 'limit=1048576'],
+                                    stderr=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 10
+                while not os.path.exists(sock):
+                    self.assertIsNone(proc.poll())
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.01)
+                lower = bytearray(2 * MiB)
+                c = TestClient.connect_unix(sock, lower=lower, shm=True)
+                c.handshake()
+                self.assertEqual(c.write(0, b'x' * 512),
+                                 (-errno.EPERM, b''))
+                self.assertEqual(c.write_zeroes(4096, 4096),
+                                 (-errno.EPERM, b''))
+                self.assertEqual(c.write(MiB, b'y' * 512), (0, b''))
+                self.assertEqual(bytes(lower[MiB:MiB + 512]), b'y' * 512)
+                c.close()
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                proc.stderr.close()
 
 
 @unittest.skipUnless(shutil.which('pkg-config'), 'needs pkg-config')
