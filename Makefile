@@ -88,6 +88,8 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev/examples
 	install -m 0644 $(SRC)/python/softdev/*.py \
 		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev
+	install -m 0644 $(SRC)/scripts/softdev_trace.py \
+		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev_trace.py
 	install -m 0644 $(SRC)/python/softdev/examples/*.py \
 		$(DESTDIR)$(PREFIX)/lib/python3/dist-packages/softdev/examples
 
