@@ -45,6 +45,7 @@ build: config.mak
 
 guest: build
 	$(SRC)/tests/guest/build-guest.sh $(GUEST_DIR)
+	$(SRC)/tests/guest/build-devvm.sh $(GUEST_DIR)
 
 xen-bed:
 	$(SRC)/tests/xen/build-xen-bed.sh $(XEN_BED_DIR)

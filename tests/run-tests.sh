@@ -86,6 +86,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-tap.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-tap-crash.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-isolated-vm.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -106,7 +108,7 @@ for s in $SUITES; do
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM)" \
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC)" \
         run_xen ;;
