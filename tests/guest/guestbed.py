@@ -425,6 +425,28 @@ class StopDisk:
             f.write(b"STOP")
 
 
+def tap_info(qmp, node="tap0"):
+    """The query-softdevs entry of softdev-tap node @node."""
+    found = [t for t in qmp.cmd("query-softdevs") if t["node-name"] == node]
+    if not found:
+        raise GuestError("query-softdevs does not list %s (did the guest "
+                         "end?)" % node)
+    return found[0]
+
+
+def wait_reconnected(qmp, reconnects, timeout=20.0, node="tap0"):
+    """Until softdev-tap node @node is connected after more than
+    @reconnects reconnections; returns its query-softdevs entry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = tap_info(qmp, node)
+        if info["connected"] and info["reconnects"] > reconnects:
+            return info
+        if time.monotonic() > deadline:
+            raise GuestError("softdev-tap did not reconnect: %s" % info)
+        time.sleep(0.02)
+
+
 def disk_args(image, fmt="raw", cache_direct=False, node="disk0"):
     """-blockdev/-device arguments for a virtio-blk disk (device id disk0)."""
     direct = "on" if cache_direct else "off"

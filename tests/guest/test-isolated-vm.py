@@ -117,24 +117,6 @@ class DeviceVM:
         self.bed.kill()
 
 
-def tap_info(qmp):
-    found = [t for t in qmp.cmd('query-softdevs')
-             if t['node-name'] == 'tap0']
-    if not found:
-        raise guestbed.GuestError('query-softdevs does not list tap0')
-    return found[0]
-
-
-def wait_reconnected(qmp, reconnects, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = tap_info(qmp)
-        if info['connected'] and info['reconnects'] > reconnects:
-            return info
-        time.sleep(0.1)
-    raise guestbed.GuestError(f'softdev-tap did not reconnect: {info}')
-
-
 def run_kind(args, kind, work, libdir):
     errors = []
     tar = os.path.join(work, f'{kind}.tar')
@@ -175,7 +157,7 @@ def run_kind(args, kind, work, libdir):
                 time.sleep(rng.uniform(0.5, 2.0))
                 deadline = time.monotonic() + 5
                 while True:
-                    before = tap_info(qmp)
+                    before = guestbed.tap_info(qmp)
                     if before['outstanding'] or time.monotonic() > deadline:
                         break
                     time.sleep(0.002)
@@ -183,11 +165,11 @@ def run_kind(args, kind, work, libdir):
                 vm.kill()
                 time.sleep(rng.uniform(0.0, 1.0))
                 vm.boot(f'{kind}-{i + 1}')
-                wait_reconnected(qmp, before['reconnects'])
+                guestbed.wait_reconnected(qmp, before['reconnects'], 120)
                 bed.wait_for(r'SOFTDEV-ROUND \d+ ok', 300)
             stop.stop()
             m = bed.wait_for(r'SOFTDEV-RESULT (PASS|FAIL).*', 900)
-            info = tap_info(qmp)
+            info = guestbed.tap_info(qmp)
             bed.wait_exit(120)
             lines = bed.lines()
     finally:

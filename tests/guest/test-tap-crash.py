@@ -38,25 +38,6 @@ def start_device(argv, sock, log):
                             stdout=subprocess.DEVNULL, stderr=log)
 
 
-def tap_info(qmp):
-    found = [t for t in qmp.cmd('query-softdevs')
-             if t['node-name'] == 'tap0']
-    if not found:
-        raise guestbed.GuestError('query-softdevs does not list tap0 '
-                                  '(did the guest end?)')
-    return found[0]
-
-
-def wait_reconnected(qmp, reconnects, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = tap_info(qmp)
-        if info['connected'] and info['reconnects'] > reconnects:
-            return info
-        time.sleep(0.02)
-    raise guestbed.GuestError(f'softdev-tap did not reconnect: {info}')
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--qemu', required=True)
@@ -99,7 +80,7 @@ def main():
             # Start killing once the guest does I/O on the disk.
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                info = tap_info(qmp)
+                info = guestbed.tap_info(qmp)
                 if sum(s['ops'] for s in info['stats']) > 50:
                     break
                 time.sleep(0.05)
@@ -112,7 +93,7 @@ def main():
                 time.sleep(rng.uniform(0.0, 0.1))
                 deadline = time.monotonic() + 3
                 while True:
-                    before = tap_info(qmp)
+                    before = guestbed.tap_info(qmp)
                     if before['outstanding'] or \
                             time.monotonic() > deadline:
                         break
@@ -123,11 +104,11 @@ def main():
                 dev.wait()
                 time.sleep(rng.uniform(0.0, 0.2))
                 dev = start_device(argv, sock, devlog)
-                wait_reconnected(qmp, before['reconnects'])
+                guestbed.wait_reconnected(qmp, before['reconnects'])
             # One more round through the reconnected device, then stop.
             stop.stop()
             m = bed.wait_for(r'SOFTDEV-RESULT (PASS|FAIL).*', 900)
-            info = tap_info(qmp)
+            info = guestbed.tap_info(qmp)
             bed.wait_exit(120)
             lines = bed.lines()
         if m.group(1) != 'PASS':
