@@ -96,7 +96,10 @@ run_xen() {
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" &&
     timeout 600 $PY "$SRC/tests/xen/test-xen-net.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" \
-        --log "$SRC/build/xen/test-xen-net.log"
+        --log "$SRC/build/xen/test-xen-net.log" &&
+    timeout 900 $PY "$SRC/tests/xen/test-xen-driver-domain.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" \
+        --workdir "$SRC/build/xen/driver-domain"
 }
 
 for s in $SUITES; do
@@ -110,7 +113,7 @@ for s in $SUITES; do
         run_stock ;;
     guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM)" \
         run_guest ;;
-    xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC)" \
+    xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac

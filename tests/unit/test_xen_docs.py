@@ -52,7 +52,8 @@ class TestXenDocs(unittest.TestCase):
         with open(DOC, encoding='utf-8') as f:
             configs = tested_configs(f.read())
         scripts = sorted(s for s, _ in configs)
-        self.assertEqual(scripts, ['tests/xen/test-xen-net.py',
+        self.assertEqual(scripts, ['tests/xen/test-xen-driver-domain.py',
+                                   'tests/xen/test-xen-net.py',
                                    'tests/xen/test-xen-softdev.py'])
         for script, block in configs:
             with self.subTest(script=script):
