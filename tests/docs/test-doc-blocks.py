@@ -208,7 +208,7 @@ def excerpt_ok(block, path):
     while chunks[-1] and not chunks[-1][-1]:
         chunks[-1].pop()
     pos = 0
-    for n, chunk in enumerate(chunks):
+    for chunk in chunks:
         for i in range(pos, len(hay) - len(chunk) + 1):
             if hay[i:i + len(chunk)] == chunk:
                 break
@@ -255,8 +255,9 @@ def run_doc(doc, qemu_build, verbose):
                             b.text + 'DOC_TEST_EOF', b.line)
                 cmds.append(c)
                 continue
-            if kind == 'skip' or (kind and kind != 'run'):
-                raise DocError(f'{b.where()}: bad marker {kind} {arg}')
+            if kind:        # "run" on something else than Python
+                raise DocError(f'{b.where()}: "doc-test: run" is for '
+                               f'Python blocks, not {b.lang}')
             if b.lang != 'console':
                 failures.append(f'{b.where()}: a {b.lang} block without a '
                                 'doc-test marker')

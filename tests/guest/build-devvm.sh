@@ -21,11 +21,7 @@ bed_parse_args "$@"
 STAMP_WANT=$(bed_stamp "$SELF")
 STAMP="$OUT/.build-devvm.stamp"
 
-if [ -f "$OUT/devvm-initrd.img" ] && [ -f "$STAMP" ] &&
-   [ "$(cat "$STAMP")" = "$STAMP_WANT" ]; then
-    echo "build-devvm: $OUT is up to date"
-    exit 0
-fi
+bed_exit_if_current "$OUT/devvm-initrd.img"
 
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
 virtio_pci virtio_blk virtio_net"
@@ -47,6 +43,7 @@ bed_resolve_modules "$MODULES" "$TMP/modlist"
 R="$TMP/root"
 bed_busybox_root "$R"
 bed_install_modules "$R" "$TMP/modlist" softdev
+bed_module_loader "$R" softdev
 
 # ---- Python ------------------------------------------------------------------
 for p in $PYPKGS; do
@@ -83,12 +80,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 
-KVER=$(cat /etc/softdev-kver)
-while read -r m; do
-    insmod "/lib/modules/$KVER/$m" 2>/tmp/insmod.err ||
-        grep -q 'File exists' /tmp/insmod.err ||
-        echo "SOFTDEV-WARN insmod $m: $(head -n 1 /tmp/insmod.err)"
-done </etc/softdev-modules
+load-modules
 
 i=0
 while { [ ! -b /dev/vda ] || [ ! -e /sys/class/net/eth0 ]; } &&

@@ -15,12 +15,7 @@ bed_parse_args "$@"
 STAMP_WANT=$(bed_stamp "$SELF")
 STAMP="$OUT/.build-guest.stamp"
 
-# ---- cache check ---------------------------------------------------------
-if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ] && [ -f "$STAMP" ] &&
-   [ "$(cat "$STAMP")" = "$STAMP_WANT" ]; then
-    echo "build-guest: $OUT is up to date"
-    exit 0
-fi
+bed_exit_if_current "$OUT/vmlinuz" "$OUT/initrd.img"
 
 # Modules to put into the initramfs (dependencies are added automatically),
 # in the order /init loads them.
@@ -43,6 +38,7 @@ bed_resolve_modules "$MODULES" "$TMP/modlist"
 R="$TMP/root"
 bed_busybox_root "$R"
 bed_install_modules "$R" "$TMP/modlist" softdev
+bed_module_loader "$R" softdev
 
 # ---- /init -------------------------------------------------------------------
 cat >"$R/init" <<'EOF_INIT'
@@ -62,12 +58,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 echo "SOFTDEV-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 
-KVER=$(cat /etc/softdev-kver)
-while read -r m; do
-    insmod "/lib/modules/$KVER/$m" 2>/tmp/insmod.err ||
-        grep -q 'File exists' /tmp/insmod.err ||
-        echo "SOFTDEV-WARN insmod $m: $(head -n 1 /tmp/insmod.err)"
-done </etc/softdev-modules
+load-modules
 
 MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP=
 for w in $(cat /proc/cmdline); do

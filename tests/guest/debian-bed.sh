@@ -43,6 +43,18 @@ bed_stamp() {
          "kpkg=${SOFTDEV_KERNEL_PKG:-auto}"
 }
 
+# bed_exit_if_current FILE...: exit 0 if every FILE exists and $STAMP
+# holds $STAMP_WANT (the output of this script and library is there).
+bed_exit_if_current() {
+    for f in "$@"; do
+        [ -f "$f" ] || return 0
+    done
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_WANT" ]; then
+        echo "$BED_TOOL: $OUT is up to date"
+        exit 0
+    fi
+}
+
 # bed_pick_kernel: set KPKG to $SOFTDEV_KERNEL_PKG or to the newest
 # linux-image-6.1.0-N-amd64 that linux-image-amd64 depends on, KVER to its
 # kernel version.
@@ -187,6 +199,22 @@ bed_install_modules() {
     done
     depmod -b "$1" "$KVER"
     echo "$KVER" >"$1/etc/$3-kver"
+}
+
+# bed_module_loader ROOT NAME: ROOT/sbin/load-modules, which /init runs
+# (with /tmp mounted) to load the modules of bed_install_modules ROOT ...
+# NAME in order; each failure but "File exists" is a SOFTDEV-WARN line.
+bed_module_loader() {
+    cat >"$1/sbin/load-modules" <<EOF
+#!/bin/sh
+KVER=\$(cat /etc/$2-kver)
+while read -r m; do
+    insmod "/lib/modules/\$KVER/\$m" 2>/tmp/insmod.err ||
+        grep -q 'File exists' /tmp/insmod.err ||
+        echo "SOFTDEV-WARN insmod \$m: \$(head -n 1 /tmp/insmod.err)"
+done </etc/$2-modules
+EOF
+    chmod 755 "$1/sbin/load-modules"
 }
 
 # bed_pack ROOT OUTFILE: ROOT as a reproducible, gzip'd newc cpio archive.

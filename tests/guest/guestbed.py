@@ -447,6 +447,20 @@ def wait_reconnected(qmp, reconnects, timeout=20.0, node="tap0"):
         time.sleep(0.02)
 
 
+def tap_disk_args(image, server, timeout):
+    """-blockdev/-device arguments for a virtio-blk disk (device id vd0)
+    served through softdev-tap node tap0 (on-disconnect=queue,
+    reconnect-delay=1, @timeout seconds) above @image, as raw node disk0;
+    @server: the tap's server options, dotted ("server.type=unix,
+    server.path=...")."""
+    return ["-blockdev", "driver=file,node-name=file0,filename=%s" % image,
+            "-blockdev", "driver=softdev-tap,node-name=tap0,file=file0,%s,"
+            "on-disconnect=queue,timeout=%d,reconnect-delay=1"
+            % (server, timeout),
+            "-blockdev", "driver=raw,node-name=disk0,file=tap0",
+            "-device", "virtio-blk-pci,drive=disk0,id=vd0"]
+
+
 def disk_args(image, fmt="raw", cache_direct=False, node="disk0"):
     """-blockdev/-device arguments for a virtio-blk disk (device id disk0)."""
     direct = "on" if cache_direct else "off"

@@ -130,13 +130,9 @@ def run_kind(args, kind, work, libdir):
     hits = 0
     vm = DeviceVM(args, tar, port, work, f'{kind}-0')
     try:
-        disk = ['-blockdev', f'driver=file,node-name=file0,filename={image}',
-                '-blockdev', 'driver=softdev-tap,node-name=tap0,file=file0,'
-                             'server.type=inet,server.host=127.0.0.1,'
-                             f'server.port={port},on-disconnect=queue,'
-                             'timeout=300,reconnect-delay=1',
-                '-blockdev', 'driver=raw,node-name=disk0,file=tap0',
-                '-device', 'virtio-blk-pci,drive=disk0,id=vd0'] + stop.args
+        disk = guestbed.tap_disk_args(
+            image, 'server.type=inet,server.host=127.0.0.1,'
+            f'server.port={port}', 300) + stop.args
         append = ('softdev.mode=verify softdev.dev=/dev/vda softdev.mib=1 '
                   f'softdev.slots=4 {stop.cmdline}')
         with guestbed.GuestBed(args.qemu,

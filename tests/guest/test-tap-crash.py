@@ -62,13 +62,8 @@ def main():
     rng = random.Random(1234)
     try:
         guestbed.wait_for_socket(sock, dev)
-        disk = ['-blockdev', f'driver=file,node-name=file0,filename={image}',
-                '-blockdev', 'driver=softdev-tap,node-name=tap0,file=file0,'
-                             f'server.type=unix,server.path={sock},'
-                             'on-disconnect=queue,timeout=60,'
-                             'reconnect-delay=1',
-                '-blockdev', 'driver=raw,node-name=disk0,file=tap0',
-                '-device', 'virtio-blk-pci,drive=disk0,id=vd0'] + stop.args
+        disk = guestbed.tap_disk_args(
+            image, f'server.type=unix,server.path={sock}', 60) + stop.args
         append = ('softdev.mode=verify softdev.dev=/dev/vda '
                   f'softdev.mib=4 {stop.cmdline}')
         with guestbed.GuestBed(args.qemu,

@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)
 
 import xenbed  # noqa: E402
-from xenbed import GuestError, QMPError, MIB  # noqa: E402
+from xenbed import MIB  # noqa: E402
 
 TARGET = 0.95
 BARE = 'xvda'
@@ -299,21 +299,11 @@ def main():
                                    '/job/switch-cost': switch_cost},
                        echo=a.verbose, log_path=log,
                        domu_timeout=int(a.timeout)) as bed:
-        try:
-            bed.wait_for(r'^\[domU\] XENBED-BENCH-DONE|^XENBED-DOM0-EXIT',
-                         a.timeout)
-            if any('XENBED-BENCH-DONE' in t for t in bed.domu_lines()):
-                with bed.dm_qmp() as qmp:
-                    seen = check_softdevs(qmp, a.mib, a.rounds, errors,
-                                          latency)
-            else:
-                errors.append('the domU did not finish its runs')
-            rc = bed.run(a.timeout)
-            if rc != 0:
-                errors.append('dom0 job exit status %d' % rc)
-            bed.wait_exit(60)
-        except (TimeoutError, GuestError, QMPError, OSError) as e:
-            errors.append('%s: %s' % (type(e).__name__, e))
+        bed.finish('XENBED-BENCH-DONE',
+                   lambda qmp: seen.update(check_softdevs(
+                       qmp, a.mib, a.rounds, errors, latency)),
+                   a.timeout, errors, 'the domU did not finish its runs',
+                   job_ok=(0,))
         lines = bed.domu_lines()
         timings = bed.timings()
         cpu = [t for t in bed.lines() if 'XENBED-BENCH-CPU' in t]

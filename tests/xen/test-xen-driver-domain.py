@@ -23,18 +23,15 @@ SPDX-License-Identifier: GPL-2.0-or-later
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-TOP = os.path.realpath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, HERE)
 
 import xenbed  # noqa: E402
 import guestbed  # noqa: E402
-from guestbed import GuestError, QMPError  # noqa: E402
 
 KEY = 0x5a
 PORT = 10809
@@ -201,31 +198,13 @@ exit 0
        'rounds': ROUNDS, 'chunk': CHUNK_KIB * 1024, 'pause': PAUSE_S}
 
 
-def static_xor(work):
-    """libsoftdev's XOR example, linked statically (the domU has no C
-    library)."""
-    out = os.path.join(work, 'libsoftdev')
-    subprocess.run([os.path.join(TOP, 'libsoftdev', 'build.sh'), TOP, out],
-                   check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, SANITIZE='0'))
-    prog = os.path.join(out, 'xor-static')
-    subprocess.run([os.environ.get('CC', 'gcc'), '-std=gnu11', '-O2',
-                    '-pthread', '-static', '-I' + os.path.join(TOP,
-                                                               'libsoftdev'),
-                    os.path.join(TOP, 'libsoftdev', 'examples', 'xor.c'),
-                    os.path.join(out, 'libsoftdev.a'), '-o', prog],
-                   check=True, capture_output=True)
-    with open(prog, 'rb') as f:
-        return f.read()
-
-
 def expected_image():
     data = b''.join(guestbed.pattern_block(r)[:CHUNK_KIB * 1024]
                     for r in range(ROUNDS))
     return bytes(b ^ KEY for b in data)
 
 
-def check(bed, qmp, errors, info):
+def check(qmp, errors, info):
     entries = {e['node-name']: e for e in qmp.cmd('query-softdevs')}
     tap = entries.get('xvda-softdev0')
     if not tap:
@@ -262,24 +241,13 @@ def main():
     with xenbed.XenBed(a.qemu, a.bed_dir, xenbed.DOMU_SH_LIB + DOMU_SCRIPT,
                        domu_config(), dom0_script=DOM0_SCRIPT,
                        dom0_files={'/job/devd.cfg': devd_config()},
-                       domu_files={'/job/softdev-xor': static_xor(work)},
+                       domu_files={'/job/softdev-xor': xenbed.libsoftdev_example(
+                           'xor', work, static=True)},
                        disk=image, echo=a.verbose,
                        log_path=os.path.join(work, 'console.log'),
                        domu_timeout=int(a.timeout)) as bed:
-        try:
-            bed.wait_for(r'^\[domU\] XENBED-HOLD|^XENBED-DOM0-EXIT',
-                         a.timeout)
-            if any('XENBED-HOLD' in t for t in bed.domu_lines()):
-                with bed.dm_qmp() as qmp:
-                    check(bed, qmp, errors, info)
-            else:
-                errors.append('the domU did not finish its I/O')
-            rc = bed.run(a.timeout)
-            if rc not in (0, 1):
-                errors.append('dom0 job exit status %d' % rc)
-            bed.wait_exit(60)
-        except (TimeoutError, GuestError, QMPError, OSError) as e:
-            errors.append('%s: %s' % (type(e).__name__, e))
+        bed.finish('XENBED-HOLD', lambda qmp: check(qmp, errors, info),
+                   a.timeout, errors, 'the domU did not finish its I/O')
         lines = bed.lines()
         domu = bed.domu_lines()
     for t in domu:

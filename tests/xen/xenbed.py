@@ -265,15 +265,27 @@ def add_device_model(cpio, qemu, snap, strip=True):
     return size
 
 
-def libsoftdev_example(name, work):
+def libsoftdev_example(name, work, static=False):
     """The bytes of libsoftdev's example program name (passthrough, xor,
-    ...), built under work/libsoftdev, for dom0 (it has the same Debian
-    glibc as the host)."""
+    ...), built under work/libsoftdev: for dom0, which has the same Debian
+    glibc as the host, or with static for a domU, which has no C
+    library."""
     top = os.path.join(HERE, '..', '..')
     out = os.path.join(work, 'libsoftdev')
     subprocess.run([os.path.join(top, 'libsoftdev', 'build.sh'), top, out],
-                   check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(out, name), 'rb') as f:
+                   check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, SANITIZE='0') if static else None)
+    prog = os.path.join(out, name)
+    if static:
+        prog += '-static'
+        subprocess.run([os.environ.get('CC', 'gcc'), '-std=gnu11', '-O2',
+                        '-pthread', '-static',
+                        '-I' + os.path.join(top, 'libsoftdev'),
+                        os.path.join(top, 'libsoftdev', 'examples',
+                                     name + '.c'),
+                        os.path.join(out, 'libsoftdev.a'), '-o', prog],
+                       check=True, capture_output=True)
+    with open(prog, 'rb') as f:
         return f.read()
 
 
@@ -602,6 +614,28 @@ class XenBed(guestbed.GuestBed):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def finish(self, marker, check, timeout, errors, unfinished,
+               job_ok=(0, 1)):
+        """The end of a test's run: wait for the domU's console line
+        "[domU] <marker>", then call check(qmp) with a QMP connection to
+        the device model while the domU still runs (if the run ended
+        first, note @unfinished in @errors instead), then wait for dom0's
+        job, whose exit status must be in @job_ok, and for QEMU.  What
+        fails goes to @errors."""
+        try:
+            self.wait_for(r'^\[domU\] %s|^XENBED-DOM0-EXIT' % marker, timeout)
+            if any(marker in t for t in self.domu_lines()):
+                with self.dm_qmp() as qmp:
+                    check(qmp)
+            else:
+                errors.append(unfinished)
+            rc = self.run(timeout)
+            if rc not in job_ok:
+                errors.append('dom0 job exit status %d' % rc)
+            self.wait_exit(60)
+        except (TimeoutError, GuestError, QMPError, OSError) as e:
+            errors.append('%s: %s' % (type(e).__name__, e))
 
     def run(self, timeout=240.0, marker=None, callback=None):
         """Wait for dom0's job to end; return its exit status.  If marker
