@@ -496,16 +496,23 @@ static int serve_fd(const struct softdev_device *dev, void *h,
 static int serve_listening(const struct softdev_device *dev, void *h,
                            const MainArgs *a)
 {
-    int lfd = a->path ? listen_unix(a->path) :
-              a->tcp ? listen_tcp(a->tcp) : listen_vsock(a->vsock);
-    int ret = 0;
+    int lfd, ret = 0;
 
+    /*
+     * Signals first: once the socket exists, a client (or a script that
+     * waits for it) may send SIGTERM, which must then close the device
+     * and remove the socket, not kill us with the socket left behind.
+     */
+    if (catch_signals(a->path) < 0) {
+        return 1;
+    }
+    lfd = a->path ? listen_unix(a->path) :
+          a->tcp ? listen_tcp(a->tcp) : listen_vsock(a->vsock);
     if (lfd < 0) {
         return 1;
     }
     /* Non-blocking: a client gone between poll() and accept() */
-    if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0 ||
-        catch_signals(a->path) < 0) {
+    if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0) {
         close(lfd);
         if (a->path) {
             unlink(a->path);

@@ -1017,6 +1017,26 @@ class LoggerTest(ExampleTest):
     def test_sigint_closes_the_device(self):
         self.stop_with(signal.SIGINT, connected=False)
 
+    def test_sigterm_as_soon_as_the_socket_exists(self):
+        """A script that stops the device once its socket appears: the
+        device must already catch SIGTERM then (close it, remove the
+        socket, exit with 0), however soon the signal comes."""
+        for i in range(40):
+            path = os.path.join(self.tmp.name, 'early%d.sock' % i)
+            log = os.path.join(self.tmp.name, 'early%d.log' % i)
+            proc = subprocess.Popen(
+                [os.path.join(OUT, self.example), '--unix', path,
+                 'path=' + log], stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(path):
+                self.assertLess(time.monotonic(), deadline)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(10), 0, 'round %d' % i)
+            self.assertFalse(os.path.exists(path),
+                             'round %d left the socket behind' % i)
+            with open(log) as f:
+                self.assertEqual(f.read().split()[-1:], ['close'])
+
 
 class LoggerMaxInflightTest(LoggerTest):
     args = ('max-inflight=4',)
