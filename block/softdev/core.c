@@ -17,6 +17,7 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "qemu/memalign.h"
 #include "qemu/option.h"
 #include "qemu/queue.h"
 #include "qemu/stats64.h"
@@ -182,6 +183,41 @@ softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req)
     default:
         g_assert_not_reached();
     }
+}
+
+int coroutine_fn GRAPH_RDLOCK
+softdev_co_write_bounced(BlockDriverState *bs, SoftdevRequest *req,
+                         SoftdevNextFn *next, size_t chunk,
+                         SoftdevFillFn *fill)
+{
+    size_t len = MIN(req->bytes, chunk);
+    uint8_t *buf = qemu_try_blockalign(bs->file ? bs->file->bs : bs, len);
+    int64_t done;
+    int ret = 0;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (done = 0; done < req->bytes && ret >= 0; done += len) {
+        QEMUIOVector qiov;
+        SoftdevRequest w = {
+            .op = SOFTDEV_OP_WRITE,
+            .offset = req->offset + done,
+            .qiov = &qiov,
+            /* What is stored is not zeroes: nothing below may unmap */
+            .flags = req->flags & ~BDRV_REQ_MAY_UNMAP,
+        };
+
+        len = MIN(req->bytes - done, chunk);
+        ret = fill(bs, req, done, buf, len);
+        if (ret >= 0) {
+            w.bytes = len;
+            qemu_iovec_init_buf(&qiov, buf, len);
+            ret = next(bs, &w);
+        }
+    }
+    qemu_vfree(buf);
+    return ret;
 }
 
 /* The one path every request of every soft device takes. */

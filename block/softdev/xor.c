@@ -3,7 +3,7 @@
  * the child is the guest's byte XOR a one-byte key, so the child holds
  * (weakly) scrambled data.  A teaching example of a soft device that
  * changes content, in the core's "around" shape: it calls the layer below
- * itself, writes from a bounce buffer of its own, and decodes reads in
+ * itself, writes through the core's bounce buffer, and decodes reads in
  * place.  It is not encryption; see softdev-crypt for that.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -12,7 +12,6 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/iov.h"
-#include "qemu/memalign.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "softdev/softdev.h"
@@ -56,46 +55,19 @@ static void softdev_xor_buf(uint8_t *buf, size_t len, uint8_t key)
     }
 }
 
-/*
- * Write @req's bytes through a bounce buffer: the guest's data (WRITE) or
- * zeroes (WRITE_ZEROES) XOR the key, in chunks, each as a WRITE of ours
- */
-static int coroutine_fn GRAPH_RDLOCK
-softdev_xor_co_write(BlockDriverState *bs, SoftdevRequest *req,
-                     SoftdevNextFn *next)
+/* SoftdevFillFn: the guest's data (or zeroes) XOR the key */
+static int softdev_xor_fill(BlockDriverState *bs, SoftdevRequest *req,
+                            int64_t done, uint8_t *buf, size_t len)
 {
     SoftdevXor *x = softdev_opaque(bs);
-    size_t chunk = MIN(req->bytes, SOFTDEV_XOR_CHUNK);
-    uint8_t *buf = qemu_try_blockalign(bs->file->bs, chunk);
-    int64_t done;
-    int ret = 0;
 
-    if (!buf) {
-        return -ENOMEM;
+    if (req->qiov) {
+        qemu_iovec_to_buf(req->qiov, req->qiov_offset + done, buf, len);
+        softdev_xor_buf(buf, len, x->key);
+    } else {
+        memset(buf, x->key, len);
     }
-    if (!req->qiov) {
-        memset(buf, x->key, chunk);
-    }
-    for (done = 0; done < req->bytes && ret >= 0; done += chunk) {
-        QEMUIOVector qiov;
-        SoftdevRequest w = {
-            .op = SOFTDEV_OP_WRITE,
-            .offset = req->offset + done,
-            .qiov = &qiov,
-            .flags = req->flags & ~BDRV_REQ_MAY_UNMAP,
-        };
-
-        chunk = MIN(req->bytes - done, SOFTDEV_XOR_CHUNK);
-        if (req->qiov) {
-            qemu_iovec_to_buf(req->qiov, req->qiov_offset + done, buf, chunk);
-            softdev_xor_buf(buf, chunk, x->key);
-        }
-        w.bytes = chunk;
-        qemu_iovec_init_buf(&qiov, buf, chunk);
-        ret = next(bs, &w);
-    }
-    qemu_vfree(buf);
-    return ret;
+    return 0;
 }
 
 /* Decode what a READ left in the guest's buffer, in place */
@@ -134,7 +106,8 @@ softdev_xor_co_request(BlockDriverState *bs, SoftdevRequest *req,
         }
         return ret;
     case SOFTDEV_OP_WRITE:
-        return softdev_xor_co_write(bs, req, next);
+        return softdev_co_write_bounced(bs, req, next, SOFTDEV_XOR_CHUNK,
+                                        softdev_xor_fill);
     case SOFTDEV_OP_WRITE_ZEROES:
         /* Zeroes are stored as key bytes, unless the key is zero. */
         if (!x->key) {
@@ -143,7 +116,8 @@ softdev_xor_co_request(BlockDriverState *bs, SoftdevRequest *req,
         if (req->flags & BDRV_REQ_NO_FALLBACK) {
             return -ENOTSUP;    /* there is no fast way to write them */
         }
-        return softdev_xor_co_write(bs, req, next);
+        return softdev_co_write_bounced(bs, req, next, SOFTDEV_XOR_CHUNK,
+                                        softdev_xor_fill);
     default:
         /* Flush passes (discards pass unseen: SOFTDEV_DISCARD_PASS) */
         return next(bs, req);

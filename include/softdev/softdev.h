@@ -207,6 +207,25 @@ int coroutine_fn GRAPH_RDLOCK
 softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req);
 
 /*
+ * What a transforming soft device stores for bytes [@done, @done + @len)
+ * of @req (a WRITE, or a WRITE_ZEROES without data): fill @buf with them.
+ * Returns 0 or -errno.
+ */
+typedef int SoftdevFillFn(BlockDriverState *bs, SoftdevRequest *req,
+                          int64_t done, uint8_t *buf, size_t len);
+
+/*
+ * Write @req below as the bytes @fill makes of it, through one bounce
+ * buffer of at most @chunk bytes (a multiple of the device's sector),
+ * chunk by chunk as WRITEs at @req's offsets; the caller's buffer is
+ * left alone.  For co_request; returns 0 or -errno.
+ */
+int coroutine_fn GRAPH_RDLOCK
+softdev_co_write_bounced(BlockDriverState *bs, SoftdevRequest *req,
+                         SoftdevNextFn *next, size_t chunk,
+                         SoftdevFillFn *fill);
+
+/*
  * Emit a SOFTDEV_ALERT event for @bs.  @offset and @length are left out
  * of the event when negative, @path when NULL.  Callable from any thread:
  * outside the main loop the event is queued and sent from it, in order.
