@@ -1,10 +1,10 @@
 #!/bin/sh
 # run-c-tests.sh SRC: build the C unit tests of SRC/tests/unit (those that
 # need no QEMU) with AddressSanitizer and UBSan into SRC/build/unit and run
-# them: the codec's tests, the cross-check of its vectors, libsoftdev's
-# adaptive polling, and the fuzz targets of tests/fuzz replayed on their
-# seed corpus (without libFuzzer; tests/fuzz/run-fuzz.sh does the
-# fuzzing).
+# them: the codec's tests, the cross-check of its vectors, softdev-crypt's
+# cipher, libsoftdev's adaptive polling, and the fuzz targets of
+# tests/fuzz replayed on their seed corpus (without libFuzzer;
+# tests/fuzz/run-fuzz.sh does the fuzzing).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -35,6 +35,12 @@ $cc $cflags "$src/tests/unit/tap-vectors.c" "$src/libsoftdev/protocol/tap-protoc
     -o "$out/tap-vectors"
 "$out/tap-vectors" emit | "$out/tap-vectors" check | grep -v ' OK$' && exit 1
 echo "tap-vectors: libsoftdev decodes what it encodes"
+
+# softdev-crypt's AES-256-XTS: IEEE 1619, OpenSSL and the kernel agree
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/crypt-xts-test.c" \
+    "$src/block/softdev/crypt-xts.c" -lcrypto -o "$out/crypt-xts-test"
+"$out/crypt-xts-test"
 
 # libsoftdev without its command line (main.c)
 lib=
