@@ -64,7 +64,7 @@ iotests_check() {
 
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
-        softdev-reopen softdev-safe-defaults
+        softdev-reopen softdev-safe-defaults softdev-crypt
 }
 
 # The code blocks of the guides, run against this build
@@ -88,6 +88,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-tap-crash.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-isolated-vm.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-crypt.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -107,11 +109,11 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt)" \
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;
