@@ -12,7 +12,9 @@ BED_TOOL=build-guest
 BED_LIB=$(dirname "$SELF")/debian-bed.sh
 . "$BED_LIB"
 bed_parse_args "$@"
-STAMP_WANT=$(bed_stamp "$SELF")
+DMCRYPT_SRC=$(dirname "$SELF")/dmcrypt-setup.c
+STAMP_WANT="$(bed_stamp "$SELF") dmcrypt-sha256=$(sha256sum <"$DMCRYPT_SRC" |
+    cut -d' ' -f1)"
 STAMP="$OUT/.build-guest.stamp"
 
 bed_exit_if_current "$OUT/vmlinuz" "$OUT/initrd.img"
@@ -20,9 +22,11 @@ bed_exit_if_current "$OUT/vmlinuz" "$OUT/initrd.img"
 # Modules to put into the initramfs (dependencies are added automatically),
 # in the order /init loads them.
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
-virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4"
+virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4
+dm_mod dm_crypt ecb xts aes_generic"
 
-bed_check_tools apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum
+bed_check_tools apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum \
+    gcc
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/softdev-guest.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
@@ -39,6 +43,8 @@ R="$TMP/root"
 bed_busybox_root "$R"
 bed_install_modules "$R" "$TMP/modlist" softdev
 bed_module_loader "$R" softdev
+# dm-crypt without dmsetup or udev (softdev.dmcrypt= below)
+gcc -std=gnu11 -O2 -Wall -static -o "$R/bin/dmcrypt-setup" "$DMCRYPT_SRC"
 
 # ---- /init -------------------------------------------------------------------
 cat >"$R/init" <<'EOF_INIT'
@@ -60,9 +66,10 @@ echo "SOFTDEV-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 load-modules
 
-MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP=
+MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP= DMCRYPT=
 for w in $(cat /proc/cmdline); do
     case "$w" in
+        softdev.dmcrypt=*) DMCRYPT=${w#*=} ;;
         softdev.mode=*)   MODE=${w#*=} ;;
         softdev.dev=*)    DEV=${w#*=} ;;
         softdev.rounds=*) ROUNDS=${w#*=} ;;
@@ -255,6 +262,19 @@ mode_pattern() {
     check_dmesg
     result
 }
+
+# softdev.dmcrypt=SECTOR_SIZE:HEXKEY: the mode runs on a dm-crypt
+# aes-xts-plain64 mapping (plain mode, no header) of softdev.dev
+if [ -n "$DMCRYPT" ]; then
+    wait_dev || { echo "SOFTDEV-RESULT FAIL errors=1 (no device $DEV)"; finish; }
+    if ! mapped=$(dmcrypt-setup sdcrypt "$DEV" "${DMCRYPT%%:*}" \
+                  "${DMCRYPT#*:}" 2>/tmp/dm.err); then
+        echo "SOFTDEV-RESULT FAIL errors=1 (dm-crypt: $(cat /tmp/dm.err))"
+        finish
+    fi
+    echo "SOFTDEV-DMCRYPT $DEV -> $mapped sector_size=${DMCRYPT%%:*}"
+    DEV=$mapped
+fi
 
 echo "SOFTDEV-READY mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)"
 case "$MODE" in
