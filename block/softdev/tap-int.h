@@ -72,6 +72,7 @@ struct SoftdevTapReq {
     int result;                 /* COMPLETE: 0 or -errno */
     uint64_t fwd_offset;        /* FORWARD */
     void *bounce;               /* the process's data (tap-io.c) */
+    size_t bounce_size;         /* for softdev_bounce_put() */
 
     QTAILQ_ENTRY(SoftdevTapReq) next;
     SoftdevTapReq *wake_next;
@@ -161,8 +162,6 @@ struct SoftdevTap {
     uint32_t nfree;
     SoftdevTapReq *wake_list;
     unsigned lower_inflight;
-    void *bounce_cache[64];     /* free small bounce buffers (tap-io.c) */
-    unsigned bounce_cached;
 
     /* Batching in an event-loop turn of s->ctx (softdev_tap_unlock) */
     unsigned turn_depth;        /* nested wake-ups */

@@ -99,44 +99,26 @@ static SoftdevTapReq *softdev_tap_find(SoftdevTap *s, uint64_t handle)
 /*
  * Bounce buffers, for a process's data that the request's coroutine uses
  * after the slot went back (a FORWARDed write's new data, a read's data
- * that came during its early read).  Small ones are kept for reuse: a
- * batch of requests allocating and freeing them would otherwise grow and
- * trim the heap every time (a brk() pair per request).
+ * that came during its early read), from the core's pool.
  */
-#define SOFTDEV_TAP_BOUNCE_SMALL    (64 * KiB)
-#define SOFTDEV_TAP_BOUNCE_KEEP     ARRAY_SIZE(((SoftdevTap *)0)->bounce_cache)
 
-/* A copy of @len bytes of @data.  Locked. */
-static void *softdev_tap_bounce_get(SoftdevTap *s, const uint8_t *data,
-                                    size_t len)
+/* @tr's bounce buffer: a copy of @len bytes of @data.  Locked. */
+static bool softdev_tap_bounce_get(SoftdevTap *s, SoftdevTapReq *tr,
+                                   const uint8_t *data, size_t len)
 {
-    void *b;
-
-    if (len > SOFTDEV_TAP_BOUNCE_SMALL) {
-        b = qemu_blockalign(s->bs, len);
-    } else if (s->bounce_cached) {
-        b = s->bounce_cache[--s->bounce_cached];
-    } else {
-        b = qemu_blockalign(s->bs, SOFTDEV_TAP_BOUNCE_SMALL);
+    tr->bounce = softdev_bounce_get(s->bs, len);
+    tr->bounce_size = len;
+    if (tr->bounce) {
+        memcpy(tr->bounce, data, len);
     }
-    memcpy(b, data, len);
-    return b;
+    return tr->bounce;
 }
 
 /* Done with @tr's bounce buffer, if any */
 static void softdev_tap_bounce_put(SoftdevTap *s, SoftdevTapReq *tr)
 {
-    void *b = tr->bounce;
-
+    softdev_bounce_put(s->bs, tr->bounce, tr->bounce_size);
     tr->bounce = NULL;
-    if (b && tr->req->bytes <= SOFTDEV_TAP_BOUNCE_SMALL) {
-        QEMU_LOCK_GUARD(&s->lock);
-        if (s->bounce_cached < SOFTDEV_TAP_BOUNCE_KEEP) {
-            s->bounce_cache[s->bounce_cached++] = b;
-            return;
-        }
-    }
-    qemu_vfree(b);
 }
 
 /* A REPLY: returns an error message or NULL.  Locked. */
@@ -177,8 +159,10 @@ const char *softdev_tap_got_reply(SoftdevTap *s, const SoftdevTapHeader *hdr,
             wire.bytes > s->lower_size - rep.offset) {
             return "forward beyond the end of the node below";
         }
-        if (rep.bytes) {
-            tr->bounce = softdev_tap_bounce_get(s, data, rep.bytes);
+        if (rep.bytes && !softdev_tap_bounce_get(s, tr, data, rep.bytes)) {
+            softdev_tap_decide(s, tr, SOFTDEV_TAP_VERDICT_COMPLETE, -ENOMEM,
+                               0);
+            return NULL;
         }
         softdev_tap_decide(s, tr, unchanged && promised ?
                            SOFTDEV_TAP_VERDICT_FORWARD_EARLY :
@@ -187,7 +171,9 @@ const char *softdev_tap_got_reply(SoftdevTap *s, const SoftdevTapHeader *hdr,
     }
     if (rep.bytes && tr->early == SOFTDEV_TAP_EARLY_RUNNING) {
         /* The early read still writes the buffer: copy after it ended */
-        tr->bounce = softdev_tap_bounce_get(s, data, rep.bytes);
+        if (!softdev_tap_bounce_get(s, tr, data, rep.bytes)) {
+            rep.result = -ENOMEM;
+        }
     } else if (rep.bytes) {
         qemu_iovec_from_buf(req->qiov, req->qiov_offset, data, rep.bytes);
     }

@@ -323,9 +323,6 @@ static void softdev_tap_close(BlockDriverState *bs)
     g_free(s->sbuf.data);
     g_free(s->rbuf.data);
     g_free(s->free_slots);
-    while (s->bounce_cached) {
-        qemu_vfree(s->bounce_cache[--s->bounce_cached]);
-    }
     qapi_free_SocketAddress(s->saddr);
     qemu_cond_destroy(&s->cond);
     qemu_mutex_destroy(&s->lock);

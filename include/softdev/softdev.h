@@ -207,6 +207,15 @@ int coroutine_fn GRAPH_RDLOCK
 softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req);
 
 /*
+ * A bounce buffer of at least @size bytes, page-aligned, or NULL if
+ * memory is short; give it back with softdev_bounce_put() and the same
+ * @size.  Buffers up to 1 MiB are kept for reuse by the node, so a
+ * request does not map and fault in a fresh buffer.  Any thread.
+ */
+void *softdev_bounce_get(BlockDriverState *bs, size_t size);
+void softdev_bounce_put(BlockDriverState *bs, void *buf, size_t size);
+
+/*
  * What a transforming soft device stores for bytes [@done, @done + @len)
  * of @req (a WRITE, or a WRITE_ZEROES without data): fill @buf with them.
  * Returns 0 or -errno.
