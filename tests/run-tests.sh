@@ -94,6 +94,8 @@ run_guest() {
 }
 
 run_xen() {
+    timeout 600 $PY "$SRC/tests/xen/test-xen-bed-fpu.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" &&
     timeout 600 $PY "$SRC/tests/xen/test-xen-softdev.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --bed-dir "$XEN_BED_DIR" &&
     timeout 600 $PY "$SRC/tests/xen/test-xen-net.py" \

@@ -60,13 +60,18 @@ DM_QMP_ARGS = ['-qmp', 'tcp:0.0.0.0:%d,server=on,wait=off' % DM_QMP_PORT]
 DOMU_NAME = 'xenbed-domu'
 
 # Xen's command line (the first word, the image name, is added by QEMU's
-# multiboot loader and skipped by Xen).  dom0 gets one vCPU: with two,
-# processes in dom0 under TCG now and then ran with a wrong FS base (TLS):
-# a busybox applet faulting on a TLS load, xl and xenstore clients
+# multiboot loader and skipped by Xen).  spec-ctrl=eager-fpu: Xen then
+# switches vector state with each vCPU rather than lazily through CR0.TS
+# and #NM, with which, under TCG, processes' vector stores now and then
+# ran with another vCPU's registers (the first bytes of 6 % of dom0's
+# 40 KiB memcpy()s wrong; test-xen-bed-fpu.py).  dom0 gets one vCPU: with
+# two, processes in dom0 under TCG now and then ran with a wrong FS base
+# (TLS): a busybox applet faulting on a TLS load, xl and xenstore clients
 # aborting on heap corruption, qemu-dm corrupting received packets.  With
 # one, none of that was seen (docs/xen.rst, The test bed).
 XEN_APPEND = ('console=com1 com1=115200,8n1 dom0_mem={dom0_mem}M,'
-              'max:{dom0_mem}M dom0_max_vcpus=1 loglvl=all guest_loglvl=all')
+              'max:{dom0_mem}M dom0_max_vcpus=1 spec-ctrl=eager-fpu '
+              'loglvl=all guest_loglvl=all')
 DOM0_APPEND = 'console=hvc0 earlyprintk=xen'
 DOMU_APPEND = 'console=hvc0'
 
