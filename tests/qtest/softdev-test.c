@@ -2,7 +2,8 @@
  * QMP tests of softdev's live graph control: softdev-insert above the
  * root node of a virtio-blk device (and below a format node and beside an
  * export), query-block / query-named-block-nodes / query-softdevs while
- * inserted, softdev-remove back to the original graph, and every error.
+ * inserted, softdev-remove back to the original graph, and every error;
+ * a transforming softdev-crypt added and plugged in over QMP.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -10,6 +11,7 @@
 #include "qemu/osdep.h"
 #include "libqtest.h"
 #include "qobject/qdict.h"
+#include "qobject/qjson.h"
 #include "qobject/qlist.h"
 
 /*
@@ -405,6 +407,70 @@ static void test_errors(void)
 }
 
 /*
+ * softdev-crypt over QMP: a secret, blockdev-add and device_add like any
+ * new disk; query-softdevs shows the cipher but never the key;
+ * softdev-insert refuses it; a bad key is refused with nothing added.
+ */
+static void test_crypt(void)
+{
+    /* 64 bytes, base64: the key must never come back */
+    static const char key64[] =
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"
+        "MDEyMzQ1Njc4OTo7PD0+Pw==";
+    QTestState *qts = qtest_init("-machine pc");
+    g_autoptr(GString) text = NULL;
+    QDict *resp, *entry;
+
+    qtest_qmp_assert_success(qts, "{'execute': 'object-add', 'arguments': {"
+        " 'qom-type': 'secret', 'id': 'k0', 'format': 'base64',"
+        " 'data': %s}}", key64);
+    qtest_qmp_assert_success(qts, "{'execute': 'object-add', 'arguments': {"
+        " 'qom-type': 'secret', 'id': 'short', 'data': 'too short'}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'null-co', 'node-name': 'disk0', 'size': 67108864}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'null-co', 'node-name': 'disk1', 'size': 67108864}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-crypt', 'node-name': 'c0', 'file': 'disk0',"
+        " 'key-secret': 'k0', 'sector-size': 4096, 'iv-offset': 16}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': {"
+        " 'driver': 'virtio-blk-pci', 'drive': 'c0', 'id': 'vd1'}}");
+
+    entry = softdev_entry(qts, "c0", NULL);
+    g_assert(entry);
+    g_assert_cmpstr(qdict_get_str(entry, "driver"), ==, "softdev-crypt");
+    g_assert_cmpstr(qdict_get_str(entry, "child"), ==, "disk0");
+    g_assert_false(qdict_get_bool(entry, "content-preserving"));
+    g_assert_cmpint(qdict_get_int(entry, "sector-size"), ==, 4096);
+    g_assert_cmpint(qdict_get_int(entry, "iv-offset"), ==, 16);
+    g_assert(strstr("vaes-avx2 aesni qcrypto",
+                    qdict_get_str(entry, "impl")));
+    text = qobject_to_json(QOBJECT(entry));
+    g_assert_null(strstr(text->str, key64));
+    g_assert_null(strstr(text->str, "AAECAwQF"));
+    qobject_unref(entry);
+
+    assert_qmp_error(qts, "changes the data it stores",
+        "{'execute': 'softdev-insert', 'arguments': {"
+        " 'driver': 'softdev-crypt', 'node-name': 'x', 'file': 'disk0',"
+        " 'key-secret': 'k0'}}");
+    assert_qmp_error(qts, "the key must be 64 bytes for aes-xts-256",
+        "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-crypt', 'node-name': 'x', 'file': 'disk1',"
+        " 'key-secret': 'short'}}");
+    assert_qmp_error(qts, "No secret with id 'gone'",
+        "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-crypt', 'node-name': 'x', 'file': 'disk1',"
+        " 'key-secret': 'gone'}}");
+    resp = qtest_qmp(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-crypt', 'node-name': 'x', 'file': 'disk1'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    g_assert_null(node_driver(qts, "x"));
+    qtest_quit(qts);
+}
+
+/*
  * softdev-xen-disk checks its configuration when it is created (it acts
  * only when a Xen guest's disk appears, which needs a real Xen: see
  * tests/xen).
@@ -480,6 +546,7 @@ int main(int argc, char **argv)
     qtest_add_func("/softdev/insert-all-parents", test_insert_all_parents);
     qtest_add_func("/softdev/trace-alert", test_trace_alert);
     qtest_add_func("/softdev/errors", test_errors);
+    qtest_add_func("/softdev/crypt", test_crypt);
     if (qtest_has_machine("xenpv")) {
         qtest_add_func("/softdev/xen-disk-object", test_xen_disk_object);
     }
