@@ -4,7 +4,9 @@
  * there is no ciphertext stealing.  The tweaks of up to eight units are
  * encrypted together, and each unit's blocks go through the rounds eight
  * (AES-NI) or sixteen (VAES, two per 256-bit register) at a time, which
- * keeps the AES units busy across their latency.
+ * keeps the AES units busy across their latency; each block's tweak
+ * steps on by x^8 or x^16 with one carry-less multiplication, not through
+ * a chain of doublings.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -43,8 +45,9 @@ void softdev_xts_wipe(SoftdevXts *x)
 
 #ifdef SOFTDEV_XTS_X86
 
-#define TGT_AES     __attribute__((target("aes,sse4.1")))
-#define TGT_VAES    __attribute__((target("aes,sse4.1,avx2,vaes")))
+#define TGT_AES     __attribute__((target("aes,pclmul,sse4.1")))
+#define TGT_VAES    \
+    __attribute__((target("aes,pclmul,sse4.1,avx2,vaes,vpclmulqdq")))
 #define INLINE      inline __attribute__((always_inline))
 /* The blocks in flight must live in registers: unroll their loops */
 #define UNROLL      _Pragma("GCC unroll 16")
@@ -52,10 +55,11 @@ void softdev_xts_wipe(SoftdevXts *x)
 SoftdevXtsImpl softdev_xts_best(void)
 {
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("aes")) {
+    if (!__builtin_cpu_supports("aes") || !__builtin_cpu_supports("pclmul")) {
         return SOFTDEV_XTS_NONE;
     }
-    if (__builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx2")) {
+    if (__builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("vpclmulqdq")) {
         return SOFTDEV_XTS_VAES;
     }
     return SOFTDEV_XTS_AESNI;
@@ -147,14 +151,38 @@ static INLINE TGT_AES __m128i mul_alpha(__m128i t)
     return _mm_xor_si128(_mm_add_epi32(t, t), carry);
 }
 
-/* The same in each 128-bit lane */
-static INLINE TGT_VAES __m256i mul_alpha_x2(__m256i t)
+/*
+ * Multiply by x^@k (1 <= @k <= 63): shift left by @k bits, and reduce
+ * the @k bits shifted out with one carry-less multiplication by 0x87
+ * (its product has fewer than 128 bits).  Each tweak steps on by itself,
+ * so the tweaks of the blocks in flight are no chain of dependent
+ * doublings.
+ */
+static INLINE TGT_AES __m128i mul_alpha_k(__m128i t, int k)
 {
-    __m256i carry = _mm256_shuffle_epi32(_mm256_srai_epi32(t, 31), 0x93);
+    __m128i shifted = _mm_or_si128(_mm_slli_epi64(t, k),
+                                   _mm_srli_epi64(_mm_slli_si128(t, 8),
+                                                  64 - k));
+    __m128i out = _mm_srli_epi64(_mm_srli_si128(t, 8), 64 - k);
 
-    carry = _mm256_and_si256(carry,
-                             _mm256_set_epi32(1, 1, 1, 0x87, 1, 1, 1, 0x87));
-    return _mm256_xor_si256(_mm256_add_epi32(t, t), carry);
+    return _mm_xor_si128(shifted,
+                         _mm_clmulepi64_si128(out, _mm_set_epi64x(0, 0x87),
+                                              0x00));
+}
+
+/*
+ * The same in each 128-bit lane.
+ */
+static INLINE TGT_VAES __m256i mul_alpha_k_x2(__m256i t, int k)
+{
+    __m256i low_up = _mm256_bslli_epi128(t, 8);
+    __m256i shifted = _mm256_or_si256(_mm256_slli_epi64(t, k),
+                                      _mm256_srli_epi64(low_up, 64 - k));
+    __m256i out = _mm256_srli_epi64(_mm256_bsrli_epi128(t, 8), 64 - k);
+
+    return _mm256_xor_si256(shifted,
+        _mm256_clmulepi64_epi128(out, _mm256_set_epi64x(0, 0x87, 0, 0x87),
+                                 0x00));
 }
 
 /* The initial tweaks of @n <= XTS_UNITS units, numbered from @tweak */
@@ -202,16 +230,20 @@ static INLINE TGT_AES void unit_aesni(const __m128i *rk, bool enc, __m128i t,
                                       const uint8_t *in, uint8_t *out,
                                       size_t len)
 {
+    __m128i tw[8];
     size_t i = 0;
+    int j, r;
 
+    tw[0] = t;
+    UNROLL
+    for (j = 1; j < 8; j++) {
+        tw[j] = mul_alpha_k(t, j);
+    }
     for (; i + 8 * SOFTDEV_XTS_BLOCK <= len; i += 8 * SOFTDEV_XTS_BLOCK) {
-        __m128i tw[8], b[8];
-        int j, r;
+        __m128i b[8];
 
         UNROLL
         for (j = 0; j < 8; j++) {
-            tw[j] = t;
-            t = mul_alpha(t);
             b[j] = _mm_loadu_si128((const __m128i *)(in + i + 16 * j));
             b[j] = _mm_xor_si128(_mm_xor_si128(b[j], tw[j]), rk[0]);
         }
@@ -229,8 +261,10 @@ static INLINE TGT_AES void unit_aesni(const __m128i *rk, bool enc, __m128i t,
                          _mm_aesdeclast_si128(b[j], rk[XTS_ROUNDS]);
             _mm_storeu_si128((__m128i *)(out + i + 16 * j),
                              _mm_xor_si128(b[j], tw[j]));
+            tw[j] = mul_alpha_k(tw[j], 8);          /* 8 blocks on */
         }
     }
+    t = tw[0];
     for (; i < len; i += SOFTDEV_XTS_BLOCK) {
         t = block(rk, enc, t, in + i, out + i);
     }
@@ -264,18 +298,21 @@ static INLINE TGT_VAES void unit_vaes(const __m128i *rk, const __m256i *rk2,
                                       const uint8_t *in, uint8_t *out,
                                       size_t len)
 {
-    /* Low lane: block 2k's tweak, high lane: block 2k+1's */
-    __m256i tt = _mm256_set_m128i(mul_alpha(t), t);
+    /* tw[j]: low lane block 2j's tweak, high lane block 2j+1's */
+    __m256i tw[8];
     size_t i = 0;
+    int j, r;
 
+    tw[0] = _mm256_set_m128i(mul_alpha(t), t);
+    UNROLL
+    for (j = 1; j < 8; j++) {
+        tw[j] = mul_alpha_k_x2(tw[0], 2 * j);
+    }
     for (; i + 16 * SOFTDEV_XTS_BLOCK <= len; i += 16 * SOFTDEV_XTS_BLOCK) {
-        __m256i tw[8], b[8];
-        int j, r;
+        __m256i b[8];
 
         UNROLL
         for (j = 0; j < 8; j++) {
-            tw[j] = tt;
-            tt = mul_alpha_x2(mul_alpha_x2(tt));
             b[j] = _mm256_loadu_si256((const __m256i *)(in + i + 32 * j));
             b[j] = _mm256_xor_si256(_mm256_xor_si256(b[j], tw[j]), rk2[0]);
         }
@@ -293,9 +330,10 @@ static INLINE TGT_VAES void unit_vaes(const __m128i *rk, const __m256i *rk2,
                          _mm256_aesdeclast_epi128(b[j], rk2[XTS_ROUNDS]);
             _mm256_storeu_si256((__m256i *)(out + i + 32 * j),
                                 _mm256_xor_si256(b[j], tw[j]));
+            tw[j] = mul_alpha_k_x2(tw[j], 16);      /* 16 blocks on */
         }
     }
-    t = _mm256_castsi256_si128(tt);
+    t = _mm256_castsi256_si128(tw[0]);
     for (; i < len; i += SOFTDEV_XTS_BLOCK) {
         t = block(rk, enc, t, in + i, out + i);
     }

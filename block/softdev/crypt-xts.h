@@ -2,7 +2,8 @@
  * AES-256-XTS for softdev-crypt: IEEE 1619 XTS over whole data units
  * (sectors), each unit's tweak its 64-bit number in little endian, as
  * dm-crypt's aes-xts-plain64.  The implementations use the CPU's AES
- * instructions (AES-NI, or VAES on 256-bit vectors); without them
+ * instructions (AES-NI with PCLMULQDQ, or VAES with VPCLMULQDQ on 256-bit
+ * vectors); without them
  * softdev_xts_setkey() fails and softdev-crypt uses QEMU's crypto layer.
  * Plain C with no QEMU headers, so unit tests and the benchmark build it
  * alone.
