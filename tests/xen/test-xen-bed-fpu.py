@@ -41,18 +41,7 @@ xenbed_pre() {
     rc=$?
     dump /tmp/xl-second.log xl-second
     [ $rc -eq 0 ] || return 1
-    { f=/var/log/xen/console/guest-%(second)s.log; i=0
-      while [ ! -f $f ] && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
-      exec 4<$f
-      while :; do
-          if IFS= read -r line <&4; then
-              echo "[second] $line"
-          elif [ -f /tmp/stop ]; then
-              break
-          else
-              usleep 200000
-          fi
-      done; } &
+    { follow_console /var/log/xen/console/guest-%(second)s.log second & }
     # dom0's own check, once the domUs are busy
     { sleep 5; /job/memcpy-check %(secs)d | sed 's/^/[dom0] /'; } &
     DOM0_CHECK=$!

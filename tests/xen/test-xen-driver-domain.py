@@ -72,22 +72,6 @@ def domu_config():
 # domU's disk opens); then, once the domU does I/O, destroy it and create
 # it again under a new name (a fresh console log).
 DOM0_SCRIPT = r'''
-# devd_follow N: copy driver domain N's console log to ours, as [devdN]
-devd_follow() {
-    f=/var/log/xen/console/guest-%(devd)s-$1.log
-    i=0
-    while [ ! -f $f ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
-    exec 4<$f || return
-    while :; do
-        if IFS= read -r line <&4; then
-            echo "[devd$1] $line"
-        elif [ -f /tmp/stop ]; then
-            return
-        else
-            usleep 200000
-        fi
-    done
-}
 # devd_create N: create driver domain N, wait until its device listens
 devd_create() {
     truncate -s 1M /tmp/devd.img
@@ -95,7 +79,7 @@ devd_create() {
     rc=$?
     dump /tmp/xl-devd.log xl-devd
     [ $rc -eq 0 ] || return 1
-    { devd_follow $1 & }
+    { follow_console /var/log/xen/console/guest-%(devd)s-$1.log devd$1 & }
     i=0
     while ! grep -q XENBED-DEVD-LISTENING \
             /var/log/xen/console/guest-%(devd)s-$1.log 2>/dev/null; do

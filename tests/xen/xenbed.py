@@ -381,6 +381,33 @@ domain_gone() {
     done
     return 0
 }
+# follow_console FILE PREFIX: copy a domain's console log FILE to ours as
+# it grows, each line prefixed with [PREFIX], with shell builtins only (a
+# busybox "tail -f | sed" pipeline was seen to die at once, with a
+# segfault of the re-executed busybox, now and then).  Touching /tmp/stop
+# makes it copy what is left and end.
+follow_console() {
+    i=0
+    while [ ! -f "$1" ] && [ $i -lt 300 ]; do
+        usleep 100000
+        i=$((i + 1))
+    done
+    exec 3<"$1" || return
+    part=
+    while :; do
+        if IFS= read -r line <&3; then
+            echo "[$2] $part$line"
+            part=
+        else
+            part="$part$line"
+            if [ -f /tmp/stop ]; then
+                [ -z "$part" ] || echo "[$2] $part"
+                return
+            fi
+            usleep 200000
+        fi
+    done
+}
 xenbed_pre() { :; }
 xenbed_post() { :; }
 # ---- test-specific part (may define xenbed_pre and xenbed_post) ----
@@ -416,33 +443,7 @@ if [ $rc -ne 0 ]; then
     dump /var/log/xen/xl-$NAME.log xl
     exit 3
 fi
-# Copy the domU's console log to ours as it grows, with shell builtins only
-# (a busybox "tail -f | sed" pipeline was seen to die at once, with a
-# segfault of the re-executed busybox, now and then).  Touching /tmp/stop
-# makes it copy what is left and end.
-follow_log() {
-    i=0
-    while [ ! -f "$LOG" ] && [ $i -lt 300 ]; do
-        usleep 100000
-        i=$((i + 1))
-    done
-    exec 3<"$LOG" || return
-    part=
-    while :; do
-        if IFS= read -r line <&3; then
-            echo "[domU] $part$line"
-            part=
-        else
-            part="$part$line"
-            if [ -f /tmp/stop ]; then
-                [ -z "$part" ] || echo "[domU] $part"
-                return
-            fi
-            usleep 200000
-        fi
-    done
-}
-follow_log &
+follow_console "$LOG" domU &
 FOLLOW=$!
 t=0
 until domain_gone "$NAME"; do
