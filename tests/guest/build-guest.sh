@@ -24,6 +24,9 @@ bed_exit_if_current "$OUT/vmlinuz" "$OUT/initrd.img"
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev
 virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4
 dm_mod dm_crypt ecb xts aes_generic"
+# mkfs.ext4 and e2fsck for softdev.mode=fs (busybox has only ext2's
+# mke2fs), with the libraries they link
+FSPKGS="e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 libss2 libc6"
 
 bed_check_tools apt-get apt-cache dpkg-deb depmod modprobe cpio gzip sha256sum \
     gcc
@@ -32,7 +35,8 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/softdev-guest.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
 bed_pick_kernel
-bed_download "$KPKG" busybox-static
+# shellcheck disable=SC2086
+bed_download "$KPKG" busybox-static $FSPKGS
 KDEB_VER=$(dpkg-deb -f "$(bed_deb_of "$KPKG")" Version)
 BDEB_VER=$(dpkg-deb -f "$(bed_deb_of busybox-static)" Version)
 bed_unpack_kernel_busybox
@@ -43,6 +47,23 @@ R="$TMP/root"
 bed_busybox_root "$R"
 bed_install_modules "$R" "$TMP/modlist" softdev
 bed_module_loader "$R" softdev
+# ext4 tools from Debian: the two programs, the libraries, the loader
+for p in $FSPKGS; do
+    dpkg-deb -x "$(bed_deb_of "$p")" "$TMP/fs"
+done
+mkdir -p "$R/usr/sbin" "$R/etc"
+cp "$TMP/fs/sbin/mke2fs" "$R/usr/sbin/mkfs.ext4"
+cp "$TMP/fs/sbin/e2fsck" "$R/usr/sbin/e2fsck"
+cp "$TMP/fs/etc/mke2fs.conf" "$R/etc/mke2fs.conf"
+rm -rf "$TMP/fs/lib/x86_64-linux-gnu/gconv" \
+       "$TMP/fs/usr/lib/x86_64-linux-gnu/gconv"
+for d in lib lib64 usr/lib; do
+    [ -d "$TMP/fs/$d" ] && cp -a "$TMP/fs/$d/." "$R/$d/"
+done
+# (the binaries run on the host too: same Debian)
+"$R/usr/sbin/mkfs.ext4" -V >/dev/null 2>&1 ||
+    LD_LIBRARY_PATH="$R/lib/x86_64-linux-gnu" "$R/usr/sbin/mkfs.ext4" -V \
+        >/dev/null 2>&1 || bed_die "mkfs.ext4 from $FSPKGS does not run"
 # dm-crypt without dmsetup or udev (softdev.dmcrypt= below)
 gcc -std=gnu11 -O2 -Wall -static -o "$R/bin/dmcrypt-setup" "$DMCRYPT_SRC"
 
@@ -51,7 +72,8 @@ cat >"$R/init" <<'EOF_INIT'
 #!/bin/sh
 # softdev guest /init: load virtio modules, then run the test selected by
 # softdev.mode= on the kernel command line (verify, pattern, pattern-check,
-# shell) and report on the console with SOFTDEV-* marker lines.
+# fs, fs-check, shell) and report on the console with SOFTDEV-* marker
+# lines.
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -276,11 +298,58 @@ if [ -n "$DMCRYPT" ]; then
     DEV=$mapped
 fi
 
+# mode_fs WRITE(1|0): with 1, make ext4 on DEV and write MIB files of
+# random data and their MD5SUMS; then (both) e2fsck -fn the unmounted file
+# system, mount it again and check every file against MD5SUMS.
+mode_fs() {
+    wait_dev || { echo "SOFTDEV-RESULT FAIL errors=1 (no device $DEV)"; return; }
+    ROUNDS=1
+    mkdir -p /mnt/fs
+    if [ "$1" = 1 ]; then
+        mkfs.ext4 -q -F "$DEV" >/tmp/mkfs.log 2>&1 || {
+            echo "SOFTDEV-RESULT FAIL errors=1 (mkfs.ext4: $(head -n 1 /tmp/mkfs.log))"
+            return; }
+        mount -t ext4 "$DEV" /mnt/fs || {
+            echo "SOFTDEV-RESULT FAIL errors=1 (mount after mkfs)"; return; }
+        i=0
+        while [ $i -lt "$MIB" ]; do
+            dd if=/dev/urandom of=/mnt/fs/f$i bs=$MB count=1 status=none
+            i=$((i + 1))
+        done
+        (cd /mnt/fs && md5sum f* >MD5SUMS)
+        umount /mnt/fs || ERRORS=$((ERRORS + 1))
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+    if e2fsck -fn "$DEV" >/tmp/fsck.log 2>&1; then
+        echo "SOFTDEV-FSCK clean"
+    else
+        echo "SOFTDEV-FSCK FAIL $(tail -n 1 /tmp/fsck.log)"
+        ERRORS=$((ERRORS + 1))
+    fi
+    if mount -t ext4 -o ro "$DEV" /mnt/fs; then
+        if (cd /mnt/fs && md5sum -c MD5SUMS >/tmp/md5.log 2>&1); then
+            echo "SOFTDEV-FS files=$(wc -l </mnt/fs/MD5SUMS) ok"
+        else
+            echo "SOFTDEV-MISMATCH fs $(grep -v ': OK$' /tmp/md5.log | head -n 1)"
+            ERRORS=$((ERRORS + 1))
+        fi
+        umount /mnt/fs
+    else
+        echo "SOFTDEV-MISMATCH fs: cannot mount"
+        ERRORS=$((ERRORS + 1))
+    fi
+    check_dmesg
+    result
+}
+
 echo "SOFTDEV-READY mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)"
 case "$MODE" in
     verify)        mode_verify ;;
     pattern)       mode_pattern 1 ;;
     pattern-check) mode_pattern 0 ;;
+    fs)            mode_fs 1 ;;
+    fs-check)      mode_fs 0 ;;
     shell)
         echo "SOFTDEV-SHELL (exit the shell to power off)"
         setsid cttyhack sh -l || sh
