@@ -179,10 +179,18 @@ static void test_units(SoftdevXtsImpl impl, SoftdevXtsImpl ref_impl)
     free(b);
 }
 
-/* One data unit through the kernel's xts(aes); false if unavailable */
-static bool kernel_xts(int tfm, bool enc, uint64_t tweak, const uint8_t *in,
-                       uint8_t *out, size_t len)
+/*
+ * A reference AES-256-XTS: one data unit of @len bytes with tweak @tweak,
+ * under the key of @ctx; false if it failed
+ */
+typedef bool RefXts(const void *ctx, bool enc, uint64_t tweak,
+                    const uint8_t *in, uint8_t *out, size_t len);
+
+/* RefXts through the kernel's xts(aes): @ctx is the bound AF_ALG socket */
+static bool kernel_xts(const void *ctx, bool enc, uint64_t tweak,
+                       const uint8_t *in, uint8_t *out, size_t len)
 {
+    int tfm = *(const int *)ctx;
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(uint32_t)) +
@@ -226,8 +234,8 @@ static bool kernel_xts(int tfm, bool enc, uint64_t tweak, const uint8_t *in,
     return ok;
 }
 
-/* One data unit through OpenSSL's aes-256-xts */
-static bool openssl_xts(const uint8_t *key, bool enc, uint64_t tweak,
+/* RefXts through OpenSSL's aes-256-xts: @ctx is the key */
+static bool openssl_xts(const void *key, bool enc, uint64_t tweak,
                         const uint8_t *in, uint8_t *out, size_t len)
 {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
@@ -246,26 +254,35 @@ static bool openssl_xts(const uint8_t *key, bool enc, uint64_t tweak,
 static const size_t ref_units[] = { 512, 4096 };
 static const uint64_t ref_tweaks[] = { 0, 1, 0x123456789, UINT64_MAX };
 
-static void test_openssl(SoftdevXtsImpl impl)
+/* @impl against @ref (whose key is @key) both ways, both unit sizes */
+static void test_against(SoftdevXtsImpl impl, const uint8_t *key,
+                         RefXts *ref, const void *ctx, unsigned seed)
 {
-    uint8_t key[64], pt[4096], mine[4096], theirs[4096];
+    uint8_t pt[4096], mine[4096], theirs[4096];
     size_t u, t;
     SoftdevXts x;
 
-    fill(key, sizeof(key), 5);
     CHECK(softdev_xts_setkey(&x, key, impl));
     for (u = 0; u < 2; u++) {
         for (t = 0; t < sizeof(ref_tweaks) / sizeof(ref_tweaks[0]); t++) {
             size_t n = ref_units[u];
 
-            fill(pt, n, 6 + t);
+            fill(pt, n, seed + t);
             softdev_xts_encrypt(&x, ref_tweaks[t], n, pt, mine, n);
-            CHECK(openssl_xts(key, true, ref_tweaks[t], pt, theirs, n));
+            CHECK(ref(ctx, true, ref_tweaks[t], pt, theirs, n));
             CHECK(!memcmp(mine, theirs, n));
-            CHECK(openssl_xts(key, false, ref_tweaks[t], mine, theirs, n));
+            CHECK(ref(ctx, false, ref_tweaks[t], mine, theirs, n));
             CHECK(!memcmp(pt, theirs, n));
         }
     }
+}
+
+static void test_openssl(SoftdevXtsImpl impl)
+{
+    uint8_t key[64];
+
+    fill(key, sizeof(key), 5);
+    test_against(impl, key, openssl_xts, key, 6);
 }
 
 static void test_kernel(SoftdevXtsImpl impl)
@@ -274,10 +291,8 @@ static void test_kernel(SoftdevXtsImpl impl)
         .salg_family = AF_ALG, .salg_type = "skcipher",
         .salg_name = "xts(aes)",
     };
-    uint8_t key[64], pt[4096], mine[4096], theirs[4096];
     int tfm = socket(AF_ALG, SOCK_SEQPACKET, 0);
-    size_t u, t;
-    SoftdevXts x;
+    uint8_t key[64];
 
     if (tfm < 0 || bind(tfm, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         printf("crypt-xts-test: no AF_ALG xts(aes) here (%s): kernel "
@@ -289,19 +304,7 @@ static void test_kernel(SoftdevXtsImpl impl)
     }
     fill(key, sizeof(key), 3);
     CHECK(setsockopt(tfm, SOL_ALG, ALG_SET_KEY, key, sizeof(key)) == 0);
-    CHECK(softdev_xts_setkey(&x, key, impl));
-    for (u = 0; u < 2; u++) {
-        for (t = 0; t < sizeof(ref_tweaks) / sizeof(ref_tweaks[0]); t++) {
-            size_t n = ref_units[u];
-
-            fill(pt, n, 4 + t);
-            softdev_xts_encrypt(&x, ref_tweaks[t], n, pt, mine, n);
-            CHECK(kernel_xts(tfm, true, ref_tweaks[t], pt, theirs, n));
-            CHECK(!memcmp(mine, theirs, n));
-            CHECK(kernel_xts(tfm, false, ref_tweaks[t], mine, theirs, n));
-            CHECK(!memcmp(pt, theirs, n));
-        }
-    }
+    test_against(impl, key, kernel_xts, &tfm, 4);
     close(tfm);
 }
 
