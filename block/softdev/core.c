@@ -17,12 +17,12 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
-#include "qemu/memalign.h"
 #include "qemu/option.h"
 #include "qemu/queue.h"
 #include "qemu/stats64.h"
 #include "qemu/timer.h"
 #include "softdev/softdev.h"
+#include "bounce.h"
 #include "trace/trace-block_softdev.h"
 
 /*
@@ -54,25 +54,6 @@ typedef struct SoftdevAlert {
     QSIMPLEQ_ENTRY(SoftdevAlert) next;
 } SoftdevAlert;
 
-/*
- * Bounce buffers are kept for reuse in two size classes: a fresh large
- * buffer is mapped anew and faults in page by page, which costs more than
- * the cipher on some machines (a nested VM: 3 ms per MiB).  The most a
- * node keeps is 64 x 64 KiB + 16 x 1 MiB.
- */
-#define SOFTDEV_BOUNCE_CLASSES  2
-static const size_t softdev_bounce_size[SOFTDEV_BOUNCE_CLASSES] = {
-    64 * KiB, 1 * MiB,
-};
-static const unsigned softdev_bounce_keep[SOFTDEV_BOUNCE_CLASSES] = {
-    64, 16,
-};
-
-typedef struct SoftdevBouncePool {
-    void *free[64];
-    unsigned n;
-} SoftdevBouncePool;
-
 /* bs->opaque of every soft-device node */
 typedef struct SoftdevState {
     SoftdevDriver *sd;
@@ -86,9 +67,7 @@ typedef struct SoftdevState {
     QSIMPLEQ_HEAD(, SoftdevAlert) alert_queue;
     QEMUBH *alert_bh;
 
-    /* Free bounce buffers (softdev_bounce_get()), any thread */
-    QemuMutex bounce_lock;
-    SoftdevBouncePool bounce[SOFTDEV_BOUNCE_CLASSES];
+    SoftdevBouncePool bounce;   /* softdev_bounce_get() */
 } SoftdevState;
 
 static void softdev_alert_bh(void *opaque);
@@ -208,101 +187,18 @@ softdev_co_forward(BlockDriverState *bs, SoftdevRequest *req)
     }
 }
 
-/* The size class of a bounce buffer of @size bytes, or -1: not kept */
-static int softdev_bounce_class(size_t size)
-{
-    int c;
-
-    for (c = 0; c < SOFTDEV_BOUNCE_CLASSES; c++) {
-        if (size <= softdev_bounce_size[c]) {
-            return c;
-        }
-    }
-    return -1;
-}
-
 void *softdev_bounce_get(BlockDriverState *bs, size_t size)
 {
     SoftdevState *s = bs->opaque;
-    int c = softdev_bounce_class(size);
 
-    if (c >= 0) {
-        SoftdevBouncePool *p = &s->bounce[c];
-
-        WITH_QEMU_LOCK_GUARD(&s->bounce_lock) {
-            if (p->n) {
-                return p->free[--p->n];
-            }
-        }
-        size = softdev_bounce_size[c];
-    }
-    /* Page alignment satisfies any node's memory alignment (O_DIRECT) */
-    return qemu_try_memalign(qemu_real_host_page_size(), size);
+    return softdev_bounce_pool_get(&s->bounce, size);
 }
 
 void softdev_bounce_put(BlockDriverState *bs, void *buf, size_t size)
 {
     SoftdevState *s = bs->opaque;
-    int c = softdev_bounce_class(size);
 
-    if (buf && c >= 0) {
-        SoftdevBouncePool *p = &s->bounce[c];
-
-        WITH_QEMU_LOCK_GUARD(&s->bounce_lock) {
-            if (p->n < softdev_bounce_keep[c]) {
-                p->free[p->n++] = buf;
-                return;
-            }
-        }
-    }
-    qemu_vfree(buf);
-}
-
-/* Free the kept bounce buffers */
-static void softdev_bounce_drop(SoftdevState *s)
-{
-    int c;
-
-    for (c = 0; c < SOFTDEV_BOUNCE_CLASSES; c++) {
-        while (s->bounce[c].n) {
-            qemu_vfree(s->bounce[c].free[--s->bounce[c].n]);
-        }
-    }
-}
-
-int coroutine_fn GRAPH_RDLOCK
-softdev_co_write_bounced(BlockDriverState *bs, SoftdevRequest *req,
-                         SoftdevNextFn *next, size_t chunk,
-                         SoftdevFillFn *fill)
-{
-    size_t size = MIN(req->bytes, chunk), len;
-    uint8_t *buf = softdev_bounce_get(bs, size);
-    int64_t done;
-    int ret = 0;
-
-    if (!buf) {
-        return -ENOMEM;
-    }
-    for (done = 0; done < req->bytes && ret >= 0; done += len) {
-        QEMUIOVector qiov;
-        SoftdevRequest w = {
-            .op = SOFTDEV_OP_WRITE,
-            .offset = req->offset + done,
-            .qiov = &qiov,
-            /* What is stored is not zeroes: nothing below may unmap */
-            .flags = req->flags & ~BDRV_REQ_MAY_UNMAP,
-        };
-
-        len = MIN(req->bytes - done, chunk);
-        ret = fill(bs, req, done, buf, len);
-        if (ret >= 0) {
-            w.bytes = len;
-            qemu_iovec_init_buf(&qiov, buf, len);
-            ret = next(bs, &w);
-        }
-    }
-    softdev_bounce_put(bs, buf, size);
-    return ret;
+    softdev_bounce_pool_put(&s->bounce, buf, size);
 }
 
 /* The one path every request of every soft device takes. */
@@ -505,7 +401,7 @@ static int softdev_open(BlockDriverState *bs, QDict *options, int flags,
     qemu_mutex_init(&s->alert_lock);
     QSIMPLEQ_INIT(&s->alert_queue);
     s->alert_bh = aio_bh_new(qemu_get_aio_context(), softdev_alert_bh, bs);
-    qemu_mutex_init(&s->bounce_lock);
+    softdev_bounce_pool_init(&s->bounce);
     if (sd->opts) {
         opts = qemu_opts_create(sd->opts, NULL, 0, &error_abort);
         if (!qemu_opts_absorb_qdict(opts, options, errp)) {
@@ -563,8 +459,7 @@ out:
         softdev_alert_bh(bs);
         qemu_bh_delete(s->alert_bh);
         qemu_mutex_destroy(&s->alert_lock);
-        softdev_bounce_drop(s);
-        qemu_mutex_destroy(&s->bounce_lock);
+        softdev_bounce_pool_destroy(&s->bounce);
     }
     return ret;
 }
@@ -679,8 +574,7 @@ static void softdev_close(BlockDriverState *bs)
     softdev_alert_bh(bs);       /* what is still pending */
     qemu_bh_delete(s->alert_bh);
     qemu_mutex_destroy(&s->alert_lock);
-    softdev_bounce_drop(s);
-    qemu_mutex_destroy(&s->bounce_lock);
+    softdev_bounce_pool_destroy(&s->bounce);
 }
 
 void softdev_register(SoftdevDriver *sd)
