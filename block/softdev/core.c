@@ -619,6 +619,9 @@ void softdev_register(SoftdevDriver *sd)
         /* The block layer's fallback: zeroed buffers, as WRITEs */
         drv->bdrv_co_pwrite_zeroes = NULL;
     }
+    if (sd->owns_layout) {
+        softdev_format_init(sd, drv);
+    }
     bdrv_register(drv);
 }
 

@@ -1,7 +1,8 @@
 /*
  * softdev QMP commands: softdev-insert puts a content-preserving soft
  * device above a node in use, softdev-remove takes one out again, and
- * query-softdevs lists soft-device nodes with their users and statistics.
+ * query-softdevs lists soft-device nodes with their users and statistics,
+ * softdev-compact reclaims the space of dead data in an image.
  * Graph changes happen in drained sections under the graph write lock.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -269,6 +270,36 @@ SoftdevInfoList *qmp_query_softdevs(Error **errp)
         QAPI_LIST_APPEND(tail, info);
     }
     return head;
+}
+
+SoftdevCompactResult * coroutine_fn qmp_softdev_compact(const char *node_name,
+                                                      Error **errp)
+{
+    g_autoptr(SoftdevCompactResult) res = g_new0(SoftdevCompactResult, 1);
+    BlockDriverState *bs = bdrv_find_node(node_name);
+    SoftdevDriver *sd = softdev_driver(bs);
+    AioContext *old_ctx;
+    int ret;
+
+    if (!bs) {
+        error_setg(errp, "Node '%s' not found", node_name);
+        return NULL;
+    }
+    if (!sd || !sd->co_compact) {
+        error_setg(errp, "Node '%s' is not a soft device that compacts "
+                   "(softdev-compress)", node_name);
+        return NULL;
+    }
+    bdrv_ref(bs);
+    old_ctx = bdrv_co_enter(bs);
+    bdrv_inc_in_flight(bs);
+    WITH_GRAPH_RDLOCK_GUARD() {
+        ret = sd->co_compact(bs, res, errp);
+    }
+    bdrv_dec_in_flight(bs);
+    bdrv_co_leave(bs, old_ctx);
+    bdrv_co_unref(bs);
+    return ret < 0 ? NULL : g_steal_pointer(&res);
 }
 
 /* This file is linked into the programs that have QMP */

@@ -180,6 +180,42 @@ struct SoftdevDriver {
     /* Fill the driver-specific part of a query-softdevs entry. */
     void (*query)(BlockDriverState *bs, SoftdevInfo *info);
 
+    /*
+     * A soft device that owns its child's layout: an image format of its
+     * own (softdev-compress), which the block layer treats as a format
+     * driver and qemu-img creates, checks, amends and describes
+     * (block/softdev/format.c).  Opens from an image with "-f NAME".
+     */
+    bool owns_layout;
+    /* Recognise an image by its first bytes (a score, as bdrv_probe) */
+    int (*probe)(const uint8_t *buf, int buf_size, const char *filename);
+    /*
+     * qemu-img create: the core creates the file with the protocol's
+     * options of @create_opts and calls co_create with it open read-write
+     * and empty, to write a fresh image.
+     */
+    QemuOptsList *create_opts;
+    int coroutine_fn (*co_create)(BlockBackend *blk, QemuOpts *opts,
+                                  Error **errp);
+    /* qemu-img check [-r], as BlockDriver.bdrv_co_check */
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_check)(BlockDriverState *bs,
+                                                  BdrvCheckResult *res,
+                                                  BdrvCheckMode fix);
+    /* qemu-img amend -o ... (in a coroutine) */
+    QemuOptsList *amend_opts;
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_amend)(BlockDriverState *bs,
+                                                  QemuOpts *opts, bool force,
+                                                  Error **errp);
+    /* qemu-img info: the cluster size, and the format specific part */
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_get_info)(BlockDriverState *bs,
+                                                     BlockDriverInfo *bdi);
+    ImageInfoSpecific *GRAPH_RDLOCK_PTR (*get_specific_info)(
+        BlockDriverState *bs, Error **errp);
+    /* softdev-compact: reclaim the space of dead data, online */
+    int coroutine_fn GRAPH_RDLOCK_PTR (*co_compact)(BlockDriverState *bs,
+                                                    SoftdevCompactResult *res,
+                                                    Error **errp);
+
     /* Private to the core: the BlockDriver made from this description. */
     BlockDriver bdrv;
 };
@@ -267,6 +303,9 @@ bool softdev_layer_check(BlockdevOptions *options, bool need_preserving,
                          Error **errp);
 void softdev_layer_inherit(BlockdevOptions *options, BlockDriverState *below,
                            bool read_only);
+
+/* Fill the BlockDriver of a soft device that owns its layout (format.c) */
+void softdev_format_init(SoftdevDriver *sd, BlockDriver *drv);
 
 /* Fill a query-softdevs entry for @bs (the core's part and the driver's). */
 SoftdevInfo *softdev_query_node(BlockDriverState *bs);

@@ -1,0 +1,851 @@
+/*
+ * The log-structured image engine (slog.h): map, segments, log batches,
+ * checkpoints, replay and compaction.  docs/specs/softdev-compress.rst
+ * describes the format and why each step is in the order it is.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/bitmap.h"
+#include "qemu/bswap.h"
+#include "qemu/memalign.h"
+#include "system/block-backend.h"
+#include "softdev/softdev.h"
+#include "slog.h"
+#include "trace/trace-block_softdev.h"
+
+/* Log bytes after which a write runs a checkpoint (bounds replay time) */
+#define SLOG_CHECKPOINT_LOG     (32 * MiB)
+/* Compaction moves the records of segments at most this full */
+#define SLOG_COMPACT_LIVE(seg)  ((seg) / 4 * 3)
+#define SLOG_IO_CHUNK           (1 * MiB)
+
+static bool slog_entry_valid(uint64_t e)
+{
+    return e && e != SLOG_ENTRY_BAD;
+}
+
+static void slog_segs_grow(Slog *s, uint64_t nb)
+{
+    if (nb > s->segs_alloc) {
+        uint64_t n = MAX(nb, s->segs_alloc * 2);
+
+        s->segs = g_renew(SlogSegment, s->segs, n);
+        memset(s->segs + s->segs_alloc, 0,
+               (n - s->segs_alloc) * sizeof(*s->segs));
+        s->segs_alloc = n;
+    }
+}
+
+/* @delta: +1 when the map starts referring to @e, -1 when it stops */
+static void slog_account(Slog *s, uint64_t e, int delta)
+{
+    SlogSegment *seg;
+    uint32_t size = slog_entry_size(e);
+
+    if (!slog_entry_valid(e)) {
+        return;
+    }
+    seg = &s->segs[slog_segment_of(&s->h, slog_entry_offset(e))];
+    if (delta > 0) {
+        seg->live += size;
+        s->live_bytes += size;
+        s->mapped++;
+    } else {
+        seg->live -= size;
+        s->live_bytes -= size;
+        s->mapped--;
+    }
+}
+
+static void slog_map_set(Slog *s, uint64_t cluster, uint64_t e)
+{
+    uint64_t blk = cluster * 8 / SLOG_MAP_BLOCK;
+
+    slog_account(s, s->map[cluster], -1);
+    s->map[cluster] = e;
+    slog_account(s, e, +1);
+    set_bit(blk, s->dirty[0]);
+    set_bit(blk, s->dirty[1]);
+}
+
+static void slog_apply(Slog *s, const SlogUpdate *u)
+{
+    switch (u->type) {
+    case SLOG_REC_DATA:
+        if (!(u->flags & SLOG_REC_MOVE) || s->map[u->cluster] == u->src) {
+            slog_map_set(s, u->cluster, u->entry);
+        }
+        break;
+    case SLOG_REC_ZERO:
+        for (uint64_t c = u->cluster; c < u->cluster + u->count; c++) {
+            if (s->map[c]) {
+                slog_map_set(s, c, 0);
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* The next segment the log fills: the free list's, then new ones */
+static void slog_next_segment(Slog *s)
+{
+    s->segs[s->head_seg].state = SLOG_SEG_FULL;
+    if (s->free_next < s->nb_free) {
+        s->head_seg = s->free_list[s->free_next++];
+    } else {
+        s->head_seg = s->nb_segments++;
+        slog_segs_grow(s, s->nb_segments);
+    }
+    s->segs[s->head_seg].state = SLOG_SEG_HEAD;
+    s->head_off = 0;
+}
+
+/*
+ * Freeze the free list: every segment but the head that holds no live
+ * record, ascending.  Replay computes the same list from the map a
+ * checkpoint stored, so it follows the log into the same segments.
+ */
+static void slog_freeze_free_list(Slog *s)
+{
+    s->nb_free = 0;
+    s->free_next = 0;
+    s->free_list = g_renew(uint64_t, s->free_list, MAX(s->nb_segments, 1));
+    for (uint64_t i = 0; i < s->nb_segments; i++) {
+        if (i == s->head_seg) {
+            s->segs[i].state = SLOG_SEG_HEAD;
+        } else if (!s->segs[i].live) {
+            s->segs[i].state = SLOG_SEG_FREE;
+            s->free_list[s->nb_free++] = i;
+        } else {
+            s->segs[i].state = SLOG_SEG_FULL;
+        }
+    }
+}
+
+uint64_t slog_file_end(Slog *s)
+{
+    return slog_segment_offset(&s->h, s->nb_segments);
+}
+
+uint64_t slog_free_bytes(Slog *s)
+{
+    return s->nb_segments * s->h.segment_size - s->live_bytes;
+}
+
+uint64_t slog_fragmented(Slog *s)
+{
+    uint64_t n = 0, prev_end = 0;
+
+    for (uint64_t c = 0; c < s->h.nb_clusters; c++) {
+        uint64_t e = s->map[c];
+
+        if (!slog_entry_valid(e)) {
+            continue;
+        }
+        if (prev_end && slog_entry_offset(e) != prev_end) {
+            n++;
+        }
+        prev_end = slog_entry_offset(e) + slog_entry_size(e);
+    }
+    return n;
+}
+
+/* Batches */
+
+void slog_batch_begin(Slog *s, SlogBatch *b, uint8_t *buf, size_t cap)
+{
+    *b = (SlogBatch) {
+        .state = SLOG_BATCH_BUILDING,
+        .buf = buf,
+        .cap = cap,
+        .offset = slog_segment_offset(&s->h, s->head_seg) + s->head_off,
+        .first_seq = s->next_seq,
+        .end_seq = s->next_seq,
+        .updates = g_new(SlogUpdate, cap / SLOG_SECTOR),
+    };
+}
+
+static void slog_batch_append(Slog *s, SlogBatch *b, SlogRecord *rec,
+                              const SlogUpdate *u)
+{
+    rec->seq = s->next_seq++;
+    rec->epoch = s->epoch;
+    rec->size = slog_record_size(rec->payload_len);
+    slog_record_encode(rec, b->buf + b->len);
+    b->len += rec->size;
+    s->head_off += rec->size;
+    b->end_seq = s->next_seq;
+    if (u) {
+        b->updates[b->nb_updates++] = *u;
+    }
+}
+
+uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
+{
+    uint32_t need = slog_record_size(max_payload);
+
+    assert(b->state == SLOG_BATCH_BUILDING && need <= s->h.max_record);
+    /* Room for a pad record too, always */
+    if (b->len + need + SLOG_SECTOR > b->cap) {
+        assert(b->len);
+        return NULL;
+    }
+    if (s->head_off + need > s->h.segment_size) {
+        /* Close the segment: replay then knows to go on in the next. */
+        if (s->head_off < s->h.segment_size) {
+            SlogRecord pad = { .type = SLOG_REC_PAD };
+
+            slog_batch_append(s, b, &pad, NULL);
+        }
+        slog_next_segment(s);
+        if (b->len) {
+            return NULL;
+        }
+        b->offset = slog_segment_offset(&s->h, s->head_seg);
+    }
+    return b->buf + b->len;
+}
+
+void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec)
+{
+    SlogUpdate u = {
+        .cluster = rec->cluster,
+        .count = rec->count,
+        .type = rec->type,
+        .flags = rec->flags,
+        .src = rec->src,
+    };
+
+    u.entry = slog_entry_make(b->offset + b->len,
+                              slog_record_size(rec->payload_len));
+    slog_batch_append(s, b, rec, &u);
+}
+
+int coroutine_fn GRAPH_RDLOCK slog_co_batch_submit(Slog *s, SlogBatch *b)
+{
+    SlogBatch *first;
+    int ret;
+
+    assert(b->state == SLOG_BATCH_BUILDING);
+    b->state = SLOG_BATCH_WRITING;
+    QTAILQ_INSERT_TAIL(&s->inflight, b, next);
+    ret = b->len ? bdrv_co_pwrite(s->file, b->offset, b->len, b->buf, 0) : 0;
+    b->ret = ret;
+    b->state = ret < 0 ? SLOG_BATCH_FAILED : SLOG_BATCH_WRITTEN;
+    if (ret < 0 && s->state == SLOG_STATE_WRITABLE) {
+        s->state = SLOG_STATE_FAILED;
+        softdev_alert(s->bs, SOFTDEV_SEVERITY_CRITICAL, -1, -1, NULL,
+                      "log write failed (%s): the image takes no more "
+                      "writes until it is reopened", strerror(-ret));
+    }
+
+    /* Apply, in sequence order, every batch whose turn has come. */
+    while ((first = QTAILQ_FIRST(&s->inflight)) &&
+           first->state != SLOG_BATCH_WRITING) {
+        QTAILQ_REMOVE(&s->inflight, first, next);
+        if (first->state == SLOG_BATCH_WRITTEN &&
+            s->state == SLOG_STATE_WRITABLE) {
+            for (unsigned i = 0; i < first->nb_updates; i++) {
+                slog_apply(s, &first->updates[i]);
+            }
+            first->state = SLOG_BATCH_APPLIED;
+            s->log_since_checkpoint += first->len;
+        } else {
+            /* After a hole in the log nothing may count as written. */
+            first->state = SLOG_BATCH_FAILED;
+            first->ret = first->ret < 0 ? first->ret : -EIO;
+        }
+    }
+    qemu_co_queue_restart_all(&s->applied);
+    while (b->state == SLOG_BATCH_WRITTEN) {
+        qemu_co_queue_wait(&s->applied, NULL);
+    }
+    g_free(b->updates);
+    b->updates = NULL;
+    return b->state == SLOG_BATCH_APPLIED ? 0 : b->ret;
+}
+
+static int coroutine_mixed_fn GRAPH_RDLOCK
+slog_checkpoint_locked(Slog *s, bool clean);
+
+int coroutine_fn slog_co_write_begin(Slog *s)
+{
+    qemu_co_rwlock_rdlock(&s->lock);
+    if (s->state != SLOG_STATE_WRITABLE) {
+        qemu_co_rwlock_unlock(&s->lock);
+        return s->state == SLOG_STATE_READ_ONLY ? -EACCES : -EIO;
+    }
+    return 0;
+}
+
+void coroutine_fn GRAPH_RDLOCK slog_co_write_end(Slog *s)
+{
+    qemu_co_rwlock_unlock(&s->lock);
+    if (s->log_since_checkpoint >= SLOG_CHECKPOINT_LOG) {
+        qemu_co_rwlock_wrlock(&s->lock);
+        /* Another writer may have run it meanwhile */
+        if (s->log_since_checkpoint >= SLOG_CHECKPOINT_LOG) {
+            slog_checkpoint_locked(s, false);
+        }
+        qemu_co_rwlock_unlock(&s->lock);
+    }
+}
+
+void coroutine_fn slog_co_read_begin(Slog *s)
+{
+    qemu_co_rwlock_rdlock(&s->lock);
+}
+
+void coroutine_fn slog_co_read_end(Slog *s)
+{
+    qemu_co_rwlock_unlock(&s->lock);
+}
+
+int coroutine_fn GRAPH_RDLOCK
+slog_co_read_record(Slog *s, uint64_t e, uint8_t *buf)
+{
+    return bdrv_co_pread(s->file, slog_entry_offset(e), slog_entry_size(e),
+                         buf, 0);
+}
+
+int coroutine_fn GRAPH_RDLOCK slog_co_write_header(Slog *s)
+{
+    uint8_t *buf = qemu_blockalign(s->file->bs, SLOG_HEADER_SIZE);
+    int ret;
+
+    slog_header_encode(&s->h, buf);
+    ret = bdrv_co_pwrite(s->file, 0, SLOG_HEADER_SIZE, buf, 0);
+    qemu_vfree(buf);
+    return ret < 0 ? ret : bdrv_co_flush(s->file->bs);
+}
+
+/* Checkpoints */
+
+/* Write the map blocks area @area lacks; 0 or -errno */
+static int coroutine_mixed_fn GRAPH_RDLOCK
+slog_write_map(Slog *s, unsigned area)
+{
+    g_autofree uint64_t *buf = g_new(uint64_t, SLOG_IO_CHUNK / 8);
+    const uint64_t per_chunk = SLOG_IO_CHUNK / SLOG_MAP_BLOCK;
+    uint64_t blk = find_first_bit(s->dirty[area], s->nb_map_blocks);
+
+    while (blk < s->nb_map_blocks) {
+        uint64_t end = find_next_zero_bit(s->dirty[area], s->nb_map_blocks,
+                                          blk);
+        uint64_t n = MIN(end - blk, per_chunk);
+        uint64_t first = blk * SLOG_MAP_BLOCK / 8;
+        int ret;
+
+        for (uint64_t i = 0; i < n * SLOG_MAP_BLOCK / 8; i++) {
+            uint64_t e = s->map[first + i];
+
+            buf[i] = cpu_to_le64(e == SLOG_ENTRY_BAD ? 0 : e);
+        }
+        ret = bdrv_pwrite(s->file, s->h.map_offset[area] +
+                          blk * SLOG_MAP_BLOCK, n * SLOG_MAP_BLOCK, buf, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        bitmap_clear(s->dirty[area], blk, n);
+        blk = find_next_bit(s->dirty[area], s->nb_map_blocks, blk + n);
+    }
+    return 0;
+}
+
+/*
+ * Give segments that died since the last checkpoint back to the node
+ * below (they hold nothing the newest checkpoint needs any more), cut
+ * free segments off the end, freeze the new free list.
+ */
+static void coroutine_mixed_fn GRAPH_RDLOCK
+slog_release_segments(Slog *s, uint64_t keep)
+{
+    int64_t len;
+
+    for (uint64_t i = 0; i < s->nb_segments; i++) {
+        if (s->segs[i].state == SLOG_SEG_FULL && !s->segs[i].live &&
+            i != s->head_seg) {
+            s->released += s->h.segment_size;
+        }
+        if (i < keep && s->segs[i].state == SLOG_SEG_FULL &&
+            !s->segs[i].live && i != s->head_seg) {
+            /* Advisory: a failed discard leaves the old bytes there */
+            bdrv_pdiscard(s->file, slog_segment_offset(&s->h, i),
+                          s->h.segment_size);
+        }
+    }
+    if (keep < s->nb_segments) {
+        s->nb_segments = keep;
+        len = bdrv_getlength(s->file->bs);
+        if (len > (int64_t)slog_file_end(s)) {
+            bdrv_truncate(s->file, slog_file_end(s), false, PREALLOC_MODE_OFF,
+                          0, NULL);
+        }
+    }
+    slog_freeze_free_list(s);
+}
+
+static int coroutine_mixed_fn GRAPH_RDLOCK
+slog_checkpoint_locked(Slog *s, bool clean)
+{
+    uint8_t slot_buf[SLOG_SECTOR];
+    SlogSlot slot = s->slot;
+    unsigned area = s->slot.map_area;
+    uint64_t keep = s->nb_segments;
+    int ret;
+
+    assert(QTAILQ_EMPTY(&s->inflight));
+    if (s->state != SLOG_STATE_WRITABLE) {
+        return -EIO;
+    }
+    while (keep > 0 && keep - 1 != s->head_seg && !s->segs[keep - 1].live) {
+        keep--;
+    }
+    if (!bitmap_empty(s->dirty[area], s->nb_map_blocks)) {
+        area ^= 1;
+        ret = slog_write_map(s, area);
+        if (ret < 0) {
+            goto fail;
+        }
+        ret = bdrv_flush(s->file->bs);
+        if (ret < 0) {
+            goto fail;
+        }
+    }
+    slot = (SlogSlot) {
+        .generation = s->slot.generation + 1,
+        .epoch = s->epoch,
+        .map_area = area,
+        .next_seq = s->next_seq,
+        .head_segment = s->head_seg,
+        .head_offset = s->head_off,
+        .nb_segments = keep,
+        .flags = clean ? SLOG_SLOT_CLEAN : 0,
+    };
+    memset(slot_buf, 0, sizeof(slot_buf));
+    slog_slot_encode(&slot, slot_buf);
+    ret = bdrv_pwrite(s->file, SLOG_SLOT_OFFSET(s->slot_index ^ 1),
+                      sizeof(slot_buf), slot_buf, 0);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = bdrv_flush(s->file->bs);
+    if (ret < 0) {
+        goto fail;
+    }
+    s->slot = slot;
+    s->slot_index ^= 1;
+    s->checkpoints++;
+    s->log_since_checkpoint = 0;
+    trace_softdev_slog_checkpoint(s->bs, slot.generation, area,
+                                  slot.next_seq, keep);
+    slog_release_segments(s, keep);
+    return 0;
+
+fail:
+    if (area != s->slot.map_area) {
+        /* Half written: what that area holds is unknown now */
+        bitmap_set(s->dirty[area], 0, s->nb_map_blocks);
+    }
+    return ret;
+}
+
+int coroutine_fn GRAPH_RDLOCK slog_co_checkpoint(Slog *s, bool clean)
+{
+    int ret;
+
+    qemu_co_rwlock_wrlock(&s->lock);
+    ret = slog_checkpoint_locked(s, clean);
+    qemu_co_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+/* Opening */
+
+/* Read map area @area into s->map; 0 or -errno */
+static int coroutine_mixed_fn GRAPH_RDLOCK
+slog_read_map(Slog *s, unsigned area)
+{
+    for (uint64_t off = 0; off < s->h.map_size; off += SLOG_IO_CHUNK) {
+        uint64_t n = MIN(SLOG_IO_CHUNK, s->h.map_size - off);
+        int ret = bdrv_pread(s->file, s->h.map_offset[area] + off, n,
+                             (uint8_t *)s->map + off, 0);
+
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    for (uint64_t c = 0; c < s->h.map_size / 8; c++) {
+        uint64_t e = le64_to_cpu(s->map[c]);
+
+        if (e && (c >= s->h.nb_clusters ||
+                  !slog_entry_check(&s->h, s->slot.nb_segments, e))) {
+            e = c < s->h.nb_clusters ? SLOG_ENTRY_BAD : 0;
+            s->bad++;
+        }
+        s->map[c] = e;
+        slog_account(s, e, +1);
+    }
+    return 0;
+}
+
+/*
+ * Replay the log after the checkpoint: records of its epoch in sequence
+ * order, from its head through the segments it would have filled, up to
+ * the first that is missing or corrupt.
+ */
+static int coroutine_mixed_fn GRAPH_RDLOCK slog_replay(Slog *s)
+{
+    g_autofree uint8_t *buf = g_try_malloc(s->h.segment_size);
+    uint64_t max_segments = (SLOG_MAX_FILE - s->h.data_offset) /
+                            s->h.segment_size;
+    int64_t file_len = bdrv_getlength(s->file->bs);
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    if (file_len < 0) {
+        return file_len;
+    }
+    for (;;) {
+        uint64_t seg_off = slog_segment_offset(&s->h, s->head_seg);
+        uint32_t len = s->h.segment_size - s->head_off;
+        uint32_t pos = 0;
+        int ret;
+
+        if (seg_off + s->head_off >= (uint64_t)file_len) {
+            return 0;           /* nothing was ever written there */
+        }
+        ret = bdrv_pread(s->file, seg_off + s->head_off, len, buf, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        while (pos < len) {
+            SlogRecord rec;
+            const char *why;
+
+            if (slog_record_decode(buf + pos, len - pos, &s->h, &rec,
+                                   &why) < 0 ||
+                rec.epoch != s->epoch || rec.seq != s->next_seq) {
+                s->head_off += pos;
+                return 0;
+            }
+            if (rec.type != SLOG_REC_PAD) {
+                SlogUpdate u = {
+                    .cluster = rec.cluster, .count = rec.count,
+                    .type = rec.type, .flags = rec.flags, .src = rec.src,
+                    .entry = slog_entry_make(seg_off + s->head_off + pos,
+                                             rec.size),
+                };
+                slog_apply(s, &u);
+            }
+            s->next_seq++;
+            s->replayed++;
+            pos += rec.size;
+            if (rec.type == SLOG_REC_PAD) {
+                break;
+            }
+        }
+        if (s->nb_segments >= max_segments) {
+            return -EFBIG;
+        }
+        slog_next_segment(s);
+    }
+}
+
+int coroutine_mixed_fn GRAPH_RDLOCK
+slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
+          bool writable, Error **errp)
+{
+    uint8_t *buf = qemu_blockalign(file->bs, SLOG_META_END);
+    SlogSlot slots[2];
+    int valid[2];
+    const char *why = NULL;
+    int ret;
+
+    *s = (Slog) { .bs = bs, .file = file, .state = SLOG_STATE_READ_ONLY };
+    QTAILQ_INIT(&s->inflight);
+    qemu_co_queue_init(&s->applied);
+    qemu_co_rwlock_init(&s->lock);
+
+    ret = bdrv_pread(file, 0, SLOG_META_END, buf, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read the image header");
+        goto out;
+    }
+    ret = slog_header_decode(buf, SLOG_HEADER_SIZE, magic, &s->h, &why);
+    if (ret < 0) {
+        error_setg(errp, "Invalid image: %s", why);
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        valid[i] = slog_slot_decode(buf + SLOG_SLOT_OFFSET(i), SLOG_SLOT_BYTES,
+                                    &s->h, &slots[i], &why) == 0;
+    }
+    if (!valid[0] && !valid[1]) {
+        error_setg(errp, "Invalid image: no valid checkpoint (%s)", why);
+        ret = -EINVAL;
+        goto out;
+    }
+    s->slot_index = !valid[0] ||
+                    (valid[1] && slots[1].generation > slots[0].generation);
+    s->slot = slots[s->slot_index];
+
+    s->nb_map_blocks = s->h.map_size / SLOG_MAP_BLOCK;
+    s->map = g_try_malloc(s->h.map_size);
+    if (!s->map) {
+        error_setg(errp, "Could not allocate %" PRIu64 " bytes for the map",
+                   s->h.map_size);
+        ret = -ENOMEM;
+        goto out;
+    }
+    s->dirty[0] = bitmap_new(s->nb_map_blocks);
+    s->dirty[1] = bitmap_new(s->nb_map_blocks);
+    bitmap_set(s->dirty[s->slot.map_area ^ 1], 0, s->nb_map_blocks);
+    s->nb_segments = s->slot.nb_segments;
+    slog_segs_grow(s, s->nb_segments);
+    ret = slog_read_map(s, s->slot.map_area);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read the map");
+        goto out;
+    }
+    s->head_seg = s->slot.head_segment;
+    s->head_off = s->slot.head_offset;
+    s->next_seq = s->slot.next_seq;
+    s->epoch = s->slot.epoch;
+    slog_freeze_free_list(s);
+    ret = slog_replay(s);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not replay the log");
+        goto out;
+    }
+    trace_softdev_slog_open(bs, s->slot.generation, s->replayed, s->bad);
+    if (writable) {
+        /*
+         * A new epoch, so that records of the old one past where replay
+         * stopped can never be taken for new ones.
+         */
+        if (s->epoch >= UINT32_MAX - 1) {
+            error_setg(errp, "Invalid image: epoch counter exhausted");
+            ret = -EINVAL;
+            goto out;
+        }
+        s->epoch++;
+        s->state = SLOG_STATE_WRITABLE;
+        ret = slog_checkpoint_locked(s, false);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not write a checkpoint");
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    qemu_vfree(buf);
+    if (ret < 0) {
+        s->state = SLOG_STATE_READ_ONLY;
+        slog_close(s);
+    }
+    return ret;
+}
+
+void coroutine_mixed_fn GRAPH_RDLOCK slog_close(Slog *s)
+{
+    if (s->state == SLOG_STATE_WRITABLE) {
+        slog_checkpoint_locked(s, true);
+    }
+    g_free(s->map);
+    g_free(s->dirty[0]);
+    g_free(s->dirty[1]);
+    g_free(s->segs);
+    g_free(s->free_list);
+    s->map = NULL;
+    s->dirty[0] = s->dirty[1] = NULL;
+    s->segs = NULL;
+    s->free_list = NULL;
+}
+
+int coroutine_fn GRAPH_UNLOCKED
+slog_co_format(BlockBackend *blk, const SlogHeader *h, Error **errp)
+{
+    g_autofree uint8_t *buf = g_malloc0(SLOG_META_END);
+    SlogSlot slot = {
+        .generation = 1, .epoch = 1, .map_area = 0, .next_seq = 1,
+        .head_segment = 0, .head_offset = 0, .nb_segments = 1,
+        .flags = SLOG_SLOT_CLEAN,
+    };
+    int ret;
+
+    slog_header_encode(h, buf);
+    slog_slot_encode(&slot, buf + SLOG_SLOT_OFFSET(0));
+    ret = blk_co_truncate(blk, h->data_offset, true, PREALLOC_MODE_OFF, 0,
+                          errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = blk_co_pwrite(blk, 0, SLOG_META_END, buf, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not write the image header");
+        return ret;
+    }
+    ret = blk_co_flush(blk);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not flush the new image");
+    }
+    return ret;
+}
+
+/* Compaction */
+
+typedef struct SlogLive {
+    uint64_t cluster;
+    uint64_t entry;
+} SlogLive;
+
+static gint slog_live_cmp(gconstpointer a, gconstpointer b)
+{
+    uint64_t x = ((const SlogLive *)a)->entry & ((1ull << 44) - 1);
+    uint64_t y = ((const SlogLive *)b)->entry & ((1ull << 44) - 1);
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Copy the records @live[0..n) (read from the log) to the head as MOVE
+ * records; they take effect where the map still refers to the originals.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+slog_co_move(Slog *s, const SlogLive *live, size_t n, uint8_t *in,
+             uint64_t *moved)
+{
+    uint64_t first = slog_entry_offset(live[0].entry);
+    uint64_t span = slog_entry_offset(live[n - 1].entry) +
+                    slog_entry_size(live[n - 1].entry) - first;
+    SlogBatch b;
+    size_t i = 0;
+    int ret;
+
+    ret = bdrv_co_pread(s->file, first, span, in, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    while (i < n) {
+        uint8_t *out = softdev_bounce_get(s->bs, SLOG_BATCH_CAP);
+
+        if (!out) {
+            return -ENOMEM;
+        }
+        slog_batch_begin(s, &b, out, SLOG_BATCH_CAP);
+        for (; i < n; i++) {
+            const uint8_t *rec_buf = in + slog_entry_offset(live[i].entry) -
+                                     first;
+            SlogRecord rec;
+            const char *why;
+            uint8_t *p;
+
+            if (slog_record_decode(rec_buf, slog_entry_size(live[i].entry),
+                                   &s->h, &rec, &why) < 0 ||
+                rec.type != SLOG_REC_DATA) {
+                continue;       /* qemu-img check reports it */
+            }
+            p = slog_batch_reserve(s, &b, rec.payload_len);
+            if (!p) {
+                break;
+            }
+            memcpy(p + SLOG_RECORD_HEADER, rec_buf + SLOG_RECORD_HEADER,
+                   rec.payload_len);
+            rec.flags |= SLOG_REC_MOVE;
+            rec.src = live[i].entry;
+            slog_batch_add(s, &b, &rec);
+            *moved += rec.size;
+        }
+        ret = slog_co_batch_submit(s, &b);
+        softdev_bounce_put(s->bs, out, SLOG_BATCH_CAP);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn GRAPH_RDLOCK
+slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
+{
+    g_autoptr(GArray) live = g_array_new(false, false, sizeof(SlogLive));
+    g_autofree uint8_t *victim = NULL;
+    uint64_t before, nb_victims = 0;
+    uint8_t *in = NULL;
+    size_t i;
+    int ret;
+
+    *moved = *reclaimed = 0;
+    if (s->state != SLOG_STATE_WRITABLE) {
+        error_setg(errp, "The image is not writable");
+        return -EACCES;
+    }
+    /* First what is dead already becomes free */
+    ret = slog_co_checkpoint(s, false);
+    if (ret < 0) {
+        goto fail;
+    }
+    before = s->released;
+
+    ret = slog_co_write_begin(s);
+    if (ret < 0) {
+        goto fail;
+    }
+    victim = g_malloc0(s->nb_segments);
+    for (uint64_t seg = 0; seg < s->nb_segments; seg++) {
+        if (s->segs[seg].state == SLOG_SEG_FULL &&
+            s->segs[seg].live <= SLOG_COMPACT_LIVE(s->h.segment_size)) {
+            victim[seg] = 1;
+            nb_victims++;
+        }
+    }
+    for (uint64_t c = 0; nb_victims && c < s->h.nb_clusters; c++) {
+        uint64_t e = s->map[c];
+
+        if (slog_entry_valid(e) &&
+            victim[slog_segment_of(&s->h, slog_entry_offset(e))]) {
+            SlogLive l = { .cluster = c, .entry = e };
+
+            g_array_append_val(live, l);
+        }
+    }
+    g_array_sort(live, slog_live_cmp);
+    in = qemu_try_blockalign(s->file->bs, s->h.segment_size);
+    ret = in ? 0 : -ENOMEM;
+    /* One segment's records at a time */
+    for (i = 0; ret == 0 && i < live->len;) {
+        const SlogLive *l = &g_array_index(live, SlogLive, i);
+        uint64_t seg = slog_segment_of(&s->h, slog_entry_offset(l->entry));
+        size_t n = 1;
+
+        while (i + n < live->len &&
+               slog_segment_of(&s->h, slog_entry_offset(l[n].entry)) == seg) {
+            n++;
+        }
+        ret = slog_co_move(s, l, n, in, moved);
+        i += n;
+    }
+    qemu_vfree(in);
+    slog_co_write_end(s);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = slog_co_checkpoint(s, false);
+    if (ret < 0) {
+        goto fail;
+    }
+    *reclaimed = s->released - before;
+    trace_softdev_slog_compact(s->bs, nb_victims, *moved, *reclaimed);
+    return 0;
+
+fail:
+    error_setg_errno(errp, -ret, "Compaction failed");
+    return ret;
+}
