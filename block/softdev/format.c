@@ -12,6 +12,8 @@
 #include "block/block_int.h"
 #include "qemu/coroutine.h"
 #include "qemu/main-loop.h"
+#include "qemu/option.h"
+#include "qobject/qdict.h"
 #include "system/block-backend.h"
 #include "softdev/softdev.h"
 
@@ -29,22 +31,33 @@ softdev_format_co_create_opts(BlockDriver *drv, const char *filename,
                               QemuOpts *opts, Error **errp)
 {
     SoftdevDriver *sd = softdev_format_of(drv);
+    g_autoptr(QDict) qdict = NULL;
+    QemuOpts *own;
     BlockBackend *blk;
     int ret;
 
+    /* The soft device's options are its own; the rest the protocol's */
+    qdict = qemu_opts_to_qdict_filtered(opts, NULL, sd->create_opts, true);
+    own = qemu_opts_from_qdict(sd->create_opts, qdict, errp);
+    if (!own) {
+        return -EINVAL;
+    }
     ret = bdrv_co_create_file(filename, opts, errp);
     if (ret < 0) {
+        qemu_opts_del(own);
         return ret;
     }
     blk = blk_co_new_open(filename, NULL, NULL,
                           BDRV_O_RDWR | BDRV_O_RESIZE | BDRV_O_PROTOCOL,
                           errp);
     if (!blk) {
+        qemu_opts_del(own);
         return -EIO;
     }
     blk_set_allow_write_beyond_eof(blk, true);
-    ret = sd->co_create(blk, opts, errp);
+    ret = sd->co_create(blk, own, errp);
     blk_co_unref(blk);
+    qemu_opts_del(own);
     return ret;
 }
 

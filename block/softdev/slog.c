@@ -18,8 +18,6 @@
 
 /* Log bytes after which a write runs a checkpoint (bounds replay time) */
 #define SLOG_CHECKPOINT_LOG     (32 * MiB)
-/* Compaction moves the records of segments at most this full */
-#define SLOG_COMPACT_LIVE(seg)  ((seg) / 4 * 3)
 #define SLOG_IO_CHUNK           (1 * MiB)
 
 static bool slog_entry_valid(uint64_t e)
@@ -701,6 +699,28 @@ slog_co_format(BlockBackend *blk, const SlogHeader *h, Error **errp)
 
 /* Compaction */
 
+/* Close the head segment; the log goes on in the next one */
+static int coroutine_fn GRAPH_RDLOCK slog_co_switch_head(Slog *s)
+{
+    uint8_t *buf = softdev_bounce_get(s->bs, SLOG_SECTOR);
+    SlogBatch b;
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    slog_batch_begin(s, &b, buf, SLOG_SECTOR);
+    if (s->head_off < s->h.segment_size) {
+        SlogRecord pad = { .type = SLOG_REC_PAD };
+
+        slog_batch_append(s, &b, &pad, NULL);
+    }
+    slog_next_segment(s);
+    ret = slog_co_batch_submit(s, &b);
+    softdev_bounce_put(s->bs, buf, SLOG_SECTOR);
+    return ret;
+}
+
 typedef struct SlogLive {
     uint64_t cluster;
     uint64_t entry;
@@ -777,7 +797,7 @@ slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
 {
     g_autoptr(GArray) live = g_array_new(false, false, sizeof(SlogLive));
     g_autofree uint8_t *victim = NULL;
-    uint64_t before, nb_victims = 0;
+    uint64_t before, nb_victims = 0, lo, room = 0;
     uint8_t *in = NULL;
     size_t i;
     int ret;
@@ -798,13 +818,39 @@ slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
     if (ret < 0) {
         goto fail;
     }
-    victim = g_malloc0(s->nb_segments);
-    for (uint64_t seg = 0; seg < s->nb_segments; seg++) {
-        if (s->segs[seg].state == SLOG_SEG_FULL &&
-            s->segs[seg].live <= SLOG_COMPACT_LIVE(s->h.segment_size)) {
-            victim[seg] = 1;
-            nb_victims++;
+    /* The log goes on in the lowest free segment, so the head can move */
+    if (s->nb_free > s->free_next &&
+        s->free_list[s->free_next] < s->head_seg) {
+        ret = slog_co_switch_head(s);
+        if (ret < 0) {
+            slog_co_write_end(s);
+            goto fail;
         }
+    }
+    /*
+     * From the end down, a segment is a victim if the free segments at
+     * the bottom (the log fills them lowest first) can take its records
+     * below it: moving them lets the end of the image be cut off and
+     * packs half-dead segments together.
+     */
+    victim = g_malloc0(s->nb_segments);
+    lo = s->free_next;
+    for (uint64_t seg = s->nb_segments; seg-- > 0;) {
+        SlogSegment *sg = &s->segs[seg];
+
+        if (sg->state != SLOG_SEG_FULL) {
+            continue;
+        }
+        while (room < sg->live && lo < s->nb_free && s->free_list[lo] < seg) {
+            room += s->h.segment_size - s->h.max_record;
+            lo++;
+        }
+        if (room < sg->live) {
+            break;
+        }
+        room -= sg->live;
+        victim[seg] = 1;
+        nb_victims++;
     }
     for (uint64_t c = 0; nb_victims && c < s->h.nb_clusters; c++) {
         uint64_t e = s->map[c];
