@@ -207,6 +207,20 @@ static size_t softdev_compress_part(SoftdevCompress *c, SoftdevRequest *req,
     return req->qiov_offset + (start - req->offset);
 }
 
+/* @len bytes at @offset of @qiov if they are in one piece of it, or NULL */
+static uint8_t *softdev_compress_iov_ptr(QEMUIOVector *qiov, size_t offset,
+                                         size_t len)
+{
+    for (int i = 0; i < qiov->niov; i++) {
+        if (offset < qiov->iov[i].iov_len) {
+            return offset + len <= qiov->iov[i].iov_len ?
+                   (uint8_t *)qiov->iov[i].iov_base + offset : NULL;
+        }
+        offset -= qiov->iov[i].iov_len;
+    }
+    return NULL;
+}
+
 /*
  * Read @n clusters from @cl whose records follow each other in the image
  * (entries @ents) with one read below.
@@ -228,10 +242,13 @@ softdev_compress_co_read_run(BlockDriverState *bs, SoftdevRequest *req,
     for (unsigned i = 0; ret == 0 && i < n; i++) {
         uint32_t skip, len;
         size_t qoff = softdev_compress_part(c, req, cl + i, &skip, &len);
+        /* Straight into the caller's buffer where the whole cluster fits */
+        uint8_t *dst = len == c->log.h.cluster_size ?
+            softdev_compress_iov_ptr(req->qiov, qoff, len) : NULL;
 
         ret = softdev_compress_decode(bs, cl + i, ents[i], buf + pos,
-                                      c->cluster_buf);
-        if (ret == 0) {
+                                      dst ?: c->cluster_buf);
+        if (ret == 0 && !dst) {
             qemu_iovec_from_buf(req->qiov, qoff, c->cluster_buf + skip, len);
         }
         pos += slog_entry_size(ents[i]);
@@ -368,14 +385,18 @@ softdev_compress_co_log(BlockDriverState *bs, SoftdevRequest *req,
             if (req->qiov) {
                 size_t off = req->qiov_offset + (cl * cs - req->offset);
 
-                qemu_iovec_to_buf(req->qiov, off, c->cluster_buf, cs);
-                src = c->cluster_buf;
-                while (cl + zeroes < end && buffer_is_zero(src, cs)) {
-                    zeroes++;
-                    if (cl + zeroes < end) {
+                while (cl + zeroes < end) {
+                    src = softdev_compress_iov_ptr(req->qiov,
+                                                   off + zeroes * cs, cs);
+                    if (!src) {
                         qemu_iovec_to_buf(req->qiov, off + zeroes * cs,
                                           c->cluster_buf, cs);
+                        src = c->cluster_buf;
                     }
+                    if (!buffer_is_zero(src, cs)) {
+                        break;
+                    }
+                    zeroes++;
                 }
             } else {
                 zeroes = MIN(end - cl, UINT32_MAX);
@@ -589,7 +610,7 @@ static QemuOptsList softdev_compress_create_opts = {
             .help = "Virtual disk size (rounded up to whole clusters)",
         },
         {
-            .name = BLOCK_OPT_CLUSTER_SIZE,
+            .name = "cluster-size",
             .type = QEMU_OPT_SIZE,
             .help = "compression unit: 4k to 1M, a power of two "
                     "(default 64k)",
@@ -611,7 +632,7 @@ static QemuOptsList softdev_compress_create_opts = {
 static int coroutine_fn
 softdev_compress_co_create(BlockBackend *blk, QemuOpts *opts, Error **errp)
 {
-    uint64_t cs = qemu_opt_get_size(opts, BLOCK_OPT_CLUSTER_SIZE, 64 * KiB);
+    uint64_t cs = qemu_opt_get_size(opts, "cluster-size", 64 * KiB);
     /* Whole clusters: the block layer's alignment for writes */
     uint64_t size = cs && cs <= UINT32_MAX ?
         ROUND_UP(qemu_opt_get_size(opts, BLOCK_OPT_SIZE, 0), cs) : 0;
