@@ -50,7 +50,7 @@ run_unit() {
 
 run_qtest() {
     (cd "$QEMU_BUILD" &&
-     QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+     QTEST_QEMU_BINARY=./qemu-system-x86_64 QTEST_QEMU_IMG=./qemu-img \
      QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
      timeout 300 ./tests/qtest/softdev-test --tap -k)
 }
@@ -64,7 +64,7 @@ iotests_check() {
 
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
-        softdev-reopen softdev-safe-defaults softdev-crypt
+        softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress
 }
 
 # The code blocks of the guides, run against this build
@@ -111,7 +111,7 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;

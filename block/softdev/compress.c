@@ -69,10 +69,10 @@ static QemuOptsList softdev_compress_opts = {
 
 static bool softdev_compress_level_ok(int64_t level, Error **errp)
 {
-    if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel() || !level) {
+    if (level < SLOG_MIN_LEVEL || level > SLOG_MAX_LEVEL || !level) {
         error_setg(errp, "softdev-compress: level must be from %d to %d "
-                   "and not 0, not %" PRId64, ZSTD_minCLevel(),
-                   ZSTD_maxCLevel(), level);
+                   "and not 0, not %" PRId64, SLOG_MIN_LEVEL, SLOG_MAX_LEVEL,
+                   level);
         return false;
     }
     return true;
@@ -82,8 +82,13 @@ static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
                                  QDict *options, Error **errp)
 {
     SoftdevCompress *c = softdev_opaque(bs);
+    bool level_set = qemu_opt_find(opts, "level");
     int ret;
 
+    c->level = qemu_opt_get_number(opts, "level", 1);
+    if (level_set && !softdev_compress_level_ok(c->level, errp)) {
+        return -EINVAL;
+    }
     bdrv_graph_rdlock_main_loop();
     ret = slog_open(&c->log, bs, bs->file, SOFTDEV_COMPRESS_MAGIC,
                     !bdrv_is_read_only(bs), errp);
@@ -91,10 +96,8 @@ static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
     if (ret < 0) {
         return ret;
     }
-    c->level = qemu_opt_get_number(opts, "level", c->log.h.level);
-    if (!softdev_compress_level_ok(c->level, errp)) {
-        ret = -EINVAL;
-        goto fail;
+    if (!level_set) {
+        c->level = c->log.h.level;
     }
     c->cctx = ZSTD_createCCtx();
     c->dctx = ZSTD_createDCtx();

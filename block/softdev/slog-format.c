@@ -138,7 +138,8 @@ static int slog_header_check(SlogHeader *h, const char **why)
         *why = "data area out of bounds";
         return -EINVAL;
     }
-    if (h->algorithm != SLOG_ALG_ZSTD || h->level < -7 || h->level > 22) {
+    if (h->algorithm != SLOG_ALG_ZSTD || h->level < SLOG_MIN_LEVEL ||
+        h->level > SLOG_MAX_LEVEL || !h->level) {
         *why = "unknown compression algorithm or level";
         return -EINVAL;
     }

@@ -56,8 +56,10 @@ typedef enum SlogEncoding {
 
 #define SLOG_REC_MOVE           1u        /* flags: compaction's copy */
 
-/* Compression algorithms in the header */
+/* Compression algorithms in the header, and zstd's levels we take */
 #define SLOG_ALG_ZSTD           1u
+#define SLOG_MIN_LEVEL          (-7)
+#define SLOG_MAX_LEVEL          22
 
 typedef struct SlogHeader {
     char magic[8];

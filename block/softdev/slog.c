@@ -233,13 +233,19 @@ int coroutine_fn GRAPH_RDLOCK slog_co_batch_submit(Slog *s, SlogBatch *b)
     b->state = SLOG_BATCH_WRITING;
     QTAILQ_INSERT_TAIL(&s->inflight, b, next);
     ret = b->len ? bdrv_co_pwrite(s->file, b->offset, b->len, b->buf, 0) : 0;
+    if (ret == -EINVAL &&
+        b->offset + b->len > (uint64_t)bdrv_co_getlength(s->file->bs)) {
+        /* A node below that cannot grow (an NBD export) is full */
+        ret = -ENOSPC;
+    }
     b->ret = ret;
     b->state = ret < 0 ? SLOG_BATCH_FAILED : SLOG_BATCH_WRITTEN;
     if (ret < 0 && s->state == SLOG_STATE_WRITABLE) {
         s->state = SLOG_STATE_FAILED;
         softdev_alert(s->bs, SOFTDEV_SEVERITY_CRITICAL, -1, -1, NULL,
-                      "log write failed (%s): the image takes no more "
-                      "writes until it is reopened", strerror(-ret));
+                      "log write failed (%s%s): the image takes no more "
+                      "writes until it is reopened", strerror(-ret),
+                      ret == -ENOSPC ? ": the node below cannot grow" : "");
     }
 
     /* Apply, in sequence order, every batch whose turn has come. */
@@ -797,7 +803,7 @@ slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
 {
     g_autoptr(GArray) live = g_array_new(false, false, sizeof(SlogLive));
     g_autofree uint8_t *victim = NULL;
-    uint64_t before, nb_victims = 0, lo, room = 0;
+    uint64_t before, nb_victims = 0, lo, room = 0, head_room;
     uint8_t *in = NULL;
     size_t i;
     int ret;
@@ -808,11 +814,11 @@ slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
         return -EACCES;
     }
     /* First what is dead already becomes free */
+    before = s->released;
     ret = slog_co_checkpoint(s, false);
     if (ret < 0) {
         goto fail;
     }
-    before = s->released;
 
     ret = slog_co_write_begin(s);
     if (ret < 0) {
@@ -835,11 +841,18 @@ slog_co_compact(Slog *s, uint64_t *moved, uint64_t *reclaimed, Error **errp)
      */
     victim = g_malloc0(s->nb_segments);
     lo = s->free_next;
+    head_room = s->head_off + s->h.max_record < s->h.segment_size ?
+                s->h.segment_size - s->head_off - s->h.max_record : 0;
     for (uint64_t seg = s->nb_segments; seg-- > 0;) {
         SlogSegment *sg = &s->segs[seg];
 
         if (sg->state != SLOG_SEG_FULL) {
             continue;
+        }
+        /* The head's segment is the first the copies go to */
+        if (head_room && s->head_seg < seg) {
+            room += head_room;
+            head_room = 0;
         }
         while (room < sg->live && lo < s->nb_free && s->free_list[lo] < seg) {
             room += s->h.segment_size - s->h.max_record;

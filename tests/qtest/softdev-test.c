@@ -470,6 +470,125 @@ static void test_crypt(void)
     qtest_quit(qts);
 }
 
+static int64_t entry_int(QTestState *qts, const char *node, const char *key)
+{
+    QDict *entry = softdev_entry(qts, node, NULL);
+    int64_t v;
+
+    g_assert(entry);
+    v = qdict_get_int(entry, key);
+    qobject_unref(entry);
+    return v;
+}
+
+/*
+ * softdev-compress over QMP: blockdev-add of an image qemu-img made, its
+ * query-softdevs figures, and softdev-compact reclaiming what overwrites
+ * left dead while a device is plugged on it; the data is checked after.
+ */
+#define VD1_QDEV "/machine/peripheral/vd1/virtio-backend"
+
+static void test_compress(void)
+{
+    const char *qemu_img = g_getenv("QTEST_QEMU_IMG") ?: "./qemu-img";
+    g_autofree char *dir = g_dir_make_tmp("softdev-compress-XXXXXX", NULL);
+    g_autofree char *img = g_build_filename(dir, "z.img", NULL);
+    g_autofree char *rnd = g_build_filename(dir, "random", NULL);
+    g_autofree char *data = g_malloc(4 * 1024 * 1024);
+    g_autofree char *cmd = NULL;
+    const char *argv[] = {
+        qemu_img, "create", "-q", "-f", "softdev-compress", "-o",
+        "segment-size=1M", img, "64M", NULL
+    };
+    int64_t before, after, stored;
+    QTestState *qts;
+    QDict *resp, *ret;
+    int status;
+
+    for (size_t i = 0; i < 4 * 1024 * 1024; i++) {
+        data[i] = g_test_rand_int();
+    }
+    g_assert(g_file_set_contents(rnd, data, 4 * 1024 * 1024, NULL));
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
+                          NULL, &status, NULL));
+    g_assert(g_spawn_check_wait_status(status, NULL));
+
+    qts = qtest_init("-machine pc");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'file', 'node-name': 'f0', 'filename': %s}}", img);
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-compress', 'node-name': 'z0', 'file': 'f0'}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': {"
+        " 'driver': 'virtio-blk-pci', 'drive': 'z0', 'id': 'vd1'}}");
+    g_assert_cmpint(entry_int(qts, "z0", "cluster-size"), ==, 65536);
+    g_assert_cmpint(entry_int(qts, "z0", "logical-bytes"), ==, 0);
+
+    /* Random data three times over the same 4 MiB, a pattern after it */
+    cmd = g_strdup_printf("write -s %s 0 4M", rnd);
+    for (int i = 0; i < 3; i++) {
+        hmp_qemu_io(qts, VD1_QDEV, cmd);
+    }
+    hmp_qemu_io(qts, VD1_QDEV, "write -P 0x22 4M 4M");
+    g_assert_cmpint(entry_int(qts, "z0", "logical-bytes"), ==, 8 << 20);
+    stored = entry_int(qts, "z0", "stored-bytes");
+    /* Random data does not compress, the pattern does */
+    g_assert_cmpint(stored, >, 4 << 20);
+    g_assert_cmpint(stored, <, 5 << 20);
+    g_assert_cmpint(entry_int(qts, "z0", "free-bytes"), >=, 8 << 20);
+    before = entry_int(qts, "z0", "image-bytes");
+
+    resp = qtest_qmp(qts, "{'execute': 'softdev-compact', 'arguments': {"
+        " 'node-name': 'z0'}}");
+    ret = qdict_get_qdict(resp, "return");
+    g_assert(ret);
+    g_assert_cmpint(qdict_get_int(ret, "reclaimed-bytes"), >=, 8 << 20);
+    qobject_unref(resp);
+    after = entry_int(qts, "z0", "image-bytes");
+    g_assert_cmpint(after, <=, before - (8 << 20));
+    g_assert_cmpint(entry_int(qts, "z0", "stored-bytes"), ==, stored);
+
+    assert_qmp_error(qts, "is not a soft device that compacts",
+        "{'execute': 'softdev-compact', 'arguments': {'node-name': 'f0'}}");
+    assert_qmp_error(qts, "Node 'nope' not found",
+        "{'execute': 'softdev-compact', 'arguments': {'node-name': 'nope'}}");
+    assert_qmp_error(qts, "level must be from",
+        "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-compress', 'node-name': 'x', 'level': 99,"
+        " 'file': {'driver': 'null-co', 'size': 1048576}}}");
+    qtest_quit(qts);
+
+    /* What compaction left is a clean image holding the same data */
+    {
+        const char *check[] = {
+            qemu_img, "check", "-q", "-f", "softdev-compress", img, NULL
+        };
+        g_autofree char *raw = g_build_filename(dir, "out.raw", NULL);
+        const char *conv[] = {
+            qemu_img, "convert", "-f", "softdev-compress", "-O", "raw", img,
+            raw, NULL
+        };
+        g_autofree char *got = NULL;
+        gsize len;
+
+        g_assert(g_spawn_sync(NULL, (char **)check, NULL, 0, NULL, NULL,
+                              NULL, NULL, &status, NULL));
+        g_assert(g_spawn_check_wait_status(status, NULL));
+        g_assert(g_spawn_sync(NULL, (char **)conv, NULL, 0, NULL, NULL,
+                              NULL, NULL, &status, NULL));
+        g_assert(g_spawn_check_wait_status(status, NULL));
+        g_assert(g_file_get_contents(raw, &got, &len, NULL));
+        g_assert_cmpint(len, ==, 64 << 20);
+        g_assert(!memcmp(got, data, 4 << 20));
+        for (size_t i = 4 << 20; i < 8 << 20; i++) {
+            g_assert_cmpint((uint8_t)got[i], ==, 0x22);
+        }
+        unlink(raw);
+    }
+    unlink(img);
+    unlink(rnd);
+    rmdir(dir);
+}
+
 /*
  * softdev-xen-disk checks its configuration when it is created (it acts
  * only when a Xen guest's disk appears, which needs a real Xen: see
@@ -547,6 +666,7 @@ int main(int argc, char **argv)
     qtest_add_func("/softdev/trace-alert", test_trace_alert);
     qtest_add_func("/softdev/errors", test_errors);
     qtest_add_func("/softdev/crypt", test_crypt);
+    qtest_add_func("/softdev/compress", test_compress);
     if (qtest_has_machine("xenpv")) {
         qtest_add_func("/softdev/xen-disk-object", test_xen_disk_object);
     }
