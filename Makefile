@@ -108,6 +108,12 @@ fuzz-long:
 	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) \
 		conn=3000/10000000,client=180/10000000,device=300
 
+# The kill -9 torture of the image formats, 2000 trials (about 45 minutes)
+.PHONY: check-long
+check-long: build
+	CRASH_TRIALS=2000 $(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) \
+		$(GUEST_DIR) crash
+
 clean:
 	-[ -f config.mak ] && $(NINJA) -C $(QEMU_BUILD) clean
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # run-tests.sh QEMU_SRC QEMU_BUILD GUEST_DIR [SUITE...]: run softdev's test
-# suites (all by default): unit, qtest, iotests, docs, stock, guest, xen.  Each
+# suites (all by default): unit, qtest, iotests, docs, stock, guest, xen (crash,
+# the kill -9 torture, runs inside iotests and alone on request).  Each
 # suite prints its own output; the last line counts suites as 'N passed,
 # N failed'.  The xen suite boots the Xen bed in XEN_BED_DIR (default
 # build/xen/bed, made by tests/xen/build-xen-bed.sh).
@@ -64,7 +65,17 @@ iotests_check() {
 
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
-        softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress
+        softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress &&
+    run_crash "${CRASH_TRIALS:-50}"
+}
+
+# kill -9 torture of the image formats (tests/crash/crash-torture.py):
+# small clusters and segments, so that trials recycle segments and write
+# checkpoints.  Discards of partial clusters keep the data (advisory).
+run_crash() {
+    $PY "$SRC/tests/crash/crash-torture.py" --qemu-build "$QEMU_BUILD" \
+        --format softdev-compress --create-opts cluster-size=16k,segment-size=1M \
+        --trim-may-keep --trials "$1"
 }
 
 # The code blocks of the guides, run against this build
@@ -113,7 +124,7 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress; kill -9 torture" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
@@ -121,6 +132,8 @@ for s in $SUITES; do
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;
+    crash) suite "kill -9 torture of softdev-compress (${CRASH_TRIALS:-50} trials)" \
+        run_crash "${CRASH_TRIALS:-50}" ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac
 done
