@@ -386,6 +386,32 @@ def wait_for_socket(path, proc):
     raise RuntimeError(f'device did not listen on {path}')
 
 
+def boot_for_result(args, name, append, disk, work, errors,
+                    shown=('SOFTDEV-FS',)):
+    """One guest run (args.qemu, args.guest_dir, args.timeout) whose
+    SOFTDEV-RESULT must be PASS; its log goes to @work.  On a failure
+    the reason goes to @errors, else a line with the console lines that
+    start with one of @shown is printed."""
+    log = os.path.join(work, name.replace(' ', '-') + '.log')
+    with GuestBed(args.qemu, os.path.join(args.guest_dir, 'vmlinuz'),
+                  os.path.join(args.guest_dir, 'initrd.img'),
+                  append, disk, log_path=log) as bed:
+        try:
+            m = bed.wait_for(r'SOFTDEV-RESULT (\S+)', args.timeout)
+            bed.wait_exit(60)
+        except (TimeoutError, GuestError) as e:
+            errors.append('%s: %s (%s)' % (name, e, log))
+            return
+        lines = bed.lines()
+    if m.group(1) != 'PASS':
+        bad = [t for t in lines if 'MISMATCH' in t or 'RESULT' in t or
+               'IOERROR' in t or 'FAIL' in t]
+        errors.append('%s: %s' % (name, '; '.join(bad[:4])))
+    else:
+        print('%s: PASS %s' % (name, '; '.join(
+            t for t in lines if t.startswith(tuple(shown)))))
+
+
 def report(errors):
     """Print a test's errors and verdict; return its exit status."""
     for e in errors:

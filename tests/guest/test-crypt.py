@@ -48,26 +48,8 @@ def crypt_disk_args(image, keyfile, sector_size):
 
 def boot(args, name, append, disk, work, errors):
     """One guest run; its SOFTDEV-RESULT must be PASS."""
-    log = os.path.join(work, name + '.log')
-    with guestbed.GuestBed(args.qemu,
-                           os.path.join(args.guest_dir, 'vmlinuz'),
-                           os.path.join(args.guest_dir, 'initrd.img'),
-                           append, disk, log_path=log) as bed:
-        try:
-            m = bed.wait_for(r'SOFTDEV-RESULT (\S+)', args.timeout)
-            bed.wait_exit(60)
-        except (TimeoutError, guestbed.GuestError) as e:
-            errors.append('%s: %s (%s)' % (name, e, log))
-            return
-        lines = bed.lines()
-    if m.group(1) != 'PASS':
-        bad = [t for t in lines if 'MISMATCH' in t or 'RESULT' in t or
-               'IOERROR' in t or 'FAIL' in t]
-        errors.append('%s: %s' % (name, '; '.join(bad[:4])))
-    else:
-        shown = [t for t in lines if t.startswith(('SOFTDEV-DMCRYPT',
-                                                    'SOFTDEV-FS'))]
-        print('%s: PASS %s' % (name, '; '.join(shown)))
+    guestbed.boot_for_result(args, name, append, disk, work, errors,
+                             ('SOFTDEV-DMCRYPT', 'SOFTDEV-FS'))
 
 
 def fresh(path):
