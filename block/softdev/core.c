@@ -488,6 +488,14 @@ static int softdev_reopen_prepare(BDRVReopenState *rs,
 
     GLOBAL_STATE_CODE();
 
+    /* An image's log takes writes or not from when it was opened */
+    if (sd->owns_layout &&
+        !(rs->flags & BDRV_O_RDWR) != bdrv_is_read_only(rs->bs)) {
+        error_setg(errp, "%s: node '%s' cannot switch between read-only "
+                   "and read-write; open it again instead", sd->name,
+                   bdrv_get_node_name(rs->bs));
+        return -ENOTSUP;
+    }
     if (!sd->reopen_prepare) {
         return 0;
     }
