@@ -103,10 +103,10 @@ fuzz:
 # Under an hour: 10 M executions each of the per-input targets, fuzz-conn
 # (3.8-11 k/s as its corpus grows: 43 minutes here) at most 50
 # minutes, fuzz-client (180-350 k/s) at most 3; the threaded end-to-end
-# fuzz-device (about 500/s) 5 minutes
+# fuzz-device (about 500/s) 5 minutes; fuzz-slog (15 k/s) 10 minutes
 fuzz-long:
 	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) \
-		conn=3000/10000000,client=180/10000000,device=300
+		conn=3000/10000000,client=180/10000000,device=300,slog=600
 
 # The kill -9 torture of the image formats, 2000 trials (about 45 minutes)
 .PHONY: check-long

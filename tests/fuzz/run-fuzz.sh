@@ -2,10 +2,11 @@
 # run-fuzz.sh SRC [SECONDS]: build the libFuzzer targets of SRC/tests/fuzz
 # with clang (-fsanitize=fuzzer,address,undefined) into SRC/build/fuzz and
 # run each for SECONDS (default 20; or per target, e.g.
-# conn=1200,device=600,client=300; SECONDS/RUNS stops a target after RUNS
-# executions or SECONDS, whichever comes first: conn=3000/10000000),
-# starting from a seed corpus made from
-# the canonical messages of tests/unit/tap-vectors.c.  The corpus grows in
+# conn=1200,device=600,client=300,slog=600; SECONDS/RUNS stops a target
+# after RUNS executions or SECONDS, whichever comes first:
+# conn=3000/10000000), starting from a seed corpus made from the canonical
+# messages of tests/unit/tap-vectors.c (fuzz-slog: from the small images
+# of tests/fuzz/make-slog-seeds.c).  The corpus grows in
 # build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
 # (the input is left as build/fuzz/NAME-crash-*).
 #
@@ -14,6 +15,9 @@
 #   fuzz-device  the same through the whole threaded server over a
 #                socketpair (slow; the parallel model, SCM_RIGHTS)
 #   fuzz-client  a device's byte stream into the decoders, as QEMU uses them
+#   fuzz-slog    the start of a softdev-compress image into slog-format.c,
+#                opened as block/softdev/slog.c does (header, slots, map,
+#                log replay), with encode/decode round trips
 #
 # Needs clang and libclang-rt-14-dev (Debian 12).
 #
@@ -47,6 +51,9 @@ $cc -std=gnu11 -I"$src" -I"$src/include" "$src/tests/unit/tap-vectors.c" \
 rm -rf "$out/seeds"
 "$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
     "$out/seeds"
+$cc -std=gnu11 -I"$src" "$src/tests/fuzz/make-slog-seeds.c" \
+    "$src/block/softdev/slog-format.c" -o "$out/make-slog-seeds"
+"$out/make-slog-seeds" "$out/seeds/slog"
 
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-device.c" "$src/tests/fuzz/fuzz-devices.c" \
@@ -57,9 +64,12 @@ $cc $cflags "$src/tests/fuzz/fuzz-conn.c" "$src/tests/fuzz/fuzz-devices.c" \
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/protocol/tap-protocol.c" \
     -o "$out/fuzz-client"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-slog.c" "$src/block/softdev/slog-format.c" \
+    -o "$out/fuzz-slog"
 
 status=0
-for name in conn device client; do
+for name in conn device client slog; do
     case $times in
     *=*)
         seconds=$(echo "$times" | tr ',' '\n' | sed -n "s/^$name=//p")

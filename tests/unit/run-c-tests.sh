@@ -2,8 +2,9 @@
 # run-c-tests.sh SRC: build the C unit tests of SRC/tests/unit (those that
 # need no QEMU) with AddressSanitizer and UBSan into SRC/build/unit and run
 # them: the codec's tests, the cross-check of its vectors, softdev-crypt's
-# cipher, libsoftdev's adaptive polling, and the fuzz targets of
-# tests/fuzz replayed on their seed corpus (without libFuzzer;
+# cipher, libsoftdev's adaptive polling, softdev-compress's on-disk format
+# (slog-format-test), and the fuzz targets of tests/fuzz (conn, device,
+# client, slog) replayed on their seed corpus (without libFuzzer;
 # tests/fuzz/run-fuzz.sh does the fuzzing).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
@@ -42,6 +43,11 @@ $cc $cflags "$src/tests/unit/crypt-xts-test.c" \
     "$src/block/softdev/crypt-xts.c" -lcrypto -o "$out/crypt-xts-test"
 "$out/crypt-xts-test"
 
+# softdev-compress's on-disk format (the test includes slog-format.c)
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/slog-format-test.c" -o "$out/slog-format-test"
+"$out/slog-format-test"
+
 # libsoftdev without its command line (main.c)
 lib=
 for f in error conn stream ring requests lower protocol/tap-protocol; do
@@ -57,6 +63,10 @@ rm -rf "$out/fuzz-seeds"
 "$out/tap-vectors" emit | /usr/bin/python3 "$src/tests/fuzz/make-seeds.py" \
     "$out/fuzz-seeds"
 # shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/make-slog-seeds.c" \
+    "$src/block/softdev/slog-format.c" -o "$out/make-slog-seeds"
+"$out/make-slog-seeds" "$out/fuzz-seeds/slog"
+# shellcheck disable=SC2086
 $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
     "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
     -o "$out/fuzz-device"
@@ -67,10 +77,13 @@ $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-conn.c" \
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
     "$src/libsoftdev/protocol/tap-protocol.c" -o "$out/fuzz-client"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-slog.c" "$src/tests/fuzz/standalone.c" \
+    "$src/block/softdev/slog-format.c" -o "$out/fuzz-slog"
 # ...and on what run-fuzz.sh found, if it ran here.  The device's
 # messages about bad input go to a log.
 # (fuzz-conn takes fuzz-device's inputs)
-for t in device conn client; do
+for t in device conn client slog; do
     seeds=$t
     [ "$t" = conn ] && seeds=device
     set -- "$out/fuzz-seeds/$seeds/"*
