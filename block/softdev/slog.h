@@ -151,6 +151,15 @@ void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec);
  */
 int coroutine_fn GRAPH_RDLOCK slog_co_batch_submit(Slog *s, SlogBatch *b);
 
+/* Whether map entry @e refers to a record */
+static inline bool slog_entry_valid(uint64_t e)
+{
+    return e && e != SLOG_ENTRY_BAD;
+}
+
+/* Close the head segment (a pad record); the log goes on in the next */
+int coroutine_fn GRAPH_RDLOCK slog_co_switch_head(Slog *s);
+
 /* Reading: the lock shared, so no segment is reused meanwhile */
 void coroutine_fn slog_co_read_begin(Slog *s);
 void coroutine_fn slog_co_read_end(Slog *s);
