@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "block/softdev/slog-format.h"
+#include "tests/unit/slog-equal.h"
 
 #define MAGIC           "SDCOMPR"   /* and a NUL: softdev-compress's */
 #define MAX_WALK        16          /* segments the log walk visits */
@@ -76,41 +77,6 @@ static uint8_t *image_read(const Image *img, uint64_t off, size_t len)
     }
     image_copy(img, off, buf, len);
     return buf;
-}
-
-static bool header_equal(const SlogHeader *a, const SlogHeader *b)
-{
-    return !memcmp(a->magic, b->magic, sizeof(a->magic)) &&
-           a->version == b->version && a->header_size == b->header_size &&
-           a->incompat_features == b->incompat_features &&
-           a->compat_features == b->compat_features &&
-           a->virtual_size == b->virtual_size &&
-           a->cluster_size == b->cluster_size &&
-           a->segment_size == b->segment_size &&
-           a->map_offset[0] == b->map_offset[0] &&
-           a->map_offset[1] == b->map_offset[1] &&
-           a->map_size == b->map_size && a->data_offset == b->data_offset &&
-           a->algorithm == b->algorithm && a->level == b->level &&
-           a->nb_clusters == b->nb_clusters &&
-           a->max_record == b->max_record;
-}
-
-static bool slot_equal(const SlogSlot *a, const SlogSlot *b)
-{
-    return a->generation == b->generation && a->epoch == b->epoch &&
-           a->map_area == b->map_area && a->next_seq == b->next_seq &&
-           a->head_segment == b->head_segment &&
-           a->head_offset == b->head_offset &&
-           a->nb_segments == b->nb_segments && a->flags == b->flags;
-}
-
-static bool record_equal(const SlogRecord *a, const SlogRecord *b)
-{
-    return a->seq == b->seq && a->epoch == b->epoch && a->type == b->type &&
-           a->flags == b->flags && a->encoding == b->encoding &&
-           a->cluster == b->cluster && a->count == b->count &&
-           a->payload_len == b->payload_len && a->src == b->src &&
-           a->size == b->size;
 }
 
 /*
@@ -187,7 +153,7 @@ static void check_header(const uint8_t *in, const SlogHeader *h)
     slog_header_encode(h, buf);
     PROPERTY(slog_header_decode(buf, SLOG_HEADER_BYTES, MAGIC, &again,
                                 &why) == 0);
-    PROPERTY(header_equal(h, &again));
+    PROPERTY(slog_header_equal(h, &again));
     /* Only the reserved bytes (and so the CRC) may differ */
     PROPERTY(!memcmp(buf, in, HEADER_FIELDS));
     free(buf);
@@ -226,7 +192,7 @@ static bool check_slot(const uint8_t *in, const SlogHeader *h,
     }
     slog_slot_encode(slot, buf);
     PROPERTY(slog_slot_decode(buf, SLOG_SLOT_BYTES, h, &again, &why) == 0);
-    PROPERTY(slot_equal(slot, &again));
+    PROPERTY(slog_slot_equal(slot, &again));
     PROPERTY(!memcmp(buf, in, 4) &&
              !memcmp(buf + 8, in + 8, SLOT_FIELDS - 8));
     free(buf);
@@ -283,7 +249,7 @@ static bool check_record(const uint8_t *in, size_t avail, const SlogHeader *h,
            rec->payload_len);
     slog_record_encode(rec, buf);
     PROPERTY(slog_record_decode(buf, rec->size, h, &again, &why) == 0);
-    PROPERTY(record_equal(rec, &again));
+    PROPERTY(slog_record_equal(rec, &again));
     /* The header has no reserved bytes: all but the padding is the same */
     PROPERTY(!memcmp(buf, in, SLOG_RECORD_HEADER + rec->payload_len));
     for (uint32_t i = SLOG_RECORD_HEADER + rec->payload_len; i < rec->size;

@@ -15,6 +15,7 @@
 
 #include "block/softdev/slog-format.c"
 #include "tests/unit/unit-check.h"
+#include "tests/unit/slog-equal.h"
 
 #define MAGIC   "SDCOMPR"       /* and a NUL: softdev-compress's */
 #define MiB     (1u << 20)
@@ -133,23 +134,6 @@ static void good_header(SlogHeader *h)
     }
 }
 
-static bool header_equal(const SlogHeader *a, const SlogHeader *b)
-{
-    return !memcmp(a->magic, b->magic, sizeof(a->magic)) &&
-           a->version == b->version && a->header_size == b->header_size &&
-           a->incompat_features == b->incompat_features &&
-           a->compat_features == b->compat_features &&
-           a->virtual_size == b->virtual_size &&
-           a->cluster_size == b->cluster_size &&
-           a->segment_size == b->segment_size &&
-           a->map_offset[0] == b->map_offset[0] &&
-           a->map_offset[1] == b->map_offset[1] &&
-           a->map_size == b->map_size && a->data_offset == b->data_offset &&
-           a->algorithm == b->algorithm && a->level == b->level &&
-           a->nb_clusters == b->nb_clusters &&
-           a->max_record == b->max_record;
-}
-
 /* Encode @h (with a right CRC) and decode it: the result, and *@why */
 static int header_reencode(const SlogHeader *h, const char **why)
 {
@@ -217,10 +201,10 @@ static void test_header_round_trip(void)
     CHECK(buf[SLOG_HEADER_SIZE] == 0xee);
 
     CHECK(slog_header_decode(buf, SLOG_HEADER_SIZE, MAGIC, &out, &why) == 0);
-    CHECK(header_equal(&h, &out));
+    CHECK(slog_header_equal(&h, &out));
     /* The 128 bytes the CRC covers are all decode needs */
     CHECK(slog_header_decode(buf, SLOG_HEADER_BYTES, MAGIC, &out, &why) == 0);
-    CHECK(header_equal(&h, &out));
+    CHECK(slog_header_equal(&h, &out));
     CHECK(slog_header_decode(buf, SLOG_HEADER_BYTES - 1, MAGIC, &out,
                              &why) == -EINVAL);
 
@@ -229,18 +213,18 @@ static void test_header_round_trip(void)
                            &why) == 0);
     slog_header_encode(&h, buf);
     CHECK(slog_header_decode(buf, SLOG_HEADER_SIZE, MAGIC, &out, &why) == 0);
-    CHECK(header_equal(&h, &out) && out.level == -7);
+    CHECK(slog_header_equal(&h, &out) && out.level == -7);
     CHECK(slog_header_init(&h, MAGIC, 4 * KiB, 4 * KiB, MiB, 22, &why) == 0);
     slog_header_encode(&h, buf);
     CHECK(slog_header_decode(buf, SLOG_HEADER_SIZE, MAGIC, &out, &why) == 0);
-    CHECK(header_equal(&h, &out) && out.nb_clusters == 1);
+    CHECK(slog_header_equal(&h, &out) && out.nb_clusters == 1);
     /* 2^31 clusters, the most there may be: a 16 GiB map */
     CHECK(slog_header_init(&h, MAGIC, (1ull << 31) * 4096, 4 * KiB, MiB, 1,
                            &why) == 0);
     CHECK(h.nb_clusters == 1ull << 31 && h.map_size == 16ull << 30);
     slog_header_encode(&h, buf);
     CHECK(slog_header_decode(buf, SLOG_HEADER_SIZE, MAGIC, &out, &why) == 0);
-    CHECK(header_equal(&h, &out));
+    CHECK(slog_header_equal(&h, &out));
 }
 
 /* Patch a 32-bit field of an encoded header and make its CRC right */
@@ -438,15 +422,6 @@ static void test_header_rejects(void)
     CHECK(header_reencode(&h, &why) == 0);
 }
 
-static bool slot_equal(const SlogSlot *a, const SlogSlot *b)
-{
-    return a->generation == b->generation && a->epoch == b->epoch &&
-           a->map_area == b->map_area && a->next_seq == b->next_seq &&
-           a->head_segment == b->head_segment &&
-           a->head_offset == b->head_offset &&
-           a->nb_segments == b->nb_segments && a->flags == b->flags;
-}
-
 static int slot_reencode(const SlogSlot *slot, const SlogHeader *h,
                          const char **why)
 {
@@ -489,7 +464,7 @@ static void test_slot(void)
     CHECK(all);
     CHECK(buf[SLOG_SLOT_BYTES] == 0xee);
     CHECK(slog_slot_decode(buf, SLOG_SLOT_BYTES, &h, &out, &why) == 0);
-    CHECK(slot_equal(&good, &out));
+    CHECK(slog_slot_equal(&good, &out));
 
     /* No checkpoint there: -ENOENT, not corruption */
     memcpy(bad, buf, sizeof(bad));
@@ -548,15 +523,6 @@ static void test_slot(void)
     CHECK(REJECTS(slot_reencode(&slot, &h, &why), -EINVAL, "bounds"));
 }
 
-static bool record_equal(const SlogRecord *a, const SlogRecord *b)
-{
-    return a->seq == b->seq && a->epoch == b->epoch && a->type == b->type &&
-           a->flags == b->flags && a->encoding == b->encoding &&
-           a->cluster == b->cluster && a->count == b->count &&
-           a->payload_len == b->payload_len && a->src == b->src &&
-           a->size == b->size;
-}
-
 /*
  * Encode @rec with a random payload into @buf (filled with 0xee first, to
  * see the padding zeroed), decode it from @avail bytes: the result.
@@ -582,7 +548,7 @@ static bool record_round_trip(const SlogHeader *h, SlogRecord rec,
     bool ok;
 
     ok = record_try(h, &rec, buf, size, &out, &why) == 0 &&
-         record_equal(&rec, &out) && out.size == size;
+         slog_record_equal(&rec, &out) && out.size == size;
     ok &= slog_ld32(buf) == 0x43524453 && !memcmp(buf, "SDRC", 4);
     ok &= slog_ld32(buf + 4) == ref_crc32c(buf + 8, 40 + rec.payload_len);
     ok &= slog_ld64(buf + 8) == rec.seq && slog_ld32(buf + 16) == rec.epoch;
@@ -599,7 +565,7 @@ static bool record_round_trip(const SlogHeader *h, SlogRecord rec,
     ok &= buf[size] == 0xee;
     /* More bytes readable than the record needs change nothing */
     ok &= slog_record_decode(buf, size + SLOG_SECTOR, h, &out, &why) == 0 &&
-          record_equal(&rec, &out);
+          slog_record_equal(&rec, &out);
     return ok;
 }
 
