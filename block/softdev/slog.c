@@ -204,18 +204,23 @@ uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
     return b->buf + b->len;
 }
 
-void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec)
+/* What record @rec, stored at file offset @offset, does to the map */
+static SlogUpdate slog_update_of(const SlogRecord *rec, uint64_t offset)
 {
-    SlogUpdate u = {
+    return (SlogUpdate) {
         .cluster = rec->cluster,
         .count = rec->count,
         .type = rec->type,
         .flags = rec->flags,
         .src = rec->src,
+        .entry = slog_entry_make(offset, slog_record_size(rec->payload_len)),
     };
+}
 
-    u.entry = slog_entry_make(b->offset + b->len,
-                              slog_record_size(rec->payload_len));
+void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec)
+{
+    SlogUpdate u = slog_update_of(rec, b->offset + b->len);
+
     slog_batch_append(s, b, rec, &u);
 }
 
@@ -535,12 +540,9 @@ static int coroutine_mixed_fn GRAPH_RDLOCK slog_replay(Slog *s)
                 return 0;
             }
             if (rec.type != SLOG_REC_PAD) {
-                SlogUpdate u = {
-                    .cluster = rec.cluster, .count = rec.count,
-                    .type = rec.type, .flags = rec.flags, .src = rec.src,
-                    .entry = slog_entry_make(seg_off + s->head_off + pos,
-                                             rec.size),
-                };
+                SlogUpdate u = slog_update_of(&rec,
+                                              seg_off + s->head_off + pos);
+
                 slog_apply(s, &u);
             }
             s->next_seq++;
