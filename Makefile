@@ -73,6 +73,7 @@ bench: build
 	$(SRC)/bench/run-bench.sh $(QEMU_BUILD)
 	$(PY) $(SRC)/bench/bench-crypt.py --qemu-build $(QEMU_BUILD)
 	$(PY) $(SRC)/bench/bench-compress.py --qemu-build $(QEMU_BUILD)
+	$(PY) $(SRC)/bench/bench-cas.py --qemu-build $(QEMU_BUILD)
 
 # A PV domU's dd throughput on qdisk disks with and without a passthrough
 # soft device, in the Xen test bed (not part of 'make check')
@@ -108,7 +109,8 @@ fuzz-long:
 	$(SRC)/tests/fuzz/run-fuzz.sh $(SRC) \
 		conn=3000/10000000,client=180/10000000,device=300,slog=600
 
-# The kill -9 torture of the image formats, 2000 trials (about 45 minutes)
+# The kill -9 torture of the image formats, 2000 trials of each (about 90
+# minutes)
 .PHONY: check-long
 check-long: build
 	CRASH_TRIALS=2000 $(SRC)/tests/run-tests.sh $(QEMU_SRC) $(QEMU_BUILD) \

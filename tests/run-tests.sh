@@ -65,17 +65,24 @@ iotests_check() {
 
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
-        softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress &&
+        softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress \
+        softdev-cas &&
     run_crash "${CRASH_TRIALS:-50}"
 }
 
 # kill -9 torture of the image formats (tests/crash/crash-torture.py):
 # small clusters and segments, so that trials recycle segments and write
 # checkpoints.  Discards of partial clusters keep the data (advisory).
+# Online compaction (softdev-compact over QMP) runs again and again
+# during the workload.  softdev-cas: half the writes share a few contents,
+# so that chunks are shared, lose their last reference and are collected.
 run_crash() {
     $PY "$SRC/tests/crash/crash-torture.py" --qemu-build "$QEMU_BUILD" \
         --format softdev-compress --create-opts cluster-size=16k,segment-size=1M \
-        --trim-may-keep --trials "$1"
+        --trim-may-keep --compact --trials "$1" &&
+    $PY "$SRC/tests/crash/crash-torture.py" --qemu-build "$QEMU_BUILD" \
+        --format softdev-cas --create-opts chunk-size=4k,segment-size=1M \
+        --dedup 0.5 --trim-may-keep --compact --trials "$1"
 }
 
 # The code blocks of the guides, run against this build
@@ -103,6 +110,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-crypt.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-compress.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-cas.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -124,15 +133,15 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress; kill -9 torture" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress, -cas; kill -9 torture" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress and softdev-cas)" \
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;
-    crash) suite "kill -9 torture of softdev-compress (${CRASH_TRIALS:-50} trials)" \
+    crash) suite "kill -9 torture of softdev-compress and softdev-cas (${CRASH_TRIALS:-50} trials each)" \
         run_crash "${CRASH_TRIALS:-50}" ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac

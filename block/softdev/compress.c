@@ -44,14 +44,12 @@
  */
 
 #define SOFTDEV_COMPRESS_MAGIC  "SDCOMPR"   /* and a NUL: 8 bytes */
-#define SOFTDEV_COMPRESS_RUN    64          /* clusters read at once */
 
 typedef struct SoftdevCompress {
     Slog log;
     int level;
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    uint8_t *cluster_buf;       /* gathering, decompressing: no yield */
 } SoftdevCompress;
 
 static QemuOptsList softdev_compress_opts = {
@@ -78,6 +76,8 @@ static bool softdev_compress_level_ok(int64_t level, Error **errp)
     return true;
 }
 
+static const SlogOps softdev_compress_slog_ops;
+
 static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
                                  QDict *options, Error **errp)
 {
@@ -91,7 +91,7 @@ static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
     }
     bdrv_graph_rdlock_main_loop();
     ret = slog_open(&c->log, bs, bs->file, SOFTDEV_COMPRESS_MAGIC,
-                    !bdrv_is_read_only(bs), errp);
+                    &softdev_compress_slog_ops, !bdrv_is_read_only(bs), errp);
     bdrv_graph_rdunlock_main_loop();
     if (ret < 0) {
         return ret;
@@ -101,8 +101,7 @@ static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
     }
     c->cctx = ZSTD_createCCtx();
     c->dctx = ZSTD_createDCtx();
-    c->cluster_buf = qemu_try_blockalign(bs->file->bs, c->log.h.cluster_size);
-    if (!c->cctx || !c->dctx || !c->cluster_buf) {
+    if (!c->cctx || !c->dctx) {
         error_setg(errp, "softdev-compress: out of memory");
         ret = -ENOMEM;
         goto fail;
@@ -115,7 +114,6 @@ static int softdev_compress_open(BlockDriverState *bs, QemuOpts *opts,
 fail:
     ZSTD_freeCCtx(c->cctx);
     ZSTD_freeDCtx(c->dctx);
-    qemu_vfree(c->cluster_buf);
     bdrv_graph_rdlock_main_loop();
     c->log.state = SLOG_STATE_READ_ONLY;
     slog_close(&c->log);
@@ -132,36 +130,12 @@ static void softdev_compress_close(BlockDriverState *bs)
     bdrv_graph_rdunlock_main_loop();
     ZSTD_freeCCtx(c->cctx);
     ZSTD_freeDCtx(c->dctx);
-    qemu_vfree(c->cluster_buf);
 }
 
-static void softdev_compress_refresh_limits(BlockDriverState *bs,
-                                            Error **errp)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-    uint32_t cs = c->log.h.cluster_size;
-
-    /* The block layer reads, merges and writes partial clusters for us */
-    bs->bl.request_alignment = cs;
-    bs->bl.pdiscard_alignment = cs;
-    bs->bl.pwrite_zeroes_alignment = cs;
-    bs->bl.max_transfer = QEMU_ALIGN_DOWN(BDRV_REQUEST_MAX_BYTES, cs);
-}
-
-static int64_t softdev_compress_getlength(BlockDriverState *bs)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-
-    return c->log.h.virtual_size;
-}
-
-/*
- * Decode cluster @cl's record @rec_buf (map entry @e) into @out (a whole
- * cluster): 0, or -EIO with an alert.
- */
+/* SlogOps: cluster @cl's record @rec_buf (entry @e) into @out */
 static int softdev_compress_decode(BlockDriverState *bs, uint64_t cl,
                                    uint64_t e, const uint8_t *rec_buf,
-                                   uint8_t *out)
+                                   uint8_t *out, bool check)
 {
     SoftdevCompress *c = softdev_opaque(bs);
     uint32_t cs = c->log.h.cluster_size;
@@ -194,122 +168,6 @@ bad:
     softdev_alert(bs, SOFTDEV_SEVERITY_CRITICAL, cl * cs, cs, NULL,
                   "cluster %" PRIu64 " is corrupt: %s", cl, why);
     return -EIO;
-}
-
-/* The bytes of cluster @cl that @req covers: [*skip, *skip + *len) */
-static size_t softdev_compress_part(SoftdevCompress *c, SoftdevRequest *req,
-                                    uint64_t cl, uint32_t *skip,
-                                    uint32_t *len)
-{
-    uint32_t cs = c->log.h.cluster_size;
-    uint64_t start = MAX(cl * cs, (uint64_t)req->offset);
-    uint64_t end = MIN((cl + 1) * cs, (uint64_t)(req->offset + req->bytes));
-
-    *skip = start - cl * cs;
-    *len = end - start;
-    return req->qiov_offset + (start - req->offset);
-}
-
-/* @len bytes at @offset of @qiov if they are in one piece of it, or NULL */
-static uint8_t *softdev_compress_iov_ptr(QEMUIOVector *qiov, size_t offset,
-                                         size_t len)
-{
-    for (int i = 0; i < qiov->niov; i++) {
-        if (offset < qiov->iov[i].iov_len) {
-            return offset + len <= qiov->iov[i].iov_len ?
-                   (uint8_t *)qiov->iov[i].iov_base + offset : NULL;
-        }
-        offset -= qiov->iov[i].iov_len;
-    }
-    return NULL;
-}
-
-/*
- * Read @n clusters from @cl whose records follow each other in the image
- * (entries @ents) with one read below.
- */
-static int coroutine_fn GRAPH_RDLOCK
-softdev_compress_co_read_run(BlockDriverState *bs, SoftdevRequest *req,
-                             uint64_t cl, const uint64_t *ents, unsigned n,
-                             uint64_t span)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-    uint8_t *buf = softdev_bounce_get(bs, span);
-    uint64_t pos = 0;
-    int ret;
-
-    if (!buf) {
-        return -ENOMEM;
-    }
-    ret = bdrv_co_pread(bs->file, slog_entry_offset(ents[0]), span, buf, 0);
-    for (unsigned i = 0; ret == 0 && i < n; i++) {
-        uint32_t skip, len;
-        size_t qoff = softdev_compress_part(c, req, cl + i, &skip, &len);
-        /* Straight into the caller's buffer where the whole cluster fits */
-        uint8_t *dst = len == c->log.h.cluster_size ?
-            softdev_compress_iov_ptr(req->qiov, qoff, len) : NULL;
-
-        ret = softdev_compress_decode(bs, cl + i, ents[i], buf + pos,
-                                      dst ?: c->cluster_buf);
-        if (ret == 0 && !dst) {
-            qemu_iovec_from_buf(req->qiov, qoff, c->cluster_buf + skip, len);
-        }
-        pos += slog_entry_size(ents[i]);
-    }
-    softdev_bounce_put(bs, buf, span);
-    return ret;
-}
-
-static int coroutine_fn GRAPH_RDLOCK
-softdev_compress_co_read(BlockDriverState *bs, SoftdevRequest *req)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-    Slog *log = &c->log;
-    uint32_t cs = log->h.cluster_size;
-    uint64_t cl = req->offset / cs;
-    uint64_t last = (req->offset + req->bytes - 1) / cs;
-    uint64_t ents[SOFTDEV_COMPRESS_RUN];
-    int ret = 0;
-
-    slog_co_read_begin(log);
-    while (ret == 0 && cl <= last) {
-        uint64_t e = log->map[cl], span;
-        uint32_t skip, len;
-        unsigned n = 1;
-
-        if (!e) {
-            size_t qoff = softdev_compress_part(c, req, cl, &skip, &len);
-
-            qemu_iovec_memset(req->qiov, qoff, 0, len);
-            cl++;
-            continue;
-        }
-        if (e == SLOG_ENTRY_BAD) {
-            softdev_alert(bs, SOFTDEV_SEVERITY_CRITICAL, cl * cs, cs, NULL,
-                          "cluster %" PRIu64 " has an invalid map entry",
-                          cl);
-            ret = -EIO;
-            break;
-        }
-        /* Taken now: the map may change while the read below waits */
-        ents[0] = e;
-        span = slog_entry_size(e);
-        while (n < SOFTDEV_COMPRESS_RUN && cl + n <= last) {
-            uint64_t next = log->map[cl + n];
-
-            if (!next || next == SLOG_ENTRY_BAD ||
-                slog_entry_offset(next) != slog_entry_offset(e) + span ||
-                span + slog_entry_size(next) > SLOG_BATCH_CAP) {
-                break;
-            }
-            ents[n++] = next;
-            span += slog_entry_size(next);
-        }
-        ret = softdev_compress_co_read_run(bs, req, cl, ents, n, span);
-        cl += n;
-    }
-    slog_co_read_end(log);
-    return ret;
 }
 
 /*
@@ -389,12 +247,12 @@ softdev_compress_co_log(BlockDriverState *bs, SoftdevRequest *req,
                 size_t off = req->qiov_offset + (cl * cs - req->offset);
 
                 while (cl + zeroes < end) {
-                    src = softdev_compress_iov_ptr(req->qiov,
+                    src = slog_iov_ptr(req->qiov,
                                                    off + zeroes * cs, cs);
                     if (!src) {
                         qemu_iovec_to_buf(req->qiov, off + zeroes * cs,
-                                          c->cluster_buf, cs);
-                        src = c->cluster_buf;
+                                          c->log.cluster_buf, cs);
+                        src = c->log.cluster_buf;
                     }
                     if (!buffer_is_zero(src, cs)) {
                         break;
@@ -423,41 +281,11 @@ softdev_compress_co_log(BlockDriverState *bs, SoftdevRequest *req,
     return ret;
 }
 
-static int coroutine_fn GRAPH_RDLOCK
-softdev_compress_co_request(BlockDriverState *bs, SoftdevRequest *req,
-                            SoftdevNextFn *next)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-    uint32_t cs = c->log.h.cluster_size;
-    uint64_t first, end;
-
-    switch (req->op) {
-    case SOFTDEV_OP_READ:
-        return softdev_compress_co_read(bs, req);
-    case SOFTDEV_OP_WRITE:
-    case SOFTDEV_OP_WRITE_ZEROES:
-        if (req->offset % cs || req->bytes % cs) {
-            /* The block layer aligns them; zeroes fall back to writes */
-            return req->op == SOFTDEV_OP_WRITE ? -EINVAL : -ENOTSUP;
-        }
-        return softdev_compress_co_log(bs, req, req->offset / cs,
-                                       (req->offset + req->bytes) / cs);
-    case SOFTDEV_OP_DISCARD:
-        /* Only whole clusters; a discard is advisory */
-        first = DIV_ROUND_UP(req->offset, cs);
-        end = (req->offset + req->bytes) / cs;
-        if (req->offset + req->bytes == c->log.h.virtual_size) {
-            end = c->log.h.nb_clusters;
-        }
-        return first < end ?
-            softdev_compress_co_log(bs, req, first, end) : 0;
-    case SOFTDEV_OP_FLUSH:
-        /* Acknowledged writes are in the log below, in order */
-        return next(bs, req);
-    default:
-        g_assert_not_reached();
-    }
-}
+static const SlogOps softdev_compress_slog_ops = {
+    .unit = "cluster",
+    .decode = softdev_compress_decode,
+    .co_log = softdev_compress_co_log,
+};
 
 static void softdev_compress_fill(SoftdevCompress *c, SoftdevCompressInfo *i)
 {
@@ -506,101 +334,10 @@ softdev_compress_get_specific_info(BlockDriverState *bs, Error **errp)
     return spec;
 }
 
-static int coroutine_fn
-softdev_compress_co_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-
-    bdi->cluster_size = c->log.h.cluster_size;
-    bdi->is_dirty = !(c->log.slot.flags & SLOG_SLOT_CLEAN);
-    return 0;
-}
-
 static int softdev_compress_probe(const uint8_t *buf, int buf_size,
                                   const char *filename)
 {
     return buf_size >= 8 && !memcmp(buf, SOFTDEV_COMPRESS_MAGIC, 8) ? 100 : 0;
-}
-
-static int coroutine_fn GRAPH_RDLOCK
-softdev_compress_co_compact(BlockDriverState *bs, SoftdevCompactResult *res,
-                            Error **errp)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-
-    return slog_co_compact(&c->log, &res->moved_bytes, &res->reclaimed_bytes,
-                           errp);
-}
-
-/* qemu-img check: every cluster's record must decode */
-static int coroutine_fn GRAPH_RDLOCK
-softdev_compress_co_check(BlockDriverState *bs, BdrvCheckResult *res,
-                          BdrvCheckMode fix)
-{
-    SoftdevCompress *c = softdev_opaque(bs);
-    Slog *log = &c->log;
-    uint8_t *buf = qemu_try_blockalign(bs->file->bs, log->h.max_record);
-    g_autoptr(GArray) corrupt = g_array_new(false, false, sizeof(uint64_t));
-    int ret = 0;
-
-    if (!buf) {
-        return -ENOMEM;
-    }
-    slog_co_read_begin(log);
-    for (uint64_t cl = 0; cl < log->h.nb_clusters; cl++) {
-        uint64_t e = log->map[cl];
-
-        if (!e) {
-            continue;
-        }
-        res->bfi.allocated_clusters++;
-        if (e != SLOG_ENTRY_BAD) {
-            if (slog_entry_size(e) < log->h.max_record) {
-                res->bfi.compressed_clusters++;
-            }
-            ret = slog_co_read_record(log, e, buf);
-            if (ret < 0) {
-                res->check_errors++;
-                continue;
-            }
-            if (softdev_compress_decode(bs, cl, e, buf, c->cluster_buf) == 0) {
-                continue;
-            }
-        }
-        fprintf(stderr, "ERROR cluster %" PRIu64 ": %s\n", cl,
-                e == SLOG_ENTRY_BAD ? "invalid map entry" :
-                "record does not decode");
-        g_array_append_val(corrupt, cl);
-    }
-    slog_co_read_end(log);
-    qemu_vfree(buf);
-    res->corruptions = corrupt->len;
-    res->bfi.total_clusters = log->h.nb_clusters;
-    res->bfi.fragmented_clusters = slog_fragmented(log);
-
-    if ((fix & BDRV_FIX_ERRORS) && corrupt->len) {
-        /* What is lost is lost: such a cluster reads as zeroes now. */
-        for (guint i = 0; i < corrupt->len; i++) {
-            uint64_t cl = g_array_index(corrupt, uint64_t, i);
-            SoftdevRequest req = { .op = SOFTDEV_OP_WRITE_ZEROES };
-
-            if (softdev_compress_co_log(bs, &req, cl, cl + 1) == 0) {
-                res->corruptions--;
-                res->corruptions_fixed++;
-            }
-        }
-    }
-    if (fix && log->state == SLOG_STATE_WRITABLE) {
-        uint64_t moved, reclaimed;
-        Error *err = NULL;
-
-        if (slog_co_compact(log, &moved, &reclaimed, &err) < 0) {
-            error_report_err(err);
-            res->check_errors++;
-        }
-    }
-    res->image_end_offset = slog_file_end(log);
-    return 0;
 }
 
 static QemuOptsList softdev_compress_create_opts = {
@@ -712,22 +449,22 @@ static SoftdevDriver softdev_compress = {
     .opts                   = &softdev_compress_opts,
     .open                   = softdev_compress_open,
     .close                  = softdev_compress_close,
-    .refresh_limits         = softdev_compress_refresh_limits,
-    .getlength              = softdev_compress_getlength,
+    .refresh_limits         = slog_dev_refresh_limits,
+    .getlength              = slog_dev_getlength,
     .query                  = softdev_compress_query,
-    .co_request             = softdev_compress_co_request,
+    .co_request             = slog_dev_co_request,
     .zeroes                 = SOFTDEV_ZEROES_SEEN,
     .discard                = SOFTDEV_DISCARD_SEEN,
     .owns_layout            = true,
     .probe                  = softdev_compress_probe,
     .create_opts            = &softdev_compress_create_opts,
     .co_create              = softdev_compress_co_create,
-    .co_check               = softdev_compress_co_check,
+    .co_check               = slog_dev_co_check,
     .amend_opts             = &softdev_compress_amend_opts,
     .co_amend               = softdev_compress_co_amend,
-    .co_get_info            = softdev_compress_co_get_info,
+    .co_get_info            = slog_dev_co_get_info,
     .get_specific_info      = softdev_compress_get_specific_info,
-    .co_compact             = softdev_compress_co_compact,
+    .co_compact             = slog_dev_co_compact,
 };
 
 static void softdev_compress_init(void)

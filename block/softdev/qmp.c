@@ -287,7 +287,7 @@ SoftdevCompactResult * coroutine_fn qmp_softdev_compact(const char *node_name,
     }
     if (!sd || !sd->co_compact) {
         error_setg(errp, "Node '%s' is not a soft device that compacts "
-                   "(softdev-compress)", node_name);
+                   "(softdev-compress, softdev-cas)", node_name);
         return NULL;
     }
     bdrv_ref(bs);

@@ -3,6 +3,8 @@
  * records of segments at the end of the image, and of mostly dead ones,
  * are copied as MOVE records into free segments below them; a checkpoint
  * then frees the segments they left, which go back to the node below.
+ * Records no map entry refers to (softdev-cas's unreferenced chunks) are
+ * not copied: this is their garbage collection.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -30,14 +32,18 @@ static gint slog_live_cmp(gconstpointer a, gconstpointer b)
 /*
  * Copy the records @live[0..n) (read from the log) to the head as MOVE
  * records; they take effect where the map still refers to the originals.
+ * A record several clusters share (adjacent in @live) is copied once, for
+ * the first; the others follow in MOVE REF records.
  */
 static int coroutine_fn GRAPH_RDLOCK
 slog_co_move(Slog *s, const SlogLive *live, size_t n, uint8_t *in,
              uint64_t *moved)
 {
+    const uint32_t max_pairs = s->h.max_payload / SLOG_REF_PAIR;
     uint64_t first = slog_entry_offset(live[0].entry);
     uint64_t span = slog_entry_offset(live[n - 1].entry) +
                     slog_entry_size(live[n - 1].entry) - first;
+    uint64_t dst = 0;       /* where live[i - 1]'s record went */
     SlogBatch b;
     size_t i = 0;
     int ret;
@@ -53,16 +59,43 @@ slog_co_move(Slog *s, const SlogLive *live, size_t n, uint8_t *in,
             return -ENOMEM;
         }
         slog_batch_begin(s, &b, out, SLOG_BATCH_CAP);
-        for (; i < n; i++) {
+        while (i < n) {
             const uint8_t *rec_buf = in + slog_entry_offset(live[i].entry) -
                                      first;
             SlogRecord rec;
             const char *why;
+            uint32_t k = 0;
             uint8_t *p;
 
+            if (dst && live[i].entry == live[i - 1].entry) {
+                /* The clusters sharing the record just copied */
+                while (i + k < n && k < max_pairs &&
+                       live[i + k].entry == live[i].entry) {
+                    k++;
+                }
+                p = slog_batch_reserve(s, &b, k * SLOG_REF_PAIR);
+                if (!p) {
+                    break;
+                }
+                for (uint32_t j = 0; j < k; j++) {
+                    slog_ref_set(p + SLOG_RECORD_HEADER, j, live[i + j].cluster,
+                                 dst);
+                }
+                rec = (SlogRecord) {
+                    .type = SLOG_REC_REF, .flags = SLOG_REC_MOVE,
+                    .cluster = live[i].cluster, .count = k,
+                    .payload_len = k * SLOG_REF_PAIR, .src = live[i].entry,
+                };
+                slog_batch_add(s, &b, &rec);
+                *moved += rec.size;
+                i += k;
+                continue;
+            }
+            dst = 0;
             if (slog_record_decode(rec_buf, slog_entry_size(live[i].entry),
                                    &s->h, &rec, &why) < 0 ||
                 rec.type != SLOG_REC_DATA) {
+                i++;
                 continue;       /* qemu-img check reports it */
             }
             p = slog_batch_reserve(s, &b, rec.payload_len);
@@ -72,9 +105,11 @@ slog_co_move(Slog *s, const SlogLive *live, size_t n, uint8_t *in,
             memcpy(p + SLOG_RECORD_HEADER, rec_buf + SLOG_RECORD_HEADER,
                    rec.payload_len);
             rec.flags |= SLOG_REC_MOVE;
+            rec.cluster = live[i].cluster;
             rec.src = live[i].entry;
-            slog_batch_add(s, &b, &rec);
+            dst = slog_batch_add(s, &b, &rec);
             *moved += rec.size;
+            i++;
         }
         ret = slog_co_batch_submit(s, &b);
         softdev_bounce_put(s->bs, out, SLOG_BATCH_CAP);

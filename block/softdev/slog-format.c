@@ -94,8 +94,7 @@ static int slog_header_check(SlogHeader *h, const char **why)
         return -EINVAL;
     }
     if (!is_pow2(h->segment_size) || h->segment_size < SLOG_MIN_SEGMENT ||
-        h->segment_size > SLOG_MAX_SEGMENT ||
-        h->segment_size < 4 * (uint64_t)slog_record_size(h->cluster_size)) {
+        h->segment_size > SLOG_MAX_SEGMENT) {
         *why = "segment size must be a power of two from 1 to 16 MiB and "
                "hold four clusters";
         return -EINVAL;
@@ -110,8 +109,36 @@ static int slog_header_check(SlogHeader *h, const char **why)
         *why = "virtual size is too large for the cluster size";
         return -EFBIG;
     }
-    h->max_record = slog_record_size(h->cluster_size);
-    if (h->map_size != round_up(h->nb_clusters * 8, SLOG_MAP_BLOCK)) {
+    switch (h->algorithm) {
+    case SLOG_ALG_ZSTD:
+        if (h->level < SLOG_MIN_LEVEL || h->level > SLOG_MAX_LEVEL ||
+            !h->level) {
+            *why = "unknown compression level";
+            return -EINVAL;
+        }
+        h->extra_size = 0;
+        break;
+    case SLOG_ALG_SHA256:
+        if (h->level) {
+            *why = "a content-addressed image has no level";
+            return -EINVAL;
+        }
+        h->extra_size = SLOG_HASH_SIZE;
+        break;
+    default:
+        *why = "unknown algorithm";
+        return -EINVAL;
+    }
+    h->max_payload = h->cluster_size + h->extra_size;
+    h->max_record = slog_record_size(h->max_payload);
+    if (h->segment_size < 4 * (uint64_t)h->max_record) {
+        *why = "segment size must be a power of two from 1 to 16 MiB and "
+               "hold four clusters";
+        return -EINVAL;
+    }
+    /* Per 512 entries: a 4096-byte block of entries, their extra bytes */
+    h->map_entries_size = round_up(h->nb_clusters * 8, SLOG_MAP_BLOCK);
+    if (h->map_size != h->map_entries_size / 8 * (8 + h->extra_size)) {
         *why = "map size does not match the virtual size";
         return -EINVAL;
     }
@@ -138,19 +165,16 @@ static int slog_header_check(SlogHeader *h, const char **why)
         *why = "data area out of bounds";
         return -EINVAL;
     }
-    if (h->algorithm != SLOG_ALG_ZSTD || h->level < SLOG_MIN_LEVEL ||
-        h->level > SLOG_MAX_LEVEL || !h->level) {
-        *why = "unknown compression algorithm or level";
-        return -EINVAL;
-    }
     return 0;
 }
 
-int slog_header_init(SlogHeader *h, const char *magic, uint64_t virtual_size,
-                     uint32_t cluster_size, uint32_t segment_size,
-                     int32_t level, const char **why)
+static int slog_header_init_alg(SlogHeader *h, const char *magic,
+                                uint64_t virtual_size, uint32_t cluster_size,
+                                uint32_t segment_size, uint32_t algorithm,
+                                int32_t level, const char **why)
 {
-    uint64_t clusters;
+    uint64_t clusters, extra = algorithm == SLOG_ALG_SHA256 ?
+                               SLOG_HASH_SIZE : 0;
 
     memset(h, 0, sizeof(*h));
     memcpy(h->magic, magic, sizeof(h->magic));
@@ -159,7 +183,7 @@ int slog_header_init(SlogHeader *h, const char *magic, uint64_t virtual_size,
     h->virtual_size = virtual_size;
     h->cluster_size = cluster_size;
     h->segment_size = segment_size;
-    h->algorithm = SLOG_ALG_ZSTD;
+    h->algorithm = algorithm;
     h->level = level;
     clusters = cluster_size ? (virtual_size + cluster_size - 1) /
                               cluster_size : 0;
@@ -167,12 +191,28 @@ int slog_header_init(SlogHeader *h, const char *magic, uint64_t virtual_size,
         *why = "virtual size is too large for the cluster size";
         return -EFBIG;
     }
-    h->map_size = round_up(clusters * 8, SLOG_MAP_BLOCK);
+    h->map_size = round_up(clusters * 8, SLOG_MAP_BLOCK) / 8 * (8 + extra);
     h->map_offset[0] = SLOG_META_END;
     h->map_offset[1] = round_up(SLOG_META_END + h->map_size, SLOG_MAP_BLOCK);
     h->data_offset = round_up(h->map_offset[1] + h->map_size,
                               SLOG_MAP_BLOCK);
     return slog_header_check(h, why);
+}
+
+int slog_header_init(SlogHeader *h, const char *magic, uint64_t virtual_size,
+                     uint32_t cluster_size, uint32_t segment_size,
+                     int32_t level, const char **why)
+{
+    return slog_header_init_alg(h, magic, virtual_size, cluster_size,
+                                segment_size, SLOG_ALG_ZSTD, level, why);
+}
+
+int slog_header_init_cas(SlogHeader *h, const char *magic,
+                         uint64_t virtual_size, uint32_t cluster_size,
+                         uint32_t segment_size, const char **why)
+{
+    return slog_header_init_alg(h, magic, virtual_size, cluster_size,
+                                segment_size, SLOG_ALG_SHA256, 0, why);
 }
 
 void slog_header_encode(const SlogHeader *h, uint8_t *buf)
@@ -343,7 +383,7 @@ int slog_record_decode(const uint8_t *buf, size_t avail, const SlogHeader *h,
     rec->count = slog_ld32(buf + R_COUNT);
     rec->payload_len = slog_ld32(buf + R_PAYLOAD_LEN);
     rec->src = slog_ld64(buf + R_SRC);
-    if (rec->payload_len > h->cluster_size) {
+    if (rec->payload_len > h->max_payload) {
         *why = "record payload longer than a cluster";
         return -EINVAL;
     }
@@ -367,19 +407,38 @@ int slog_record_decode(const uint8_t *buf, size_t avail, const SlogHeader *h,
         return 0;
     case SLOG_REC_DATA:
         if (rec->cluster >= h->nb_clusters || rec->count != 1 ||
-            rec->flags & ~SLOG_REC_MOVE || rec->encoding > SLOG_ENC_ZSTD ||
-            (rec->encoding == SLOG_ENC_RAW &&
-             rec->payload_len != h->cluster_size) ||
-            (rec->encoding == SLOG_ENC_ZSTD && !rec->payload_len)) {
+            rec->flags & ~SLOG_REC_MOVE ||
+            (h->algorithm == SLOG_ALG_ZSTD &&
+             (rec->encoding > SLOG_ENC_ZSTD ||
+              (rec->encoding == SLOG_ENC_RAW &&
+               rec->payload_len != h->cluster_size) ||
+              (rec->encoding == SLOG_ENC_ZSTD && !rec->payload_len))) ||
+            (h->algorithm == SLOG_ALG_SHA256 &&
+             (rec->encoding != SLOG_ENC_RAW ||
+              rec->payload_len != h->max_payload))) {
             *why = "malformed data record";
             return -EINVAL;
         }
-        if ((rec->flags & SLOG_REC_MOVE) && (!rec->src ||
-                                             rec->src == SLOG_ENTRY_BAD)) {
-            *why = "malformed move record";
+        break;
+    case SLOG_REC_REF:
+        if (h->algorithm != SLOG_ALG_SHA256 || rec->flags & ~SLOG_REC_MOVE ||
+            rec->encoding || !rec->count ||
+            rec->payload_len != rec->count * SLOG_REF_PAIR ||
+            rec->cluster >= h->nb_clusters) {
+            *why = "malformed ref record";
             return -EINVAL;
         }
-        return 0;
+        for (uint32_t i = 0; i < rec->count; i++) {
+            const uint8_t *payload = buf + SLOG_RECORD_HEADER;
+            uint64_t e = slog_ref_entry(payload, i);
+
+            if (slog_ref_cluster(payload, i) >= h->nb_clusters || !e ||
+                e == SLOG_ENTRY_BAD) {
+                *why = "malformed ref record";
+                return -EINVAL;
+            }
+        }
+        break;
     case SLOG_REC_ZERO:
         if (rec->payload_len || rec->flags || !rec->count ||
             rec->cluster >= h->nb_clusters ||
@@ -392,6 +451,12 @@ int slog_record_decode(const uint8_t *buf, size_t avail, const SlogHeader *h,
         *why = "unknown record type";
         return -EINVAL;
     }
+    if ((rec->flags & SLOG_REC_MOVE) && (!rec->src ||
+                                         rec->src == SLOG_ENTRY_BAD)) {
+        *why = "malformed move record";
+        return -EINVAL;
+    }
+    return 0;
 }
 
 bool slog_entry_check(const SlogHeader *h, uint64_t nb_segments, uint64_t e)

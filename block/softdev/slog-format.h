@@ -1,6 +1,6 @@
 /*
- * The on-disk format of softdev's log-structured images (softdev-compress;
- * docs/specs/softdev-compress.rst): a header, two checkpoint slots, two
+ * The on-disk format of softdev's log-structured images (softdev-compress
+ * and softdev-cas; docs/specs/softdev-compress.rst, softdev-cas.rst): a header, two checkpoint slots, two
  * map areas and a data area of segments filled by a log of records.  Only
  * parsing and encoding, without QEMU, so that a fuzzer and the unit tests
  * call it directly; block/softdev/slog.c does the I/O.
@@ -46,6 +46,11 @@ typedef enum SlogRecordType {
     SLOG_REC_PAD = 1,           /* the rest of the segment is unused */
     SLOG_REC_DATA = 2,          /* one cluster's data (payload) */
     SLOG_REC_ZERO = 3,          /* @count clusters read as zeroes */
+    /*
+     * Content-addressed images: @count (cluster, entry) pairs of 16 bytes
+     * in the payload, each cluster now refers to the data record at entry
+     */
+    SLOG_REC_REF = 4,
 } SlogRecordType;
 
 /* DATA payload encodings */
@@ -56,8 +61,17 @@ typedef enum SlogEncoding {
 
 #define SLOG_REC_MOVE           1u        /* flags: compaction's copy */
 
-/* Compression algorithms in the header, and zstd's levels we take */
+/*
+ * The header's algorithm: what a data record's payload is.  zstd:
+ * compressed (softdev-compress).  SHA-256: content-addressed
+ * (softdev-cas): the payload is the cluster's SHA-256 and the cluster raw,
+ * records may be shared by several clusters (REF records), and each map
+ * area keeps the hash beside every map entry.
+ */
 #define SLOG_ALG_ZSTD           1u
+#define SLOG_ALG_SHA256         2u
+#define SLOG_HASH_SIZE          32u
+#define SLOG_REF_PAIR           16u       /* a REF record's (cluster, entry) */
 #define SLOG_MIN_LEVEL          (-7)
 #define SLOG_MAX_LEVEL          22
 
@@ -77,7 +91,11 @@ typedef struct SlogHeader {
     int32_t level;              /* the default compression level */
     /* Derived, not stored */
     uint64_t nb_clusters;
+    uint32_t extra_size;        /* bytes kept beside each map entry */
+    uint32_t max_payload;       /* bytes of the largest payload */
     uint32_t max_record;        /* bytes of the largest record */
+    uint64_t map_entries_size;  /* bytes of a map area's entries; the
+                                 * extra bytes follow them */
 } SlogHeader;
 
 typedef struct SlogSlot {
@@ -121,6 +139,10 @@ static inline uint32_t slog_record_size(uint32_t payload_len)
 int slog_header_init(SlogHeader *h, const char *magic, uint64_t virtual_size,
                      uint32_t cluster_size, uint32_t segment_size,
                      int32_t level, const char **why);
+/* The same for a content-addressed image (SLOG_ALG_SHA256) */
+int slog_header_init_cas(SlogHeader *h, const char *magic,
+                         uint64_t virtual_size, uint32_t cluster_size,
+                         uint32_t segment_size, const char **why);
 void slog_header_encode(const SlogHeader *h, uint8_t *buf);
 /* Decode and check @buf (SLOG_HEADER_BYTES at least): 0, or -EINVAL etc. */
 int slog_header_decode(const uint8_t *buf, size_t len, const char *magic,
@@ -206,6 +228,24 @@ static inline void slog_st64(uint8_t *p, uint64_t v)
 {
     slog_st32(p, v);
     slog_st32(p + 4, v >> 32);
+}
+
+/* Pair @i of a REF record's payload: the cluster and the entry it takes */
+static inline uint64_t slog_ref_cluster(const uint8_t *payload, uint32_t i)
+{
+    return slog_ld64(payload + i * SLOG_REF_PAIR);
+}
+
+static inline uint64_t slog_ref_entry(const uint8_t *payload, uint32_t i)
+{
+    return slog_ld64(payload + i * SLOG_REF_PAIR + 8);
+}
+
+static inline void slog_ref_set(uint8_t *payload, uint32_t i, uint64_t cluster,
+                                uint64_t entry)
+{
+    slog_st64(payload + i * SLOG_REF_PAIR, cluster);
+    slog_st64(payload + i * SLOG_REF_PAIR + 8, entry);
 }
 
 #endif /* SOFTDEV_SLOG_FORMAT_H */

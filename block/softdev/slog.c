@@ -32,50 +32,62 @@ static void slog_segs_grow(Slog *s, uint64_t nb)
     }
 }
 
-/* @delta: +1 when the map starts referring to @e, -1 when it stops */
-static void slog_account(Slog *s, uint64_t e, int delta)
+/*
+ * @delta: +1 when a map entry starts referring to @e, -1 when it stops.
+ * A shared record's bytes are live while any entry refers to it.
+ */
+static void slog_account(Slog *s, uint64_t e, int delta, const uint8_t *extra)
 {
     SlogSegment *seg;
-    uint32_t size = slog_entry_size(e);
+    int64_t size = slog_entry_size(e);
 
     if (!slog_entry_valid(e)) {
         return;
     }
-    seg = &s->segs[slog_segment_of(&s->h, slog_entry_offset(e))];
-    if (delta > 0) {
-        seg->live += size;
-        s->live_bytes += size;
-        s->mapped++;
-    } else {
-        seg->live -= size;
-        s->live_bytes -= size;
-        s->mapped--;
+    s->mapped += delta;
+    if (s->ops->ref && s->ops->ref(s, e, delta, extra) != (delta > 0)) {
+        return;
     }
+    seg = &s->segs[slog_segment_of(&s->h, slog_entry_offset(e))];
+    seg->live += delta * size;
+    s->live_bytes += delta * size;
 }
 
-static void slog_map_set(Slog *s, uint64_t cluster, uint64_t e)
+static void slog_map_set(Slog *s, uint64_t cluster, uint64_t e,
+                         const uint8_t *extra)
 {
     uint64_t blk = cluster * 8 / SLOG_MAP_BLOCK;
+    uint64_t old = s->map[cluster];
 
-    slog_account(s, s->map[cluster], -1);
+    /* The new reference first: a shared record never drops to none */
     s->map[cluster] = e;
-    slog_account(s, e, +1);
+    slog_account(s, e, +1, extra);
+    slog_account(s, old, -1, NULL);
     set_bit(blk, s->dirty[0]);
     set_bit(blk, s->dirty[1]);
 }
 
 static void slog_apply(Slog *s, const SlogUpdate *u)
 {
+    uint64_t e = u->entry;
+
     switch (u->type) {
+    case SLOG_REC_REF:
+        /* A pair read from the log may point anywhere */
+        if (!slog_entry_check(&s->h, s->nb_segments, e)) {
+            e = SLOG_ENTRY_BAD;
+            s->bad++;
+        }
+        /* fall through */
     case SLOG_REC_DATA:
         if (!(u->flags & SLOG_REC_MOVE) || s->map[u->cluster] == u->src) {
-            slog_map_set(s, u->cluster, u->entry);
+            slog_map_set(s, u->cluster, e, u->extra);
         }
         break;
     case SLOG_REC_ZERO:
         for (uint64_t c = u->cluster; c < u->cluster + u->count; c++) {
             if (s->map[c]) {
-                slog_map_set(s, c, 0);
+                slog_map_set(s, c, 0, NULL);
             }
         }
         break;
@@ -159,12 +171,10 @@ void slog_batch_begin(Slog *s, SlogBatch *b, uint8_t *buf, size_t cap)
         .offset = slog_segment_offset(&s->h, s->head_seg) + s->head_off,
         .first_seq = s->next_seq,
         .end_seq = s->next_seq,
-        .updates = g_new(SlogUpdate, cap / SLOG_SECTOR),
     };
 }
 
-static void slog_batch_append(Slog *s, SlogBatch *b, SlogRecord *rec,
-                              const SlogUpdate *u)
+static void slog_batch_append(Slog *s, SlogBatch *b, SlogRecord *rec)
 {
     rec->seq = s->next_seq++;
     rec->epoch = s->epoch;
@@ -173,9 +183,6 @@ static void slog_batch_append(Slog *s, SlogBatch *b, SlogRecord *rec,
     b->len += rec->size;
     s->head_off += rec->size;
     b->end_seq = s->next_seq;
-    if (u) {
-        b->updates[b->nb_updates++] = *u;
-    }
 }
 
 uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
@@ -193,7 +200,7 @@ uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
         if (s->head_off < s->h.segment_size) {
             SlogRecord pad = { .type = SLOG_REC_PAD };
 
-            slog_batch_append(s, b, &pad, NULL);
+            slog_batch_append(s, b, &pad);
         }
         slog_next_segment(s);
         if (b->len) {
@@ -204,24 +211,60 @@ uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
     return b->buf + b->len;
 }
 
-/* What record @rec, stored at file offset @offset, does to the map */
-static SlogUpdate slog_update_of(const SlogRecord *rec, uint64_t offset)
+/*
+ * Call @fn with what record @rec, stored at file offset @offset with
+ * @payload, does to the map: one update, or one per pair of a REF record.
+ */
+static void slog_record_updates(Slog *s, const SlogRecord *rec,
+                                uint64_t offset, const uint8_t *payload,
+                                void (*fn)(Slog *s, const SlogUpdate *u,
+                                           void *opaque),
+                                void *opaque)
 {
-    return (SlogUpdate) {
+    SlogUpdate u = {
         .cluster = rec->cluster,
         .count = rec->count,
         .type = rec->type,
         .flags = rec->flags,
         .src = rec->src,
         .entry = slog_entry_make(offset, slog_record_size(rec->payload_len)),
+        .extra = rec->type == SLOG_REC_DATA && s->h.extra_size ? payload
+                                                               : NULL,
     };
+
+    if (rec->type == SLOG_REC_PAD) {
+        return;
+    }
+    if (rec->type != SLOG_REC_REF) {
+        fn(s, &u, opaque);
+        return;
+    }
+    for (uint32_t i = 0; i < rec->count; i++) {
+        u.cluster = slog_ref_cluster(payload, i);
+        u.entry = slog_ref_entry(payload, i);
+        fn(s, &u, opaque);
+    }
 }
 
-void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec)
+static void slog_batch_push(Slog *s, const SlogUpdate *u, void *opaque)
 {
-    SlogUpdate u = slog_update_of(rec, b->offset + b->len);
+    SlogBatch *b = opaque;
 
-    slog_batch_append(s, b, rec, &u);
+    if (b->nb_updates == b->updates_alloc) {
+        b->updates_alloc = MAX(16, b->updates_alloc * 2);
+        b->updates = g_renew(SlogUpdate, b->updates, b->updates_alloc);
+    }
+    b->updates[b->nb_updates++] = *u;
+}
+
+uint64_t slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec)
+{
+    uint64_t offset = b->offset + b->len;
+
+    slog_batch_append(s, b, rec);
+    slog_record_updates(s, rec, offset, b->buf + offset - b->offset +
+                        SLOG_RECORD_HEADER, slog_batch_push, b);
+    return slog_entry_make(offset, rec->size);
 }
 
 int coroutine_fn GRAPH_RDLOCK slog_co_batch_submit(Slog *s, SlogBatch *b)
@@ -330,28 +373,48 @@ int coroutine_fn GRAPH_RDLOCK slog_co_write_header(Slog *s)
 
 /* Checkpoints */
 
-/* Write the map blocks area @area lacks; 0 or -errno */
+/*
+ * Write the map blocks area @area lacks, and the extra bytes of their
+ * entries; 0 or -errno
+ */
 static int coroutine_mixed_fn GRAPH_RDLOCK
 slog_write_map(Slog *s, unsigned area)
 {
-    g_autofree uint64_t *buf = g_new(uint64_t, SLOG_IO_CHUNK / 8);
-    const uint64_t per_chunk = SLOG_IO_CHUNK / SLOG_MAP_BLOCK;
+    const uint32_t per_blk = SLOG_MAP_BLOCK / 8;
+    const uint64_t per_chunk = SLOG_IO_CHUNK / (per_blk * (8 + s->h.extra_size));
+    const uint64_t base = s->h.map_offset[area];
+    g_autofree uint8_t *buf = g_malloc(SLOG_IO_CHUNK);
     uint64_t blk = find_first_bit(s->dirty[area], s->nb_map_blocks);
 
     while (blk < s->nb_map_blocks) {
         uint64_t end = find_next_zero_bit(s->dirty[area], s->nb_map_blocks,
                                           blk);
         uint64_t n = MIN(end - blk, per_chunk);
-        uint64_t first = blk * SLOG_MAP_BLOCK / 8;
+        uint64_t first = blk * per_blk;
+        uint8_t *extra = buf + n * SLOG_MAP_BLOCK;
         int ret;
 
-        for (uint64_t i = 0; i < n * SLOG_MAP_BLOCK / 8; i++) {
+        for (uint64_t i = 0; i < n * per_blk; i++) {
             uint64_t e = s->map[first + i];
 
-            buf[i] = cpu_to_le64(e == SLOG_ENTRY_BAD ? 0 : e);
+            e = e == SLOG_ENTRY_BAD ? 0 : e;
+            stq_le_p(buf + i * 8, e);
+            if (!s->h.extra_size) {
+                continue;
+            }
+            if (e) {
+                s->ops->get_extra(s, e, extra + i * s->h.extra_size);
+            } else {
+                memset(extra + i * s->h.extra_size, 0, s->h.extra_size);
+            }
         }
-        ret = bdrv_pwrite(s->file, s->h.map_offset[area] +
-                          blk * SLOG_MAP_BLOCK, n * SLOG_MAP_BLOCK, buf, 0);
+        ret = bdrv_pwrite(s->file, base + blk * SLOG_MAP_BLOCK,
+                          n * SLOG_MAP_BLOCK, buf, 0);
+        if (ret == 0 && s->h.extra_size) {
+            ret = bdrv_pwrite(s->file, base + s->h.map_entries_size +
+                              first * s->h.extra_size,
+                              n * per_blk * s->h.extra_size, extra, 0);
+        }
         if (ret < 0) {
             return ret;
         }
@@ -392,6 +455,9 @@ slog_release_segments(Slog *s, uint64_t keep)
         }
     }
     slog_freeze_free_list(s);
+    if (s->ops->checkpointed) {
+        s->ops->checkpointed(s);
+    }
 }
 
 static int coroutine_mixed_fn GRAPH_RDLOCK
@@ -471,20 +537,28 @@ int coroutine_fn GRAPH_RDLOCK slog_co_checkpoint(Slog *s, bool clean)
 
 /* Opening */
 
-/* Read map area @area into s->map; 0 or -errno */
+/* Read map area @area into s->map (and its extra bytes); 0 or -errno */
 static int coroutine_mixed_fn GRAPH_RDLOCK
 slog_read_map(Slog *s, unsigned area)
 {
-    for (uint64_t off = 0; off < s->h.map_size; off += SLOG_IO_CHUNK) {
-        uint64_t n = MIN(SLOG_IO_CHUNK, s->h.map_size - off);
-        int ret = bdrv_pread(s->file, s->h.map_offset[area] + off, n,
+    const uint64_t base = s->h.map_offset[area];
+    const uint32_t xs = s->h.extra_size;
+    g_autofree uint8_t *extra = NULL;
+    uint64_t extra_first = 0, extra_end = 0;
+
+    for (uint64_t off = 0; off < s->h.map_entries_size; off += SLOG_IO_CHUNK) {
+        uint64_t n = MIN(SLOG_IO_CHUNK, s->h.map_entries_size - off);
+        int ret = bdrv_pread(s->file, base + off, n,
                              (uint8_t *)s->map + off, 0);
 
         if (ret < 0) {
             return ret;
         }
     }
-    for (uint64_t c = 0; c < s->h.map_size / 8; c++) {
+    if (xs) {
+        extra = g_malloc(SLOG_IO_CHUNK);
+    }
+    for (uint64_t c = 0; c < s->h.map_entries_size / 8; c++) {
         uint64_t e = le64_to_cpu(s->map[c]);
 
         if (e && (c >= s->h.nb_clusters ||
@@ -493,9 +567,25 @@ slog_read_map(Slog *s, unsigned area)
             s->bad++;
         }
         s->map[c] = e;
-        slog_account(s, e, +1);
+        if (xs && c >= extra_end) {
+            uint64_t n = MIN(SLOG_IO_CHUNK / xs, s->h.map_entries_size / 8 - c);
+            int ret = bdrv_pread(s->file, base + s->h.map_entries_size +
+                                 c * xs, n * xs, extra, 0);
+
+            if (ret < 0) {
+                return ret;
+            }
+            extra_first = c;
+            extra_end = c + n;
+        }
+        slog_account(s, e, +1, xs ? extra + (c - extra_first) * xs : NULL);
     }
     return 0;
+}
+
+static void slog_replay_apply(Slog *s, const SlogUpdate *u, void *opaque)
+{
+    slog_apply(s, u);
 }
 
 /*
@@ -539,12 +629,9 @@ static int coroutine_mixed_fn GRAPH_RDLOCK slog_replay(Slog *s)
                 s->head_off += pos;
                 return 0;
             }
-            if (rec.type != SLOG_REC_PAD) {
-                SlogUpdate u = slog_update_of(&rec,
-                                              seg_off + s->head_off + pos);
-
-                slog_apply(s, &u);
-            }
+            slog_record_updates(s, &rec, seg_off + s->head_off + pos,
+                                buf + pos + SLOG_RECORD_HEADER,
+                                slog_replay_apply, NULL);
             s->next_seq++;
             s->replayed++;
             pos += rec.size;
@@ -561,7 +648,7 @@ static int coroutine_mixed_fn GRAPH_RDLOCK slog_replay(Slog *s)
 
 int coroutine_mixed_fn GRAPH_RDLOCK
 slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
-          bool writable, Error **errp)
+          const SlogOps *ops, bool writable, Error **errp)
 {
     uint8_t *buf = qemu_blockalign(file->bs, SLOG_META_END);
     SlogSlot slots[2];
@@ -569,7 +656,10 @@ slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
     const char *why = NULL;
     int ret;
 
-    *s = (Slog) { .bs = bs, .file = file, .state = SLOG_STATE_READ_ONLY };
+    *s = (Slog) {
+        .bs = bs, .file = file, .ops = ops,
+        .state = SLOG_STATE_READ_ONLY,
+    };
     QTAILQ_INIT(&s->inflight);
     qemu_co_queue_init(&s->applied);
     qemu_co_rwlock_init(&s->lock);
@@ -582,6 +672,12 @@ slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
     ret = slog_header_decode(buf, SLOG_HEADER_SIZE, magic, &s->h, &why);
     if (ret < 0) {
         error_setg(errp, "Invalid image: %s", why);
+        goto out;
+    }
+    if (!s->h.extra_size != !ops->ref) {
+        error_setg(errp, "Invalid image: the header's algorithm is not this "
+                   "format's");
+        ret = -EINVAL;
         goto out;
     }
     for (int i = 0; i < 2; i++) {
@@ -597,11 +693,17 @@ slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
                     (valid[1] && slots[1].generation > slots[0].generation);
     s->slot = slots[s->slot_index];
 
-    s->nb_map_blocks = s->h.map_size / SLOG_MAP_BLOCK;
-    s->map = g_try_malloc(s->h.map_size);
+    s->nb_map_blocks = s->h.map_entries_size / SLOG_MAP_BLOCK;
+    s->map = g_try_malloc(s->h.map_entries_size);
     if (!s->map) {
         error_setg(errp, "Could not allocate %" PRIu64 " bytes for the map",
-                   s->h.map_size);
+                   s->h.map_entries_size);
+        ret = -ENOMEM;
+        goto out;
+    }
+    s->cluster_buf = qemu_try_blockalign(file->bs, s->h.cluster_size);
+    if (!s->cluster_buf) {
+        error_setg(errp, "Could not allocate a cluster buffer");
         ret = -ENOMEM;
         goto out;
     }
@@ -664,6 +766,8 @@ void coroutine_mixed_fn GRAPH_RDLOCK slog_close(Slog *s)
     g_free(s->dirty[1]);
     g_free(s->segs);
     g_free(s->free_list);
+    qemu_vfree(s->cluster_buf);
+    s->cluster_buf = NULL;
     s->map = NULL;
     s->dirty[0] = s->dirty[1] = NULL;
     s->segs = NULL;
@@ -714,7 +818,7 @@ int coroutine_fn GRAPH_RDLOCK slog_co_switch_head(Slog *s)
     if (s->head_off < s->h.segment_size) {
         SlogRecord pad = { .type = SLOG_REC_PAD };
 
-        slog_batch_append(s, &b, &pad, NULL);
+        slog_batch_append(s, &b, &pad);
     }
     slog_next_segment(s);
     ret = slog_co_batch_submit(s, &b);

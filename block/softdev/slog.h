@@ -1,6 +1,6 @@
 /*
  * The log-structured image engine of softdev's format-owning soft devices
- * (softdev-compress): a map from guest clusters to records in a log of
+ * (softdev-compress, softdev-cas): a map from guest clusters to records in a log of
  * segments on the node below, checkpoints, crash recovery, free-space
  * accounting and compaction.  The format is slog-format.h's; the soft
  * device decides what a record's payload is.
@@ -23,6 +23,7 @@
 #include "qemu/coroutine.h"
 #include "qemu/queue.h"
 #include "block/block_int.h"
+#include "softdev/softdev.h"
 #include "slog-format.h"
 
 typedef enum SlogSegState {
@@ -54,12 +55,56 @@ typedef enum SlogBatchState {
 /* What a record does to the map once it is in the log */
 typedef struct SlogUpdate {
     uint64_t cluster;
-    uint64_t entry;         /* where the record is (DATA) */
+    uint64_t entry;         /* where the data record is (DATA, REF) */
     uint64_t src;           /* MOVE: applies only if the map still says so */
+    /* DATA: its extra bytes (in the record, valid while it is applied) */
+    const uint8_t *extra;
     uint32_t count;         /* ZERO: clusters */
-    uint8_t type;           /* SlogRecordType */
+    uint8_t type;           /* SlogRecordType; a REF record's pairs are one
+                             * update each */
     uint8_t flags;          /* SLOG_REC_MOVE */
 } SlogUpdate;
+
+typedef struct Slog Slog;
+
+/*
+ * What a soft device on the engine tells it (slog_open()).  Its state
+ * begins with its Slog, so that slog-dev.c's callbacks find it.
+ */
+typedef struct SlogOps {
+    const char *unit;       /* what a cluster is called in messages */
+    /*
+     * Decode cluster @cl's record @rec_buf (map entry @e) into @out (a
+     * whole cluster): 0, or -EIO with an alert.  @check: for qemu-img
+     * check, which checks everything it can (a hash, say).
+     */
+    int (*decode)(BlockDriverState *bs, uint64_t cl, uint64_t e,
+                  const uint8_t *rec_buf, uint8_t *out, bool check);
+    /*
+     * Log clusters [@cl, @end) of @req: its data, or zeroes without
+     * @req->qiov (write-zeroes, discard).
+     */
+    int coroutine_fn GRAPH_RDLOCK (*co_log)(BlockDriverState *bs,
+                                            SoftdevRequest *req,
+                                            uint64_t cl, uint64_t end);
+
+    /*
+     * Images whose records can be shared (SLOG_ALG_SHA256: several
+     * clusters refer to one record); NULL otherwise.  Map entry @e gains
+     * (@delta 1) or loses (-1) a reference.  @extra is the record's extra
+     * bytes where the engine has them (from the map area at open, from a
+     * data record's payload), else NULL.  Returns the references @e has
+     * now: the engine counts the record's bytes as live while it has any.
+     */
+    uint64_t (*ref)(Slog *s, uint64_t e, int delta, const uint8_t *extra);
+    /* The extra bytes a checkpoint stores beside map entry @e */
+    void (*get_extra)(Slog *s, uint64_t e, uint8_t *extra);
+    /*
+     * A checkpoint is durable and the free segments are frozen: records
+     * without references are garbage now (their segment may be reused).
+     */
+    void (*checkpointed)(Slog *s);
+} SlogOps;
 
 /*
  * Records appended together, in one write at consecutive offsets inside
@@ -73,14 +118,16 @@ typedef struct SlogBatch {
     uint64_t offset;        /* file offset of buf[0] */
     uint64_t first_seq, end_seq;
     SlogUpdate *updates;
-    unsigned nb_updates;
+    unsigned nb_updates, updates_alloc;
     int ret;
     QTAILQ_ENTRY(SlogBatch) next;
 } SlogBatch;
 
-typedef struct Slog {
+struct Slog {
     BlockDriverState *bs;
     BdrvChild *file;
+    const SlogOps *ops;     /* the soft device's */
+    uint8_t *cluster_buf;   /* a cluster's bytes, used without yielding */
     SlogState state;
     SlogHeader h;
     SlogSlot slot;          /* the newest checkpoint */
@@ -113,14 +160,14 @@ typedef struct Slog {
     uint64_t checkpoints;
     uint64_t replayed;      /* records replayed at open */
     uint64_t released;      /* bytes of segments that became free */
-} Slog;
+};
 
 /* A cluster's record size can only be known after compressing */
 #define SLOG_BATCH_CAP      (1 * MiB + 64 * KiB)
 
 int coroutine_mixed_fn GRAPH_RDLOCK
 slog_open(Slog *s, BlockDriverState *bs, BdrvChild *file, const char *magic,
-          bool writable, Error **errp);
+          const SlogOps *ops, bool writable, Error **errp);
 /* Checkpoints (clean) if writable; then frees everything. */
 void coroutine_mixed_fn GRAPH_RDLOCK slog_close(Slog *s);
 
@@ -143,8 +190,11 @@ void slog_batch_begin(Slog *s, SlogBatch *b, uint8_t *buf, size_t cap);
  * the returned pointer + SLOG_RECORD_HEADER.
  */
 uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload);
-/* Complete the reserved record with @rec (seq, epoch and size are set). */
-void slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec);
+/*
+ * Complete the reserved record with @rec (seq, epoch and size are set).
+ * Returns the map entry of the record.
+ */
+uint64_t slog_batch_add(Slog *s, SlogBatch *b, SlogRecord *rec);
 /*
  * Write @b, wait for the batches before it, apply it to the map.  0 or
  * -errno (then the node is SLOG_STATE_FAILED).  Frees the updates.
@@ -189,8 +239,54 @@ uint64_t slog_free_bytes(Slog *s);
 /* Clusters whose record does not follow the previous cluster's */
 uint64_t slog_fragmented(Slog *s);
 
+/* The bytes of cluster @cl that @req covers: [*skip, *skip + *len) */
+static inline size_t slog_request_part(Slog *s, SoftdevRequest *req,
+                                       uint64_t cl, uint32_t *skip,
+                                       uint32_t *len)
+{
+    uint32_t cs = s->h.cluster_size;
+    uint64_t start = MAX(cl * cs, (uint64_t)req->offset);
+    uint64_t end = MIN((cl + 1) * cs, (uint64_t)(req->offset + req->bytes));
+
+    *skip = start - cl * cs;
+    *len = end - start;
+    return req->qiov_offset + (start - req->offset);
+}
+
+/* @len bytes at @offset of @qiov if they are in one piece of it, or NULL */
+static inline uint8_t *slog_iov_ptr(QEMUIOVector *qiov, size_t offset,
+                                    size_t len)
+{
+    for (int i = 0; i < qiov->niov; i++) {
+        if (offset < qiov->iov[i].iov_len) {
+            return offset + len <= qiov->iov[i].iov_len ?
+                   (uint8_t *)qiov->iov[i].iov_base + offset : NULL;
+        }
+        offset -= qiov->iov[i].iov_len;
+    }
+    return NULL;
+}
+
 /* Read the raw record of map entry @e into @buf (slog_entry_size(e)) */
 int coroutine_fn GRAPH_RDLOCK
 slog_co_read_record(Slog *s, uint64_t e, uint8_t *buf);
+
+/*
+ * slog-dev.c: the SoftdevDriver callbacks of a soft device on the engine
+ * (its state begins with its Slog)
+ */
+void slog_dev_refresh_limits(BlockDriverState *bs, Error **errp);
+int64_t slog_dev_getlength(BlockDriverState *bs);
+int coroutine_fn slog_dev_co_get_info(BlockDriverState *bs,
+                                      BlockDriverInfo *bdi);
+int coroutine_fn GRAPH_RDLOCK
+slog_dev_co_compact(BlockDriverState *bs, SoftdevCompactResult *res,
+                    Error **errp);
+int coroutine_fn GRAPH_RDLOCK
+slog_dev_co_request(BlockDriverState *bs, SoftdevRequest *req,
+                    SoftdevNextFn *next);
+int coroutine_fn GRAPH_RDLOCK
+slog_dev_co_check(BlockDriverState *bs, BdrvCheckResult *res,
+                  BdrvCheckMode fix);
 
 #endif /* SOFTDEV_SLOG_H */

@@ -12,11 +12,14 @@ no errors, reads returned what was last written, and each block holds the
 content of the last operation on it acknowledged before the newest
 acknowledged flush was issued, or of a later operation on it.  Written
 blocks carry a header (magic, write id, block) and filler from the write
-id, compressible text or, for a fifth of the writes, random bytes.
+id, compressible text or, for a fifth of the writes, random bytes.  With
+--dedup a share of the writes put one of a few contents on every block
+they write instead, so that a deduplicating format stores shared data.
 """
 
 import argparse
 import hashlib
+from json import dumps as json_dumps, loads as json_loads
 import os
 import random
 import shutil
@@ -39,6 +42,9 @@ SOCKET_TIMEOUT = 10
 TOOL_TIMEOUT = 120
 
 ZERO = 0                   # content id of a zero block; write ids start at 1
+POOL = 8                   # --dedup: contents shared by blocks and writes
+POOL_BASE = 1 << 62        # their content ids
+ANY_BLOCK = (1 << 64) - 1  # their header's block
 ZERO_BLOCK = bytes(BLOCK)
 MAGIC = b'SDCRASH1'
 HEADER = struct.Struct('<8sQQI')     # magic, write id, block, incompressible
@@ -94,13 +100,16 @@ def identify(data, block):
                 data == block_data(wid, blk, incompressible)):
             if blk == block:
                 return wid, f'write {wid}'
+            if blk == ANY_BLOCK and wid >= POOL_BASE:
+                return wid, f'shared content {wid - POOL_BASE}'
             return None, f'write {wid} of block {blk}'
     return None, 'garbage ' + data[:24].hex()
 
 
 def describe(contents):
-    return ', '.join('zeroes' if c == ZERO else f'write {c}'
-                     for c in sorted(contents))
+    return ', '.join('zeroes' if c == ZERO else
+                     f'shared content {c - POOL_BASE}' if c >= POOL_BASE else
+                     f'write {c}' for c in sorted(contents))
 
 
 class NBDClient:
@@ -173,10 +182,62 @@ class Op:
     def __init__(self, op_id, cmd, block, count, issued):
         self.id, self.cmd, self.block, self.count = op_id, cmd, block, count
         self.incompressible = False
+        self.pool = None           # --dedup: the shared content it writes
         self.issued, self.acked = issued, None
 
     def content(self):
-        return self.id if self.cmd == CMD_WRITE else ZERO
+        if self.cmd != CMD_WRITE:
+            return ZERO
+        return self.id if self.pool is None else POOL_BASE + self.pool
+
+    def data(self, block):
+        if self.pool is None:
+            return block_data(self.id, block, self.incompressible)
+        return block_data(self.content(), ANY_BLOCK, self.incompressible)
+
+
+class Compactor(threading.Thread):
+    """--compact: softdev-compact over QMP, again and again at random
+    intervals, while the workload runs and until the kill."""
+
+    def __init__(self, path, rng):
+        super().__init__(daemon=True)
+        self.path, self.errors, self.done = path, [], 0
+        self.pauses = [rng.uniform(0.01, 0.15) for _ in range(1000)]
+        self.start()
+
+    def run(self):
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(SOCKET_TIMEOUT)
+            sock.connect(self.path)
+            f = sock.makefile('rw')
+            f.readline()                    # the greeting
+            for cmd in ['qmp_capabilities'] + ['softdev-compact'] * 1000:
+                if cmd != 'qmp_capabilities':
+                    time.sleep(self.pauses[self.done % 1000])
+                args = {'node-name': 'fmt'} if cmd != 'qmp_capabilities' \
+                    else {}
+                f.write(json_dumps({'execute': cmd, 'arguments': args}) +
+                        '\n')
+                f.flush()
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return              # the kill
+                    reply = json_loads(line)
+                    if 'event' not in reply:
+                        break
+                if 'error' in reply:
+                    self.errors.append(f'softdev-compact: {reply["error"]}')
+                    return
+                self.done += cmd != 'qmp_capabilities'
+        except (OSError, ValueError):
+            return                          # the kill
+
+    def finish(self):
+        self.join(timeout=SOCKET_TIMEOUT)
+        return self.errors
 
 
 class Trial:
@@ -198,6 +259,7 @@ class Trial:
         self.per_block = {}        # block -> [Op] that change it, in order
         self.busy = bytearray(self.nblocks)
         self.read_errors = []
+        self.compactions = None      # --compact: how many completed
 
     def tick(self):
         self.clock += 1
@@ -232,8 +294,10 @@ class Trial:
         data = b''
         if cmd == CMD_WRITE:
             op.incompressible = self.rng.random() < 0.2
-            data = b''.join(block_data(op.id, b, op.incompressible)
-                            for b in range(start, start + count))
+            if self.rng.random() < self.args.dedup:
+                op.pool = self.rng.randrange(POOL)
+                op.incompressible = op.pool % 4 == 0
+            data = b''.join(op.data(b) for b in range(start, start + count))
         client.send(op.id, cmd, start * BLOCK, count * BLOCK, data)
         return op
 
@@ -331,13 +395,13 @@ class Trial:
                 if last is None or ops[last].cmd != CMD_WRITE:
                     continue
                 f.seek(b * BLOCK)
-                if identify(f.read(BLOCK), b)[0] != ops[last].id:
+                if identify(f.read(BLOCK), b)[0] != ops[last].content():
                     continue
                 allowed = self.candidates(b, flushed)
                 older = ops[last - 1] if last else None
                 if older and older.content() not in allowed:
-                    data = block_data(older.id, b, older.incompressible) \
-                        if older.cmd == CMD_WRITE else ZERO_BLOCK
+                    data = older.data(b) if older.cmd == CMD_WRITE \
+                        else ZERO_BLOCK
                 elif ZERO not in allowed:
                     data = ZERO_BLOCK
                 else:
@@ -396,6 +460,10 @@ def start_daemon(args, image, sock, log_path):
             '--nbd-server', 'addr.type=unix,addr.path=' +
             sock.replace(',', ',,'),
             '--export', 'type=nbd,id=e,node-name=fmt,name=disk,writable=on']
+    if args.compact:
+        argv += ['--chardev', 'socket,id=qmp,server=on,wait=off,path=' +
+                 (sock + '.qmp').replace(',', ',,'),
+                 '--monitor', 'chardev=qmp']
     if args.verbose:
         print('  $ ' + ' '.join(argv))
     if os.path.exists(sock):
@@ -457,7 +525,12 @@ def crash(args, n, workdir, image, known, next_id):
                              f'{len(known) * BLOCK}')
         trial = Trial(args, rng, known, next_id,
                       [(k, w) for k, w, need in MIX if flags & need == need])
+        compactor = Compactor(os.path.join(workdir, 'nbd.sock.qmp'), rng) \
+            if args.compact else None
         trial.run(client, daemon, delay)
+        if compactor:
+            trial.read_errors += compactor.finish()
+            trial.compactions = compactor.done
     except TrialError as e:
         try:
             status = f'exit status {daemon.wait(timeout=1)}'
@@ -512,7 +585,9 @@ def run_trial(args, n, workdir, image, known, next_id, totals):
             f'{name} {sum(op.cmd == cmd for op in acked)}'
             for cmd, name in CMD_NAMES.items()) +
             f'; {at_latest} of {len(trial.per_block)} blocks written hold '
-            f'their latest content')
+            f'their latest content' +
+            (f'; {trial.compactions} compactions completed'
+             if trial.compactions is not None else ''))
     for line in lost[:20] + errors:
         print('  ' + line.rstrip().replace('\n', '\n    '))
     if len(lost) > 20:
@@ -528,6 +603,12 @@ def main():
     ap.add_argument('--create-opts', metavar='OPTS',
                     help='options for qemu-img create -o')
     ap.add_argument('--trials', type=int, default=50)
+    ap.add_argument('--compact', action='store_true',
+                    help='run softdev-compact over QMP again and again '
+                         'during the workload')
+    ap.add_argument('--dedup', type=float, default=0, metavar='SHARE',
+                    help='share of the writes that put one of a few shared '
+                         'contents on their blocks (default 0)')
     ap.add_argument('--size', type=int, default=64 << 20, metavar='BYTES')
     ap.add_argument('--seed', type=int)
     ap.add_argument('--workdir', metavar='DIR',

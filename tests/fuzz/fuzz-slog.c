@@ -27,6 +27,7 @@
 #include "tests/unit/slog-equal.h"
 
 #define MAGIC           "SDCOMPR"   /* and a NUL: softdev-compress's */
+#define CAS_MAGIC       "SDCAS\0\0"  /* softdev-cas's */
 #define MAX_WALK        16          /* segments the log walk visits */
 /*
  * Record bytes the map entries may make us decode per input: thousands of
@@ -49,6 +50,7 @@ typedef struct Image {
     const uint8_t *data;
     size_t size;
     bool fix_crcs;              /* make CRCs right before decoding */
+    const char *magic;          /* softdev-compress's, or softdev-cas's */
 } Image;
 
 /*
@@ -102,7 +104,7 @@ static void fix_record_crc(uint8_t *buf, size_t avail, const SlogHeader *h)
         return;
     }
     len = slog_ld32(buf + 36);
-    if (len <= h->cluster_size && len <= avail - SLOG_RECORD_HEADER) {
+    if (len <= h->max_payload && len <= avail - SLOG_RECORD_HEADER) {
         slog_st32(buf + 4, slog_crc32c(0, buf + 8,
                                        SLOG_RECORD_HEADER - 8 + len));
     }
@@ -119,7 +121,8 @@ static uint64_t max_segments(const SlogHeader *h)
  * fits, so map and segment offsets computed from it neither overlap nor
  * overflow.
  */
-static void check_header(const uint8_t *in, const SlogHeader *h)
+static void check_header(const Image *img, const uint8_t *in,
+                         const SlogHeader *h)
 {
     SlogHeader again, fresh;
     uint8_t *buf;
@@ -131,11 +134,17 @@ static void check_header(const uint8_t *in, const SlogHeader *h)
     PROPERTY(h->segment_size >= SLOG_MIN_SEGMENT &&
              h->segment_size <= SLOG_MAX_SEGMENT &&
              !(h->segment_size & (h->segment_size - 1)));
-    PROPERTY(h->max_record == slog_record_size(h->cluster_size));
+    PROPERTY((h->algorithm == SLOG_ALG_ZSTD && !h->extra_size && h->level) ||
+             (h->algorithm == SLOG_ALG_SHA256 &&
+              h->extra_size == SLOG_HASH_SIZE && !h->level));
+    PROPERTY(h->max_payload == h->cluster_size + h->extra_size);
+    PROPERTY(h->max_record == slog_record_size(h->max_payload));
     PROPERTY(h->segment_size >= 4 * (uint64_t)h->max_record);
     PROPERTY(h->nb_clusters && h->nb_clusters <= SLOG_MAX_CLUSTERS &&
              h->nb_clusters * h->cluster_size == h->virtual_size);
-    PROPERTY(h->map_size >= h->nb_clusters * 8 &&
+    PROPERTY(h->map_entries_size >= h->nb_clusters * 8 &&
+             h->map_entries_size % SLOG_MAP_BLOCK == 0);
+    PROPERTY(h->map_size == h->map_entries_size / 8 * (8 + h->extra_size) &&
              h->map_size % SLOG_MAP_BLOCK == 0);
     for (int i = 0; i < 2; i++) {
         PROPERTY(h->map_offset[i] >= SLOG_META_END &&
@@ -151,7 +160,7 @@ static void check_header(const uint8_t *in, const SlogHeader *h)
         abort();
     }
     slog_header_encode(h, buf);
-    PROPERTY(slog_header_decode(buf, SLOG_HEADER_BYTES, MAGIC, &again,
+    PROPERTY(slog_header_decode(buf, SLOG_HEADER_BYTES, img->magic, &again,
                                 &why) == 0);
     PROPERTY(slog_header_equal(h, &again));
     /* Only the reserved bytes (and so the CRC) may differ */
@@ -159,9 +168,15 @@ static void check_header(const uint8_t *in, const SlogHeader *h)
     free(buf);
 
     /* Its parameters are valid, so a fresh image of them must be too */
-    PROPERTY(slog_header_init(&fresh, MAGIC, h->virtual_size,
-                              h->cluster_size, h->segment_size, h->level,
-                              &why) == 0);
+    if (h->algorithm == SLOG_ALG_SHA256) {
+        PROPERTY(slog_header_init_cas(&fresh, img->magic, h->virtual_size,
+                                      h->cluster_size, h->segment_size,
+                                      &why) == 0);
+    } else {
+        PROPERTY(slog_header_init(&fresh, img->magic, h->virtual_size,
+                                  h->cluster_size, h->segment_size, h->level,
+                                  &why) == 0);
+    }
     PROPERTY(fresh.nb_clusters == h->nb_clusters &&
              fresh.map_size == h->map_size &&
              fresh.max_record == h->max_record);
@@ -216,22 +231,39 @@ static bool check_record(const uint8_t *in, size_t avail, const SlogHeader *h,
         PROPERTY(ret == -EINVAL && why);
         return false;
     }
-    PROPERTY(rec->payload_len <= h->cluster_size);
+    PROPERTY(rec->payload_len <= h->max_payload);
     PROPERTY(rec->size == slog_record_size(rec->payload_len) &&
              rec->size <= avail && rec->size <= h->max_record);
     PROPERTY(rec->type == SLOG_REC_PAD || rec->type == SLOG_REC_DATA ||
-             rec->type == SLOG_REC_ZERO);
+             rec->type == SLOG_REC_ZERO ||
+             (rec->type == SLOG_REC_REF && h->algorithm == SLOG_ALG_SHA256));
+    PROPERTY(!(rec->flags & SLOG_REC_MOVE) ||
+             (rec->src && rec->src != SLOG_ENTRY_BAD));
     switch (rec->type) {
     case SLOG_REC_PAD:
         PROPERTY(!rec->payload_len);
         break;
     case SLOG_REC_DATA:
         PROPERTY(rec->cluster < h->nb_clusters && rec->count == 1);
-        PROPERTY(rec->encoding == SLOG_ENC_ZSTD ||
-                 (rec->encoding == SLOG_ENC_RAW &&
-                  rec->payload_len == h->cluster_size));
-        PROPERTY(!(rec->flags & SLOG_REC_MOVE) ||
-                 (rec->src && rec->src != SLOG_ENTRY_BAD));
+        if (h->algorithm == SLOG_ALG_SHA256) {
+            PROPERTY(rec->encoding == SLOG_ENC_RAW &&
+                     rec->payload_len == h->max_payload);
+        } else {
+            PROPERTY(rec->encoding == SLOG_ENC_ZSTD ||
+                     (rec->encoding == SLOG_ENC_RAW &&
+                      rec->payload_len == h->cluster_size));
+        }
+        break;
+    case SLOG_REC_REF:
+        /* Every pair names a cluster of the disk and a possible record */
+        PROPERTY(rec->count && rec->payload_len == rec->count * 16);
+        for (uint32_t i = 0; i < rec->count; i++) {
+            uint64_t e = slog_ref_entry(in + SLOG_RECORD_HEADER, i);
+
+            PROPERTY(slog_ref_cluster(in + SLOG_RECORD_HEADER, i) <
+                     h->nb_clusters);
+            PROPERTY(e && e != SLOG_ENTRY_BAD);
+        }
         break;
     case SLOG_REC_ZERO:
         PROPERTY(rec->cluster < h->nb_clusters && rec->count &&
@@ -285,7 +317,7 @@ static void check_map(const Image *img, const SlogHeader *h,
     uint64_t map = h->map_offset[slot->map_area];
     uint64_t budget = MAP_BUDGET;
 
-    for (uint64_t c = 0; c < h->map_size / 8; c++) {
+    for (uint64_t c = 0; c < h->map_entries_size / 8; c++) {
         uint64_t off = map + c * 8;
         uint8_t raw[8], *buf;
         SlogRecord rec;
@@ -373,6 +405,16 @@ static void walk_log(const Image *img, const SlogHeader *h,
                 PROPERTY(slog_entry_check(h, seg + 1, e));
                 check_entry(h, seg + 1, e);
             }
+            for (uint32_t i = 0; rec.type == SLOG_REC_REF && i < rec.count;
+                 i++) {
+                /* slog_apply() takes a pair's entry only if it checks */
+                uint64_t e = slog_ref_entry(buf + pos + SLOG_RECORD_HEADER,
+                                            i);
+
+                if (slog_entry_check(h, seg + 1, e)) {
+                    check_entry(h, seg + 1, e);
+                }
+            }
             seq++;
             pos += rec.size;
             if (rec.type == SLOG_REC_PAD) {
@@ -404,14 +446,14 @@ static void open_image(const Image *img)
     if (img->fix_crcs) {
         fix_header_crc(buf);
     }
-    ret = slog_header_decode(buf, SLOG_HEADER_BYTES, MAGIC, &h, &why);
+    ret = slog_header_decode(buf, SLOG_HEADER_BYTES, img->magic, &h, &why);
     if (ret < 0) {
         PROPERTY((ret == -EINVAL || ret == -ENOTSUP || ret == -EFBIG) &&
                  why);
         free(buf);
         return;
     }
-    check_header(buf, &h);
+    check_header(img, buf, &h);
     free(buf);
 
     for (i = 0; i < 2; i++) {
@@ -437,6 +479,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     Image img = { .data = data, .size = data ? size : 0 };
+
+    /* The magic picks the format, as probing does */
+    img.magic = img.size >= 8 && !memcmp(data, CAS_MAGIC, 8) ? CAS_MAGIC
+                                                            : MAGIC;
 
     open_image(&img);
     img.fix_crcs = true;

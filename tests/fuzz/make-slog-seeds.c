@@ -28,6 +28,7 @@
 #include "block/softdev/slog-format.h"
 
 #define MAGIC       "SDCOMPR"       /* and a NUL: softdev-compress's */
+#define CAS_MAGIC   "SDCAS\0\0"      /* softdev-cas's */
 #define MAX_IMAGE   (256u << 10)    /* no seed needs more */
 
 typedef struct Image {
@@ -56,15 +57,27 @@ static uint8_t *at(Image *img, uint64_t off, size_t len)
     return img->buf + off;
 }
 
-/* A fresh image, as slog_co_format() writes it */
-static void image_init(Image *img, uint64_t virtual_size,
-                       uint32_t cluster_size, int32_t level)
+/* A fresh image of header @h, as slog_co_format() writes it */
+static void image_start(Image *img)
 {
     SlogSlot slot = {
         .generation = 1, .epoch = 1, .map_area = 0, .next_seq = 1,
         .head_segment = 0, .head_offset = 0, .nb_segments = 1,
         .flags = SLOG_SLOT_CLEAN,
     };
+
+    slog_header_encode(&img->h, at(img, 0, SLOG_HEADER_SIZE));
+    slog_slot_encode(&slot, at(img, SLOG_SLOT_OFFSET(0), SLOG_SLOT_BYTES));
+    at(img, 0, img->h.data_offset);
+    img->log = img->h.data_offset;
+    img->seq = 1;
+    img->epoch = 1;
+}
+
+/* softdev-compress */
+static void image_init(Image *img, uint64_t virtual_size,
+                       uint32_t cluster_size, int32_t level)
+{
     const char *why;
 
     memset(img, 0, sizeof(*img));
@@ -72,12 +85,21 @@ static void image_init(Image *img, uint64_t virtual_size,
                          SLOG_MIN_SEGMENT, level, &why) < 0) {
         die(why);
     }
-    slog_header_encode(&img->h, at(img, 0, SLOG_HEADER_SIZE));
-    slog_slot_encode(&slot, at(img, SLOG_SLOT_OFFSET(0), SLOG_SLOT_BYTES));
-    at(img, 0, img->h.data_offset);
-    img->log = img->h.data_offset;
-    img->seq = 1;
-    img->epoch = 1;
+    image_start(img);
+}
+
+/* softdev-cas: @cluster_size chunks */
+static void image_init_cas(Image *img, uint64_t virtual_size,
+                           uint32_t cluster_size)
+{
+    const char *why;
+
+    memset(img, 0, sizeof(*img));
+    if (slog_header_init_cas(&img->h, CAS_MAGIC, virtual_size, cluster_size,
+                             SLOG_MIN_SEGMENT, &why) < 0) {
+        die(why);
+    }
+    image_start(img);
 }
 
 static void put_slot(Image *img, int i, uint64_t generation, uint32_t map_area,
@@ -101,6 +123,7 @@ static void put_entry(Image *img, uint32_t area, uint64_t cluster, uint64_t e)
 {
     slog_st64(at(img, img->h.map_offset[area] + cluster * 8, 8), e);
 }
+
 
 /* Append @rec with @payload (rec->payload_len bytes); its map entry */
 static uint64_t append(Image *img, SlogRecord *rec, const uint8_t *payload)
@@ -193,6 +216,56 @@ static void append_pad(Image *img)
     append(img, &rec, NULL);
 }
 
+/* The hash a map area keeps beside @cluster's entry */
+static void put_hash(Image *img, uint32_t area, uint64_t cluster,
+                     const uint8_t *hash)
+{
+    memcpy(at(img, img->h.map_offset[area] + img->h.map_entries_size +
+              cluster * SLOG_HASH_SIZE, SLOG_HASH_SIZE), hash, SLOG_HASH_SIZE);
+}
+
+/* A chunk record: a (made-up: the parser does not hash) hash, the data */
+static uint64_t append_chunk(Image *img, uint64_t cluster, uint8_t fill,
+                             uint64_t src, uint8_t *hash)
+{
+    uint32_t len = img->h.max_payload;
+    uint8_t *payload = malloc(len);
+    SlogRecord rec = {
+        .type = SLOG_REC_DATA, .encoding = SLOG_ENC_RAW, .cluster = cluster,
+        .count = 1, .payload_len = len, .flags = src ? SLOG_REC_MOVE : 0,
+        .src = src,
+    };
+    uint64_t e;
+
+    if (!payload) {
+        die("out of memory");
+    }
+    memset(payload, fill, len);
+    for (uint32_t i = 0; i < SLOG_HASH_SIZE; i++) {
+        payload[i] = hash[i] = fill * 31 + i;
+    }
+    e = append(img, &rec, payload);
+    free(payload);
+    return e;
+}
+
+/* A REF record: clusters @cl[0..n) refer to the chunks @ents[0..n) */
+static void append_ref(Image *img, const uint64_t *cl, const uint64_t *ents,
+                       uint32_t n, uint64_t src)
+{
+    uint8_t payload[16 * 16];
+    SlogRecord rec = {
+        .type = SLOG_REC_REF, .cluster = cl[0], .count = n,
+        .payload_len = n * SLOG_REF_PAIR, .flags = src ? SLOG_REC_MOVE : 0,
+        .src = src,
+    };
+
+    for (uint32_t i = 0; i < n; i++) {
+        slog_ref_set(payload, i, cl[i], ents[i]);
+    }
+    append(img, &rec, payload);
+}
+
 static void image_write(const Image *img, const char *dir, const char *name)
 {
     char path[4096];
@@ -222,6 +295,40 @@ int main(int argc, char **argv)
 
     image_init(&img, 4 << 20, 64 << 10, 3);
     image_write(&img, argv[1], "fresh");
+
+    /*
+     * softdev-cas: chunks shared through REF records in the log, and a
+     * checkpoint whose map area has the hashes beside the entries.
+     */
+    {
+        uint8_t h0[SLOG_HASH_SIZE], h1[SLOG_HASH_SIZE];
+        uint64_t cl[3] = { 1, 2, 9 }, ents[3], c0, c1;
+
+        image_init_cas(&img, 1 << 20, 4 << 10);
+        image_write(&img, argv[1], "cas-fresh");
+        img.epoch = 2;
+        put_slot(&img, 1, 2, 0, 0);
+        c0 = append_chunk(&img, 0, 0x10, 0, h0);
+        c1 = append_chunk(&img, 3, 0x20, 0, h1);
+        ents[0] = c0;
+        ents[1] = c1;
+        ents[2] = c0;
+        append_ref(&img, cl, ents, 3, 0);
+        append_zero(&img, 2, 1);
+        c1 = append_chunk(&img, 3, 0x20, c1, h1);       /* compaction's */
+        cl[0] = 1;
+        ents[0] = c1;
+        append_ref(&img, cl, ents, 1, c0);
+        image_write(&img, argv[1], "cas-log");
+        put_entry(&img, 1, 0, c0);
+        put_hash(&img, 1, 0, h0);
+        put_entry(&img, 1, 3, c1);
+        put_hash(&img, 1, 3, h1);
+        put_entry(&img, 1, 9, c0);
+        put_hash(&img, 1, 9, h0);
+        put_slot(&img, 0, 3, 1, SLOG_SLOT_CLEAN);
+        image_write(&img, argv[1], "cas-mapped");
+    }
     /*
      * The same without the zeroes after the slots, which the fuzz target
      * reads anyway: mutations land in the header and slots.

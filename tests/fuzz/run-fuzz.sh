@@ -15,8 +15,9 @@
 #   fuzz-device  the same through the whole threaded server over a
 #                socketpair (slow; the parallel model, SCM_RIGHTS)
 #   fuzz-client  a device's byte stream into the decoders, as QEMU uses them
-#   fuzz-slog    the start of a softdev-compress image into slog-format.c,
-#                opened as block/softdev/slog.c does (header, slots, map,
+#   fuzz-slog    the start of a softdev-compress or softdev-cas image into
+#                slog-format.c, opened as block/softdev/slog.c does (header,
+#                slots, map with its hashes,
 #                log replay), with encode/decode round trips
 #
 # Needs clang and libclang-rt-14-dev (Debian 12).

@@ -88,7 +88,7 @@ echo "SOFTDEV-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 load-modules
 
-MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP= DMCRYPT=
+MODE=shell DEV=/dev/vda ROUNDS=5 MIB=4 SLOTS= START=0 STOP= DMCRYPT= COPIES=0
 for w in $(cat /proc/cmdline); do
     case "$w" in
         softdev.dmcrypt=*) DMCRYPT=${w#*=} ;;
@@ -96,6 +96,7 @@ for w in $(cat /proc/cmdline); do
         softdev.dev=*)    DEV=${w#*=} ;;
         softdev.rounds=*) ROUNDS=${w#*=} ;;
         softdev.mib=*)    MIB=${w#*=} ;;
+        softdev.copies=*) COPIES=${w#*=} ;;
         softdev.slots=*)  SLOTS=${w#*=} ;;
         softdev.start=*)  START=${w#*=} ;;
         softdev.stop=*)   STOP=${w#*=} ;;
@@ -299,8 +300,10 @@ if [ -n "$DMCRYPT" ]; then
 fi
 
 # mode_fs WRITE(1|0): with 1, make ext4 on DEV and write MIB files of
-# random data and their MD5SUMS; then (both) e2fsck -fn the unmounted file
-# system, mount it again and check every file against MD5SUMS.
+# random data, COPIES copies of each (cp: the same data in other blocks,
+# for a deduplicating disk) and their MD5SUMS; then (both) e2fsck -fn the
+# unmounted file system, mount it again and check every file against
+# MD5SUMS.
 mode_fs() {
     wait_dev || { echo "SOFTDEV-RESULT FAIL errors=1 (no device $DEV)"; return; }
     ROUNDS=1
@@ -314,6 +317,11 @@ mode_fs() {
         i=0
         while [ $i -lt "$MIB" ]; do
             dd if=/dev/urandom of=/mnt/fs/f$i bs=$MB count=1 status=none
+            c=0
+            while [ $c -lt "$COPIES" ]; do
+                cp /mnt/fs/f$i /mnt/fs/f$i.copy$c
+                c=$((c + 1))
+            done
             i=$((i + 1))
         done
         (cd /mnt/fs && md5sum f* >MD5SUMS)

@@ -412,6 +412,30 @@ def boot_for_result(args, name, append, disk, work, errors,
             t for t in lines if t.startswith(tuple(shown)))))
 
 
+def image_test_args(doc):
+    """The arguments of a guest test of an image format: --qemu,
+    --guest-dir, --timeout (of each boot)"""
+    ap = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--guest-dir', required=True)
+    ap.add_argument('--timeout', type=float, default=300)
+    return ap.parse_args()
+
+
+def checked_image_info(qemu_img, image, fmt, name, errors):
+    """'qemu-img check' of @image (format @fmt) must find it clean: its
+    format-specific information from 'qemu-img info', or None after
+    adding the failure to @errors"""
+    r = subprocess.run([qemu_img, 'check', '-f', fmt, image],
+                       capture_output=True, text=True)
+    if r.returncode:
+        errors.append('%s: qemu-img check: %s' % (name, r.stdout + r.stderr))
+        return None
+    return json.loads(subprocess.run(
+        [qemu_img, 'info', '--output=json', '-f', fmt, image], check=True,
+        capture_output=True, text=True).stdout)['format-specific']['data']
+
+
 def report(errors):
     """Print a test's errors and verdict; return its exit status."""
     for e in errors:

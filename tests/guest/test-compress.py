@@ -12,8 +12,6 @@ ext4's metadata compresses.
 SPDX-License-Identifier: GPL-2.0-or-later
 """
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -43,14 +41,10 @@ def boot(args, name, append, disk, work, errors):
 def check_image(qemu_img, image, name, errors, compressible):
     """qemu-img check is clean; with @compressible data, some of it is
     stored compressed"""
-    r = subprocess.run([qemu_img, 'check', '-f', 'softdev-compress', image],
-                       capture_output=True, text=True)
-    if r.returncode:
-        errors.append('%s: qemu-img check: %s' % (name, r.stdout + r.stderr))
+    info = guestbed.checked_image_info(qemu_img, image, 'softdev-compress',
+                                       name, errors)
+    if info is None:
         return
-    info = json.loads(subprocess.run(
-        [qemu_img, 'info', '--output=json', image], check=True,
-        capture_output=True, text=True).stdout)['format-specific']['data']
     print('%s: qemu-img check clean; %d bytes of data stored in %d '
           '(ratio %.2f, %d clusters compressed)'
           % (name, info['logical-bytes'], info['stored-bytes'],
@@ -61,11 +55,7 @@ def check_image(qemu_img, image, name, errors, compressible):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--qemu', required=True)
-    ap.add_argument('--guest-dir', required=True)
-    ap.add_argument('--timeout', type=float, default=300)
-    args = ap.parse_args()
+    args = guestbed.image_test_args(__doc__)
     qemu_img = os.path.join(os.path.dirname(args.qemu), 'qemu-img')
 
     work = tempfile.mkdtemp(prefix='softdev-compress-')

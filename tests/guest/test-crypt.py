@@ -16,7 +16,6 @@ mounts and checks the same file system through dm-crypt.
 SPDX-License-Identifier: GPL-2.0-or-later
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -65,11 +64,7 @@ def no_plaintext(image, name, errors):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--qemu', required=True)
-    ap.add_argument('--guest-dir', required=True)
-    ap.add_argument('--timeout', type=float, default=300)
-    args = ap.parse_args()
+    args = guestbed.image_test_args(__doc__)
 
     work = tempfile.mkdtemp(prefix='softdev-crypt-')
     keyfile = os.path.join(work, 'key.bin')

@@ -589,6 +589,154 @@ static void test_compress(void)
     rmdir(dir);
 }
 
+static void run_img(const char **argv)
+{
+    int status;
+
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
+                          NULL, &status, NULL));
+    g_assert(g_spawn_check_wait_status(status, NULL));
+}
+
+/*
+ * softdev-cas over QMP: duplicates stored once while a device is plugged
+ * on it, query-softdevs' figures, softdev-compact collecting the chunks
+ * that overwrites left unreferenced; then verify=on on an image whose
+ * index says another hash: the read fails with EIO and a SOFTDEV_ALERT.
+ */
+#define VD2_QDEV "/machine/peripheral/vd2/virtio-backend"
+
+static void test_cas(void)
+{
+    const char *qemu_img = g_getenv("QTEST_QEMU_IMG") ?: "./qemu-img";
+    g_autofree char *dir = g_dir_make_tmp("softdev-cas-XXXXXX", NULL);
+    g_autofree char *img = g_build_filename(dir, "c.img", NULL);
+    g_autofree char *rnd = g_build_filename(dir, "random", NULL);
+    g_autofree char *data = g_malloc(4 * 1024 * 1024);
+    g_autofree char *cmd = NULL;
+    g_autofree char *out = NULL;
+    const char *create[] = {
+        qemu_img, "create", "-q", "-f", "softdev-cas", "-o",
+        "segment-size=1M", img, "64M", NULL
+    };
+    const char *check[] = {
+        qemu_img, "check", "-q", "-f", "softdev-cas", img, NULL
+    };
+    int64_t before, after, stored;
+    QTestState *qts;
+    QDict *resp, *ret, *ev, *evdata;
+    FILE *f;
+
+    for (size_t i = 0; i < 4 * 1024 * 1024; i++) {
+        data[i] = g_test_rand_int();
+    }
+    g_assert(g_file_set_contents(rnd, data, 4 * 1024 * 1024, NULL));
+    run_img(create);
+
+    qts = qtest_init("-machine pc");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'file', 'node-name': 'f0', 'filename': %s}}", img);
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-cas', 'node-name': 'c0', 'file': 'f0'}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': {"
+        " 'driver': 'virtio-blk-pci', 'drive': 'c0', 'id': 'vd2'}}");
+    g_assert_cmpint(entry_int(qts, "c0", "chunk-size"), ==, 65536);
+
+    /* The same random 4 MiB at three places: stored once */
+    for (int i = 0; i < 3; i++) {
+        g_free(cmd);
+        cmd = g_strdup_printf("write -s %s %dM 4M", rnd, 4 * i);
+        hmp_qemu_io(qts, VD2_QDEV, cmd);
+    }
+    g_assert_cmpint(entry_int(qts, "c0", "logical-bytes"), ==, 12 << 20);
+    g_assert_cmpint(entry_int(qts, "c0", "unique-chunks"), ==, 64);
+    g_assert_cmpint(entry_int(qts, "c0", "dedup-hits"), ==, 128);
+    stored = entry_int(qts, "c0", "stored-bytes");
+    g_assert_cmpint(stored, ==, 64 * (65536 + 512));
+    g_assert_cmpint(entry_int(qts, "c0", "index-entries"), ==, 64);
+
+    /* Overwrite all three with one chunk: the random chunks are garbage */
+    hmp_qemu_io(qts, VD2_QDEV, "write -P 0x22 0 12M");
+    g_assert_cmpint(entry_int(qts, "c0", "unique-chunks"), ==, 1);
+    g_assert_cmpint(entry_int(qts, "c0", "free-bytes"), >=, 4 << 20);
+    before = entry_int(qts, "c0", "image-bytes");
+    resp = qtest_qmp(qts, "{'execute': 'softdev-compact', 'arguments': {"
+        " 'node-name': 'c0'}}");
+    ret = qdict_get_qdict(resp, "return");
+    g_assert(ret);
+    g_assert_cmpint(qdict_get_int(ret, "reclaimed-bytes"), >=, 4 << 20);
+    qobject_unref(resp);
+    after = entry_int(qts, "c0", "image-bytes");
+    g_assert_cmpint(after, <=, before - (4 << 20));
+    g_assert_cmpint(entry_int(qts, "c0", "stored-bytes"), ==, 65536 + 512);
+    g_assert_cmpint(entry_int(qts, "c0", "index-entries"), ==, 1);
+    hmp_qemu_io(qts, VD2_QDEV, "read -P 0x22 0 12M");
+    g_free(cmd);
+    cmd = g_strdup_printf("write -s %s 12M 4M", rnd);
+    hmp_qemu_io(qts, VD2_QDEV, cmd);
+    qtest_quit(qts);
+    run_img(check);
+    {
+        g_autofree char *raw = g_build_filename(dir, "out.raw", NULL);
+        const char *conv[] = {
+            qemu_img, "convert", "-f", "softdev-cas", "-O", "raw", img, raw,
+            NULL
+        };
+        g_autofree char *got = NULL;
+        gsize len;
+
+        run_img(conv);
+        g_assert(g_file_get_contents(raw, &got, &len, NULL));
+        g_assert_cmpint(len, ==, 64 << 20);
+        for (size_t i = 0; i < 12 << 20; i++) {
+            g_assert_cmpint((uint8_t)got[i], ==, 0x22);
+        }
+        g_assert(!memcmp(got + (12 << 20), data, 4 << 20));
+        unlink(raw);
+    }
+
+    /*
+     * Chunk 192's hash beside the map, in both map areas (64M: 1024
+     * entries of 8 bytes, then the hashes; area 0 at 12288, 1 at 53248)
+     */
+    f = fopen(img, "r+b");
+    g_assert(f);
+    for (int area = 0; area < 2; area++) {
+        g_assert(fseek(f, (area ? 53248 : 12288) + 8192 + 32 * 192,
+                       SEEK_SET) == 0);
+        g_assert(fputc(0x5a, f) != EOF);
+    }
+    g_assert(fclose(f) == 0);
+    qts = qtest_init("-machine pc");
+    qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-cas', 'node-name': 'c1', 'verify': true,"
+        " 'file': {'driver': 'file', 'filename': %s}}}", img);
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': {"
+        " 'driver': 'virtio-blk-pci', 'drive': 'c1', 'id': 'vd2'}}");
+    /* The read fails (qemu-io says so on QEMU's stderr): the alert */
+    out = qtest_hmp(qts, "qemu-io -d %s \"read 12M 64k\"", VD2_QDEV);
+    ev = qtest_qmp_eventwait_ref(qts, "SOFTDEV_ALERT");
+    evdata = qdict_get_qdict(ev, "data");
+    g_assert_cmpstr(qdict_get_str(evdata, "node-name"), ==, "c1");
+    g_assert_cmpstr(qdict_get_str(evdata, "driver"), ==, "softdev-cas");
+    g_assert_cmpstr(qdict_get_str(evdata, "severity"), ==, "critical");
+    g_assert_cmpint(qdict_get_int(evdata, "offset"), ==, 12 << 20);
+    g_assert_nonnull(strstr(qdict_get_str(evdata, "message"), "SHA-256"));
+    qobject_unref(ev);
+    g_assert_cmpint(entry_int(qts, "c1", "verify-failures"), ==, 1);
+    /* The other chunks read as written */
+    hmp_qemu_io(qts, VD2_QDEV, "read -P 0x22 0 12M");
+    hmp_qemu_io(qts, VD2_QDEV, "read 13M 3M");
+    assert_qmp_error(qts, "Invalid parameter type for 'verify'",
+        "{'execute': 'blockdev-add', 'arguments': {"
+        " 'driver': 'softdev-cas', 'node-name': 'x', 'verify': 'yes',"
+        " 'file': {'driver': 'null-co', 'size': 1048576}}}");
+    qtest_quit(qts);
+    unlink(img);
+    unlink(rnd);
+    rmdir(dir);
+}
+
 /*
  * softdev-xen-disk checks its configuration when it is created (it acts
  * only when a Xen guest's disk appears, which needs a real Xen: see
@@ -667,6 +815,7 @@ int main(int argc, char **argv)
     qtest_add_func("/softdev/errors", test_errors);
     qtest_add_func("/softdev/crypt", test_crypt);
     qtest_add_func("/softdev/compress", test_compress);
+    qtest_add_func("/softdev/cas", test_cas);
     if (qtest_has_machine("xenpv")) {
         qtest_add_func("/softdev/xen-disk-object", test_xen_disk_object);
     }

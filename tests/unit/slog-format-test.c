@@ -398,8 +398,13 @@ static void test_header_rejects(void)
     CHECK(header_reencode(&h, &why) == 0);
 
     h = good;
-    h.algorithm = 2;
+    h.algorithm = 3;
     CHECK(REJECTS(header_reencode(&h, &why), -EINVAL, "algorithm"));
+    h = good;
+    h.algorithm = SLOG_ALG_SHA256;      /* with a level, and no hash area */
+    CHECK(REJECTS(header_reencode(&h, &why), -EINVAL, "no level"));
+    h.level = 0;
+    CHECK(REJECTS(header_reencode(&h, &why), -EINVAL, "map size"));
     h = good;
     h.algorithm = 0;
     CHECK(REJECTS(header_reencode(&h, &why), -EINVAL, "algorithm"));
@@ -742,7 +747,7 @@ static void test_record(void)
 
     all = true;
     for (unsigned t = 0; t < 256; t++) {
-        if (t >= SLOG_REC_PAD && t <= SLOG_REC_ZERO) {
+        if (t >= SLOG_REC_PAD && t <= SLOG_REC_REF) {
             continue;
         }
         rec = pad;
@@ -804,6 +809,154 @@ static void test_entry(void)
     CHECK(!slog_entry_check(&h, 2, SLOG_ENTRY_BAD));
 }
 
+/* Encode a REF record of @rec->count pairs from @pairs into @buf */
+static int ref_try(const SlogHeader *h, SlogRecord *rec,
+                   const uint64_t (*pairs)[2], uint8_t *buf, SlogRecord *out,
+                   const char **why)
+{
+    rec->payload_len = rec->count * SLOG_REF_PAIR;
+    memset(buf, 0xee, slog_record_size(rec->payload_len));
+    for (uint32_t i = 0; i < rec->count; i++) {
+        slog_ref_set(buf + SLOG_RECORD_HEADER, i, pairs[i][0], pairs[i][1]);
+    }
+    rec->size = slog_record_size(rec->payload_len);
+    slog_record_encode(rec, buf);
+    *why = NULL;
+    return slog_record_decode(buf, rec->size, h, out, why);
+}
+
+/* softdev-cas's images: SHA-256, a hash beside each map entry, REF records */
+static void test_cas(void)
+{
+    const char *cas_magic = "SDCAS\0\0";
+    uint8_t *buf = malloc(slog_record_size(64 * KiB + 32) + SLOG_SECTOR);
+    uint8_t hbuf[SLOG_HEADER_SIZE];
+    SlogHeader h, z, out;
+    SlogRecord rec, got;
+    const char *why = NULL;
+    uint64_t e1, e2;
+    uint64_t pairs[3][2];
+
+    CHECK(slog_header_init_cas(&h, cas_magic, 4 * MiB, 4 * KiB, MiB,
+                               &why) == 0);
+    CHECK(h.algorithm == SLOG_ALG_SHA256 && h.level == 0);
+    CHECK(h.extra_size == 32 && h.max_payload == 4096 + 32);
+    CHECK(h.max_record == 4608);
+    /* 1024 entries of 8 bytes, then 1024 hashes of 32 */
+    CHECK(h.map_entries_size == 8192 && h.map_size == 8192 + 32768);
+    CHECK(h.map_offset[1] >= h.map_offset[0] + h.map_size);
+    CHECK(h.data_offset >= h.map_offset[1] + h.map_size);
+    slog_header_encode(&h, hbuf);
+    CHECK(slog_header_decode(hbuf, sizeof(hbuf), cas_magic, &out, &why) == 0);
+    CHECK(slog_header_equal(&h, &out));
+    CHECK(REJECTS(slog_header_decode(hbuf, sizeof(hbuf), MAGIC, &out, &why),
+                  -EINVAL, "magic"));
+    /* Less than a block of entries: a whole block, and its hashes */
+    CHECK(slog_header_init_cas(&z, cas_magic, 64 * KiB, 4 * KiB, MiB,
+                               &why) == 0);
+    CHECK(z.map_entries_size == 4096 && z.map_size == 4096 + 512 * 32);
+    /* 64 KiB chunks: the hash fits in the record's padding */
+    CHECK(slog_header_init_cas(&z, cas_magic, 4 * MiB, 64 * KiB, MiB,
+                               &why) == 0);
+    CHECK(z.max_record == 66048);
+    CHECK(REJECTS(slog_header_init_cas(&z, cas_magic, 4 * MiB, 256 * KiB,
+                                       MiB, &why), -EINVAL, "four"));
+    z = h;
+    z.level = 1;
+    slog_header_encode(&z, hbuf);
+    CHECK(REJECTS(slog_header_decode(hbuf, sizeof(hbuf), cas_magic, &out,
+                                     &why), -EINVAL, "no level"));
+    z = h;
+    z.map_size -= 4096;
+    slog_header_encode(&z, hbuf);
+    CHECK(REJECTS(slog_header_decode(hbuf, sizeof(hbuf), cas_magic, &out,
+                                     &why), -EINVAL, "map size"));
+
+    /* A chunk: its hash and the data raw, nothing else */
+    rec = (SlogRecord) {
+        .seq = 9, .epoch = 3, .type = SLOG_REC_DATA,
+        .encoding = SLOG_ENC_RAW, .cluster = 5, .count = 1,
+        .payload_len = 4096 + 32,
+    };
+    CHECK(record_round_trip(&h, rec, buf));
+    rec.payload_len = 4096;
+    CHECK(REJECTS(record_try(&h, &rec, buf, 4608, &got, &why), -EINVAL,
+                  "malformed data"));
+    rec.payload_len = 4096 + 32;
+    rec.encoding = SLOG_ENC_ZSTD;
+    CHECK(REJECTS(record_try(&h, &rec, buf, 4608, &got, &why), -EINVAL,
+                  "malformed data"));
+    rec.encoding = SLOG_ENC_RAW;
+    rec.payload_len = 4096 + 33;
+    CHECK(REJECTS(record_try(&h, &rec, buf, 5120, &got, &why), -EINVAL,
+                  "longer than a cluster"));
+
+    /* REF records: pairs of cluster and the entry of the chunk */
+    e1 = slog_entry_make(h.data_offset, 4608);
+    e2 = slog_entry_make(h.data_offset + 4608, 4608);
+    pairs[0][0] = 0;
+    pairs[0][1] = e1;
+    pairs[1][0] = 1023;
+    pairs[1][1] = e2;
+    pairs[2][0] = 7;
+    pairs[2][1] = e1;
+    rec = (SlogRecord) {
+        .seq = 10, .epoch = 3, .type = SLOG_REC_REF, .cluster = 0,
+        .count = 3,
+    };
+    CHECK(ref_try(&h, &rec, pairs, buf, &got, &why) == 0);
+    CHECK(slog_record_equal(&rec, &got) && got.size == 512);
+    CHECK(slog_ref_cluster(buf + SLOG_RECORD_HEADER, 1) == 1023 &&
+          slog_ref_entry(buf + SLOG_RECORD_HEADER, 1) == e2 &&
+          slog_ref_entry(buf + SLOG_RECORD_HEADER, 2) == e1);
+    /* Compaction's: only where the cluster still has the original */
+    rec.flags = SLOG_REC_MOVE;
+    rec.src = e2;
+    CHECK(ref_try(&h, &rec, pairs, buf, &got, &why) == 0 && got.src == e2);
+    rec.src = 0;
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed move"));
+    rec.flags = 0;
+    pairs[1][0] = 1024;                 /* past the disk */
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    pairs[1][0] = 1023;
+    pairs[2][1] = 0;                    /* a chunk that is zeroes */
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    pairs[2][1] = SLOG_ENTRY_BAD;
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    pairs[2][1] = e1;
+    rec.count = 0;
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    rec.count = 3;
+    rec.cluster = 4096;
+    CHECK(REJECTS(ref_try(&h, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    rec.cluster = 0;
+    /* A payload that is not whole pairs */
+    CHECK(ref_try(&h, &rec, pairs, buf, &got, &why) == 0);
+    slog_st32(buf + 36, 40);
+    slog_st32(buf + 4, slog_crc32c(0, buf + 8, 40 + 40));
+    CHECK(REJECTS(slog_record_decode(buf, 512, &h, &got, &why), -EINVAL,
+                  "malformed ref"));
+    /* No REF records in a compressed image */
+    good_header(&z);
+    rec = (SlogRecord) {
+        .seq = 10, .epoch = 3, .type = SLOG_REC_REF, .cluster = 0,
+        .count = 1,
+    };
+    pairs[0][1] = slog_entry_make(z.data_offset, 512);
+    CHECK(REJECTS(ref_try(&z, &rec, pairs, buf, &got, &why), -EINVAL,
+                  "malformed ref"));
+    /* A chunk record's entry may be as large as a chunk with its hash */
+    CHECK(slog_entry_check(&h, 1, slog_entry_make(h.data_offset, 4608)));
+    CHECK(!slog_entry_check(&h, 1, slog_entry_make(h.data_offset, 5120)));
+    free(buf);
+}
+
 int main(void)
 {
     test_crc32c();
@@ -812,5 +965,6 @@ int main(void)
     test_slot();
     test_record();
     test_entry();
+    test_cas();
     return UNIT_CHECK_DONE("slog-format-test");
 }
