@@ -107,10 +107,22 @@ static int cas_sha256(const uint8_t *data, size_t len, uint8_t *out)
 
 static CasChunk *cas_chunk_new(SoftdevCas *c, uint64_t e, const uint8_t *hash)
 {
-    CasChunk *ch = g_new0(CasChunk, 1);
+    CasChunk *ch = g_hash_table_lookup(c->by_entry, &e);
 
-    ch->entry = e;
-    g_hash_table_insert(c->by_entry, &ch->entry, ch);
+    if (ch) {
+        /*
+         * Only a corrupt map refers to where the log writes a new record
+         * (past its head): the chunks that did now get the new record.
+         */
+        if (ch->known && g_hash_table_lookup(c->by_hash, ch->hash) == ch) {
+            g_hash_table_remove(c->by_hash, ch->hash);
+        }
+        ch->known = false;
+    } else {
+        ch = g_new0(CasChunk, 1);
+        ch->entry = e;
+        g_hash_table_insert(c->by_entry, &ch->entry, ch);
+    }
     if (hash) {
         memcpy(ch->hash, hash, SLOG_HASH_SIZE);
         ch->known = true;
