@@ -12,10 +12,11 @@ a user runs it (default options: 64 KiB chunks; no CPU pinning):
 - unique: 1 MiB writes of random data, 'qemu-img dd bs=1M' (one at a
   time) and 'qemu-img convert' (its defaults: parallel requests) of a
   random file on tmpfs into a new image on tmpfs;
-- memory: the index (query 'index-bytes') of the unique image, and the
-  peak RSS of converting the random file with 4 KiB chunks minus that of
-  converting the same size of one repeated MiB: what the index takes per
-  unique chunk, scaled to a TiB.
+- memory: the index ('index-bytes', exact) of the unique image, and the
+  same with 4 KiB chunks, and the peak RSS of converting the random file
+  with 4 KiB chunks minus that of converting the same size of one
+  repeated MiB (the peak includes the copies of growing arrays): what the
+  index takes per unique chunk, scaled to a TiB.
 
 Every speed is the median of --reps runs, the runs interleaved.  Target
 (issue 20): duplicates >= 1000 MB/s on this CPU.  A missed target prints
@@ -147,19 +148,23 @@ def main():
     map_per_tib = TIB // spec['chunk-size'] * 8
     idx_64k = (spec['index-bytes'] - a.size // spec['chunk-size'] * 8) / \
         max(spec['unique-chunks'], 1)
-    print('  index, 64 KiB chunks: %.0f bytes per unique chunk (estimate); '
+    print('  index, 64 KiB chunks: %.0f bytes per unique chunk (index-bytes); '
           'per TiB all unique: %.2f GiB (map %.0f MiB)'
           % (idx_64k, (map_per_tib + idx_64k * TIB / spec['chunk-size'])
              / (1 << 30), map_per_tib / MIB))
-    print('  index, 4 KiB chunks: %.0f bytes per unique chunk (peak RSS); '
-          'per TiB all unique: %.1f GiB (map %.0f GiB)'
-          % (per_chunk, (TIB / 4096 * (8 + per_chunk)) / (1 << 30),
+    idx_4k = (spec4k['index-bytes'] - a.size // 4096 * 8) / \
+        max(spec4k['unique-chunks'], 1)
+    print('  index, 4 KiB chunks: %.0f bytes per unique chunk (index-bytes), '
+          'peak RSS %.0f (growing arrays are copied); per TiB all unique: '
+          '%.1f GiB (map %.0f GiB)'
+          % (idx_4k, per_chunk, (TIB / 4096 * (8 + idx_4k)) / (1 << 30),
              TIB / 4096 * 8 / (1 << 30)))
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, 'w') as f:
         json.dump({'samples': samples, 'medians': med,
                    'index-bytes-per-chunk-4k-rss': per_chunk,
-                   'index-bytes-per-chunk-64k-estimate': idx_64k,
+                   'index-bytes-per-chunk-4k': idx_4k,
+                   'index-bytes-per-chunk-64k': idx_64k,
                    'checks': {n: v for n, v, _ in checks}}, f, indent=1)
     subprocess.run(['rm', '-rf', tmp])
     return 0

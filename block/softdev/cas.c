@@ -25,6 +25,7 @@
 #include "system/block-backend.h"
 #include "softdev/softdev.h"
 #include "slog.h"
+#include "cas-index.h"
 #include "trace/trace-block_softdev.h"
 
 /* QAPI schema of the options (scripts/softdev-drivers.py adds it)
@@ -50,19 +51,12 @@
 #define SOFTDEV_CAS_MIN_CHUNK   (4 * KiB)
 #define SOFTDEV_CAS_MAX_CHUNK   (64 * KiB)
 
-/* One stored chunk: a data record of the log, found by hash or place */
-typedef struct CasChunk {
-    uint8_t hash[SLOG_HASH_SIZE];
-    uint64_t entry;             /* its map entry (where the record is) */
-    uint64_t refs;              /* map entries that refer to it */
-    bool known;                 /* the hash is known (not a stray ref) */
-} CasChunk;
+QEMU_BUILD_BUG_ON(CAS_HASH_SIZE != SLOG_HASH_SIZE);
 
 typedef struct SoftdevCas {
     Slog log;
     bool verify;
-    GHashTable *by_entry;       /* &entry -> CasChunk (owns them) */
-    GHashTable *by_hash;        /* hash -> the newest CasChunk with it */
+    CasIndex index;             /* the stored chunks, by hash and place */
     uint64_t live_chunks;       /* chunks with references */
     uint64_t dedup_hits;        /* chunk writes the store already had */
     uint64_t verify_failures;
@@ -82,20 +76,6 @@ static QemuOptsList softdev_cas_opts = {
     },
 };
 
-static guint cas_hash_hash(gconstpointer key)
-{
-    guint v;
-
-    /* A SHA-256 is uniform already */
-    memcpy(&v, key, sizeof(v));
-    return v;
-}
-
-static gboolean cas_hash_equal(gconstpointer a, gconstpointer b)
-{
-    return !memcmp(a, b, SLOG_HASH_SIZE);
-}
-
 static int cas_sha256(const uint8_t *data, size_t len, uint8_t *out)
 {
     struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
@@ -105,45 +85,28 @@ static int cas_sha256(const uint8_t *data, size_t len, uint8_t *out)
                                &out_len, NULL) < 0 ? -EIO : 0;
 }
 
-static CasChunk *cas_chunk_new(SoftdevCas *c, uint64_t e, const uint8_t *hash)
+/*
+ * A new chunk record at @e holding @hash.  Only a corrupt map refers to
+ * where the log writes a new record (past its head): the chunks that did
+ * now get the new record.
+ */
+static void cas_chunk_new(SoftdevCas *c, uint64_t e, const uint8_t *hash)
 {
-    CasChunk *ch = g_hash_table_lookup(c->by_entry, &e);
-
-    if (ch) {
-        /*
-         * Only a corrupt map refers to where the log writes a new record
-         * (past its head): the chunks that did now get the new record.
-         */
-        if (ch->known && g_hash_table_lookup(c->by_hash, ch->hash) == ch) {
-            g_hash_table_remove(c->by_hash, ch->hash);
-        }
-        ch->known = false;
-    } else {
-        ch = g_new0(CasChunk, 1);
-        ch->entry = e;
-        g_hash_table_insert(c->by_entry, &ch->entry, ch);
-    }
-    if (hash) {
-        memcpy(ch->hash, hash, SLOG_HASH_SIZE);
-        ch->known = true;
-        g_hash_table_replace(c->by_hash, ch->hash, ch);
-    }
-    return ch;
+    cas_index_set_hash(&c->index, cas_index_get(&c->index, e), hash);
 }
 
 /* SlogOps: the index keeps the references */
 static uint64_t cas_ref(Slog *s, uint64_t e, int delta, const uint8_t *extra)
 {
     SoftdevCas *c = container_of(s, SoftdevCas, log);
-    CasChunk *ch = g_hash_table_lookup(c->by_entry, &e);
+    CasChunk *ch = cas_index_by_entry(&c->index, e);
 
     if (!ch) {
         assert(delta > 0);
-        ch = cas_chunk_new(c, e, extra);
-    } else if (!ch->known && extra) {
-        memcpy(ch->hash, extra, SLOG_HASH_SIZE);
-        ch->known = true;
-        g_hash_table_replace(c->by_hash, ch->hash, ch);
+        ch = cas_index_get(&c->index, e);
+    }
+    if (ch->state != CAS_CHUNK_HASHED && extra) {
+        cas_index_set_hash(&c->index, ch, extra);
     }
     if (delta > 0 && ch->refs++ == 0) {
         c->live_chunks++;
@@ -156,27 +119,13 @@ static uint64_t cas_ref(Slog *s, uint64_t e, int delta, const uint8_t *extra)
 static void cas_get_extra(Slog *s, uint64_t e, uint8_t *extra)
 {
     SoftdevCas *c = container_of(s, SoftdevCas, log);
-    CasChunk *ch = g_hash_table_lookup(c->by_entry, &e);
+    CasChunk *ch = cas_index_by_entry(&c->index, e);
 
-    if (ch && ch->known) {
+    if (ch && ch->state == CAS_CHUNK_HASHED) {
         memcpy(extra, ch->hash, SLOG_HASH_SIZE);
     } else {
         memset(extra, 0, SLOG_HASH_SIZE);
     }
-}
-
-static gboolean cas_drop_garbage(gpointer key, gpointer value, gpointer opaque)
-{
-    SoftdevCas *c = opaque;
-    CasChunk *ch = value;
-
-    if (ch->refs) {
-        return false;
-    }
-    if (ch->known && g_hash_table_lookup(c->by_hash, ch->hash) == ch) {
-        g_hash_table_remove(c->by_hash, ch->hash);
-    }
-    return true;
 }
 
 /* The segments of chunks without references may be reused now */
@@ -184,7 +133,7 @@ static void cas_checkpointed(Slog *s)
 {
     SoftdevCas *c = container_of(s, SoftdevCas, log);
 
-    g_hash_table_foreach_remove(c->by_entry, cas_drop_garbage, c);
+    cas_index_drop_unreferenced(&c->index);
 }
 
 static const SlogOps cas_slog_ops;
@@ -194,8 +143,7 @@ static void softdev_cas_free(SoftdevCas *c)
     bdrv_graph_rdlock_main_loop();
     slog_close(&c->log);
     bdrv_graph_rdunlock_main_loop();
-    g_clear_pointer(&c->by_hash, g_hash_table_destroy);
-    g_clear_pointer(&c->by_entry, g_hash_table_destroy);
+    cas_index_destroy(&c->index);
 }
 
 static int softdev_cas_open(BlockDriverState *bs, QemuOpts *opts,
@@ -209,16 +157,13 @@ static int softdev_cas_open(BlockDriverState *bs, QemuOpts *opts,
         return -ENOTSUP;
     }
     c->verify = qemu_opt_get_bool(opts, "verify", false);
-    c->by_entry = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
-                                        g_free);
-    c->by_hash = g_hash_table_new(cas_hash_hash, cas_hash_equal);
+    cas_index_init(&c->index);
     bdrv_graph_rdlock_main_loop();
     ret = slog_open(&c->log, bs, bs->file, SOFTDEV_CAS_MAGIC, &cas_slog_ops,
                     !bdrv_is_read_only(bs), errp);
     bdrv_graph_rdunlock_main_loop();
     if (ret < 0) {
-        g_clear_pointer(&c->by_hash, g_hash_table_destroy);
-        g_clear_pointer(&c->by_entry, g_hash_table_destroy);
+        cas_index_destroy(&c->index);
         return ret;
     }
     /* FUA becomes a flush after the write (the log's order matters) */
@@ -258,11 +203,12 @@ static int softdev_cas_decode(BlockDriverState *bs, uint64_t cl, uint64_t e,
         goto bad;
     }
     if (c->verify || check) {
-        ch = g_hash_table_lookup(c->by_entry, &e);
+        ch = cas_index_by_entry(&c->index, e);
         why = "its data does not match its SHA-256";
         if (cas_sha256(payload + SLOG_HASH_SIZE, cs, hash) < 0 ||
-            memcmp(hash, payload, SLOG_HASH_SIZE) ||
-            !ch || !ch->known || memcmp(hash, ch->hash, SLOG_HASH_SIZE)) {
+            memcmp(hash, payload, SLOG_HASH_SIZE) || !ch ||
+            ch->state != CAS_CHUNK_HASHED ||
+            memcmp(hash, ch->hash, SLOG_HASH_SIZE)) {
             c->verify_failures += !check;
             goto bad;
         }
@@ -428,7 +374,7 @@ softdev_cas_co_log(BlockDriverState *bs, SoftdevRequest *req, uint64_t cl,
                         ret = -EIO;
                         break;
                     }
-                    hit = g_hash_table_lookup(c->by_hash, hash);
+                    hit = cas_index_by_hash(&c->index, hash);
                     kind = hit ? CAS_HIT : CAS_NEW;
                 }
             }
@@ -464,12 +410,6 @@ static const SlogOps cas_slog_ops = {
     .checkpointed = cas_checkpointed,
 };
 
-/*
- * Index memory per stored chunk, about: the chunk with malloc's overhead,
- * and a GHashTable slot (hash, key, value) at its load in each table
- */
-#define SOFTDEV_CAS_INDEX_ENTRY (sizeof(CasChunk) + 16 + 2 * 40)
-
 static void softdev_cas_fill(SoftdevCas *c, SoftdevCasInfo *i)
 {
     Slog *log = &c->log;
@@ -484,9 +424,8 @@ static void softdev_cas_fill(SoftdevCas *c, SoftdevCasInfo *i)
     i->stored_bytes = log->live_bytes;
     i->dedup_ratio = c->live_chunks ?
         (double)log->mapped / c->live_chunks : 1;
-    i->index_entries = g_hash_table_size(c->by_entry);
-    i->index_bytes = i->index_entries * SOFTDEV_CAS_INDEX_ENTRY +
-                     log->h.map_entries_size;
+    i->index_entries = c->index.count;
+    i->index_bytes = cas_index_bytes(&c->index) + log->h.map_entries_size;
     i->image_bytes = slog_file_end(log);
     i->free_bytes = slog_free_bytes(log);
     i->dedup_hits = c->dedup_hits;

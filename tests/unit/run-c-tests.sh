@@ -2,8 +2,9 @@
 # run-c-tests.sh SRC: build the C unit tests of SRC/tests/unit (those that
 # need no QEMU) with AddressSanitizer and UBSan into SRC/build/unit and run
 # them: the codec's tests, the cross-check of its vectors, softdev-crypt's
-# cipher, libsoftdev's adaptive polling, softdev-compress's on-disk format
-# (slog-format-test), and the fuzz targets of tests/fuzz (conn, device,
+# cipher, libsoftdev's adaptive polling, the on-disk format of
+# softdev-compress and softdev-cas (slog-format-test), softdev-cas's index
+# (cas-index-test), and the fuzz targets of tests/fuzz (conn, device,
 # client, slog) replayed on their seed corpus (without libFuzzer;
 # tests/fuzz/run-fuzz.sh does the fuzzing).
 #
@@ -43,10 +44,16 @@ $cc $cflags "$src/tests/unit/crypt-xts-test.c" \
     "$src/block/softdev/crypt-xts.c" -lcrypto -o "$out/crypt-xts-test"
 "$out/crypt-xts-test"
 
-# softdev-compress's on-disk format (the test includes slog-format.c)
+# softdev-compress's and softdev-cas's on-disk format (the test includes
+# slog-format.c)
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/unit/slog-format-test.c" -o "$out/slog-format-test"
 "$out/slog-format-test"
+
+# softdev-cas's index against a model (the test includes cas-index.c)
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/cas-index-test.c" -o "$out/cas-index-test"
+"$out/cas-index-test"
 
 # libsoftdev without its command line (main.c)
 lib=
