@@ -16,9 +16,6 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/cutils.h"
-#include "qemu/error-report.h"
-#include "qemu/iov.h"
-#include "qemu/memalign.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "crypto/hash.h"
@@ -26,7 +23,6 @@
 #include "softdev/softdev.h"
 #include "slog.h"
 #include "cas-index.h"
-#include "trace/trace-block_softdev.h"
 
 /* QAPI schema of the options (scripts/softdev-drivers.py adds it)
  *
@@ -362,13 +358,7 @@ softdev_cas_co_log(BlockDriverState *bs, SoftdevRequest *req, uint64_t cl,
             CasKind kind = CAS_ZERO;
 
             if (req->qiov) {
-                size_t off = req->qiov_offset + (cl * cs - req->offset);
-
-                src = slog_iov_ptr(req->qiov, off, cs);
-                if (!src) {
-                    qemu_iovec_to_buf(req->qiov, off, c->log.cluster_buf, cs);
-                    src = c->log.cluster_buf;
-                }
+                src = slog_request_cluster(&c->log, req, cl);
                 if (!buffer_is_zero(src, cs)) {
                     if (cas_sha256(src, cs, hash) < 0) {
                         ret = -EIO;

@@ -15,9 +15,6 @@
 #include <zstd.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
-#include "qemu/error-report.h"
-#include "qemu/iov.h"
-#include "qemu/memalign.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "system/block-backend.h"
@@ -244,16 +241,8 @@ softdev_compress_co_log(BlockDriverState *bs, SoftdevRequest *req,
             const uint8_t *src = NULL;
 
             if (req->qiov) {
-                size_t off = req->qiov_offset + (cl * cs - req->offset);
-
                 while (cl + zeroes < end) {
-                    src = slog_iov_ptr(req->qiov,
-                                                   off + zeroes * cs, cs);
-                    if (!src) {
-                        qemu_iovec_to_buf(req->qiov, off + zeroes * cs,
-                                          c->log.cluster_buf, cs);
-                        src = c->log.cluster_buf;
-                    }
+                    src = slog_request_cluster(&c->log, req, cl + zeroes);
                     if (!buffer_is_zero(src, cs)) {
                         break;
                     }

@@ -57,6 +57,20 @@ slog_dev_co_compact(BlockDriverState *bs, SoftdevCompactResult *res,
                            &res->reclaimed_bytes, errp);
 }
 
+const uint8_t *slog_request_cluster(Slog *s, SoftdevRequest *req,
+                                    uint64_t cl)
+{
+    uint32_t cs = s->h.cluster_size;
+    size_t off = req->qiov_offset + (cl * cs - req->offset);
+    const uint8_t *src = slog_iov_ptr(req->qiov, off, cs);
+
+    if (!src) {
+        qemu_iovec_to_buf(req->qiov, off, s->cluster_buf, cs);
+        src = s->cluster_buf;
+    }
+    return src;
+}
+
 /*
  * Read @n clusters from @cl whose records follow each other in the image
  * (entries @ents) with one read below.

@@ -267,6 +267,14 @@ static inline uint8_t *slog_iov_ptr(QEMUIOVector *qiov, size_t offset,
     return NULL;
 }
 
+/*
+ * Cluster @cl of write @req's data in one piece: in the request's buffer
+ * where it is contiguous there, else gathered into s->cluster_buf (valid
+ * until the caller yields)
+ */
+const uint8_t *slog_request_cluster(Slog *s, SoftdevRequest *req,
+                                    uint64_t cl);
+
 /* Read the raw record of map entry @e into @buf (slog_entry_size(e)) */
 int coroutine_fn GRAPH_RDLOCK
 slog_co_read_record(Slog *s, uint64_t e, uint8_t *buf);
