@@ -279,6 +279,13 @@ const uint8_t *slog_request_cluster(Slog *s, SoftdevRequest *req,
 int coroutine_fn GRAPH_RDLOCK
 slog_co_read_record(Slog *s, uint64_t e, uint8_t *buf);
 
+/* Inside the engine: slog-map.c, for slog.c */
+void slog_apply(Slog *s, const SlogUpdate *u);
+/* Read map area @area into s->map (and its extra bytes); 0 or -errno */
+int coroutine_mixed_fn GRAPH_RDLOCK slog_map_read(Slog *s, unsigned area);
+/* Write the map blocks area @area lacks (and their extra bytes) */
+int coroutine_mixed_fn GRAPH_RDLOCK slog_map_write(Slog *s, unsigned area);
+
 /*
  * slog-dev.c: the SoftdevDriver callbacks of a soft device on the engine
  * (its state begins with its Slog)
