@@ -481,6 +481,15 @@ static int64_t entry_int(QTestState *qts, const char *node, const char *key)
     return v;
 }
 
+static void run_img(const char **argv)
+{
+    int status;
+
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
+                          NULL, &status, NULL));
+    g_assert(g_spawn_check_wait_status(status, NULL));
+}
+
 /*
  * softdev-compress over QMP: blockdev-add of an image qemu-img made, its
  * query-softdevs figures, and softdev-compact reclaiming what overwrites
@@ -503,15 +512,12 @@ static void test_compress(void)
     int64_t before, after, stored;
     QTestState *qts;
     QDict *resp, *ret;
-    int status;
 
     for (size_t i = 0; i < 4 * 1024 * 1024; i++) {
         data[i] = g_test_rand_int();
     }
     g_assert(g_file_set_contents(rnd, data, 4 * 1024 * 1024, NULL));
-    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
-                          NULL, &status, NULL));
-    g_assert(g_spawn_check_wait_status(status, NULL));
+    run_img(argv);
 
     qts = qtest_init("-machine pc");
     qtest_qmp_assert_success(qts, "{'execute': 'blockdev-add', 'arguments': {"
@@ -570,12 +576,8 @@ static void test_compress(void)
         g_autofree char *got = NULL;
         gsize len;
 
-        g_assert(g_spawn_sync(NULL, (char **)check, NULL, 0, NULL, NULL,
-                              NULL, NULL, &status, NULL));
-        g_assert(g_spawn_check_wait_status(status, NULL));
-        g_assert(g_spawn_sync(NULL, (char **)conv, NULL, 0, NULL, NULL,
-                              NULL, NULL, &status, NULL));
-        g_assert(g_spawn_check_wait_status(status, NULL));
+        run_img(check);
+        run_img(conv);
         g_assert(g_file_get_contents(raw, &got, &len, NULL));
         g_assert_cmpint(len, ==, 64 << 20);
         g_assert(!memcmp(got, data, 4 << 20));
@@ -587,15 +589,6 @@ static void test_compress(void)
     unlink(img);
     unlink(rnd);
     rmdir(dir);
-}
-
-static void run_img(const char **argv)
-{
-    int status;
-
-    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
-                          NULL, &status, NULL));
-    g_assert(g_spawn_check_wait_status(status, NULL));
 }
 
 /*
