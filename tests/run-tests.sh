@@ -66,7 +66,7 @@ iotests_check() {
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
         softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress \
-        softdev-cas &&
+        softdev-cas softdev-timetravel &&
     run_crash "${CRASH_TRIALS:-50}"
 }
 

@@ -313,11 +313,22 @@ static void softdev_child_perm(BlockDriverState *bs, BdrvChild *c,
 {
     SoftdevState *s = bs->opaque;
 
-    if (s->content_preserving) {
+    bool below = role & BDRV_CHILD_PRIMARY;
+
+    if (s->content_preserving && below) {
+        /* the node below; not a journal or other metadata child */
         role = BDRV_CHILD_FILTERED | BDRV_CHILD_PRIMARY;
     }
     bdrv_default_perms(bs, c, role, reopen_queue, perm, shared, nperm,
                        nshared);
+    if (s->sd->writes_below && below) {
+        uint64_t p, sh;
+
+        /* WRITE while the node is (or after the reopen will be) writable */
+        bdrv_default_perms(bs, c, BDRV_CHILD_METADATA, reopen_queue, 0,
+                           BLK_PERM_ALL, &p, &sh);
+        *nperm |= p & BLK_PERM_WRITE;
+    }
 }
 
 static void GRAPH_RDLOCK
@@ -619,6 +630,8 @@ void softdev_register(SoftdevDriver *sd)
         .bdrv_co_pwrite_zeroes  = softdev_co_pwrite_zeroes,
         .bdrv_co_pdiscard       = softdev_co_pdiscard,
         .bdrv_co_flush          = softdev_co_flush,
+
+        .bdrv_co_check          = sd->co_check,
 
         .strong_runtime_opts    = sd->strong_runtime_opts,
         .mutable_opts           = sd->mutable_opts,

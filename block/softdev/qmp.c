@@ -129,6 +129,10 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
                    "its users cannot be switched to its child", node_name);
         return;
     }
+    if (sd->busy && sd->busy(bs, errp)) {
+        error_prepend(errp, "cannot remove '%s': ", node_name);
+        return;
+    }
     bdrv_graph_rdlock_main_loop();
     child = bs->file ? bs->file->bs : NULL;
     bdrv_graph_rdunlock_main_loop();

@@ -95,6 +95,13 @@ struct SoftdevDriver {
      */
     const char *content_preserving_opt;
 
+    /*
+     * The soft device writes the node below on its own, not only for its
+     * users (softdev-timetravel's revert): it holds WRITE there while the
+     * node is writable.
+     */
+    bool writes_below;
+
     /* Size of the soft device's state, see softdev_opaque() */
     size_t state_size;
 
@@ -181,6 +188,12 @@ struct SoftdevDriver {
     void (*query)(BlockDriverState *bs, SoftdevInfo *info);
 
     /*
+     * softdev-remove asks before it takes a content-preserving node out:
+     * true, with @errp set, if it may not go now (others depend on it).
+     */
+    bool (*busy)(BlockDriverState *bs, Error **errp);
+
+    /*
      * A soft device that owns its child's layout: an image format of its
      * own (softdev-compress), which the block layer treats as a format
      * driver and qemu-img creates, checks, amends and describes
@@ -197,7 +210,7 @@ struct SoftdevDriver {
     QemuOptsList *create_opts;
     int coroutine_fn (*co_create)(BlockBackend *blk, QemuOpts *opts,
                                   Error **errp);
-    /* qemu-img check [-r], as BlockDriver.bdrv_co_check */
+    /* qemu-img check [-r], as BlockDriver.bdrv_co_check (any soft device) */
     int coroutine_fn GRAPH_RDLOCK_PTR (*co_check)(BlockDriverState *bs,
                                                   BdrvCheckResult *res,
                                                   BdrvCheckMode fix);
