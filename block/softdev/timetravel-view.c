@@ -101,7 +101,7 @@ void tt_views_rebuild(SoftdevTimetravel *s)
                           "reads fail", s->bs->node_name);
             continue;
         }
-        tt_build_map(s, v->seq, &v->map);
+        tt_index_map(&s->idx, v->seq, &v->map);
     }
 }
 
@@ -120,7 +120,7 @@ uint64_t tt_views_oldest(SoftdevTimetravel *s)
 
 int tt_view_attach(SoftdevTimetravel *s, TtView *v, Error **errp)
 {
-    tt_build_map(s, v->seq, &v->map);
+    tt_index_map(&s->idx, v->seq, &v->map);
     v->state = TT_VIEW_VALID;
     QLIST_INSERT_HEAD(&s->views, v, next);
     bdrv_ref(s->bs);

@@ -175,8 +175,6 @@ tt_co_read_payload(SoftdevTimetravel *s, uint64_t pos, uint64_t len,
 /* Ring bytes a record of @data_len payload bytes takes, with padding */
 uint64_t tt_room_for(SoftdevTimetravel *s, uint64_t data_len);
 /* tt-history.c: maps of the past, retention, compaction, revert */
-/* The disk at point @seq, where it differs from the disk below */
-void tt_build_map(SoftdevTimetravel *s, uint64_t seq, TtExtents *map);
 /*
  * Make room for @need more ring bytes: drop history as retention allows,
  * or all of it if it must.  With the lock held shared, which it may drop

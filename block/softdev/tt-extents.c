@@ -5,11 +5,13 @@
  */
 
 #include "tt-extents.h"
+#include "tt-format.h"
 
 static gint tt_key_cmp(gconstpointer a, gconstpointer b, gpointer opaque)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
+    (void)opaque;
     return x < y ? -1 : x > y;
 }
 
@@ -82,10 +84,12 @@ void tt_extents_set(TtExtents *m, uint64_t start, uint64_t len,
     while ((n = tt_at_or_after(m, start))) {
         TtExtent *e = g_tree_node_value(n);
 
-        if (e->start >= start + len) {
+        uint64_t key = e->start;
+
+        if (key >= start + len) {
             break;
         }
-        g_tree_remove(m->tree, &e->start);
+        g_tree_remove(m->tree, &key);     /* frees e */
         m->count--;
     }
     if (kind != TT_EXT_DISK) {
@@ -98,6 +102,9 @@ void tt_extents_fill(TtExtents *m, uint64_t start, uint64_t len,
 {
     uint64_t end = start + len, at = start;
 
+    if (kind == TT_EXT_DISK) {
+        return;                 /* the disk is what no extent covers */
+    }
     while (at < end) {
         TtExtent e;
 
@@ -151,5 +158,30 @@ void tt_extents_foreach(TtExtents *m, uint64_t start, uint64_t len,
                          .loc = e->kind == TT_EXT_JOURNAL ?
                                 e->loc + (s - e->start) : 0 };
         fn(&c, opaque);
+    }
+}
+
+void tt_index_map(const TtIndex *idx, uint64_t seq, TtExtents *map)
+{
+    tt_extents_init(map);
+    for (size_t i = 0; i < idx->nb_recs && idx->recs[i].seq <= seq; i++) {
+        const TtRec *r = &idx->recs[i];
+
+        if (r->type == TT_REC_DATA) {
+            tt_extents_set(map, r->offset, r->length, TT_EXT_JOURNAL,
+                           r->data_pos);
+        } else if (tt_is_change(r->type)) {
+            tt_extents_set(map, r->offset, r->length, TT_EXT_ZERO, 0);
+        }
+    }
+    /* What no change up to @seq says: the oldest point's content */
+    for (size_t i = 0; i < idx->nb_recs; i++) {
+        const TtRec *r = &idx->recs[i];
+
+        if (r->type == TT_REC_BASE) {
+            tt_extents_fill(map, r->offset, r->length,
+                            (r->flags & TT_FLAG_ZERO) ? TT_EXT_ZERO :
+                            TT_EXT_JOURNAL, r->data_pos);
+        }
     }
 }

@@ -51,4 +51,11 @@ void tt_extents_foreach(TtExtents *m, uint64_t start, uint64_t len,
                         void (*fn)(const TtExtent *e, void *opaque),
                         void *opaque);
 
+struct TtIndex;
+/*
+ * The disk at point @seq of history @idx (tt-format.h), where it differs
+ * from the disk below as it is: initialises @map
+ */
+void tt_index_map(const struct TtIndex *idx, uint64_t seq, TtExtents *map);
+
 #endif /* SOFTDEV_TT_EXTENTS_H */

@@ -17,33 +17,6 @@
 #include "qemu/memalign.h"
 #include "timetravel.h"
 
-void tt_build_map(SoftdevTimetravel *s, uint64_t seq, TtExtents *map)
-{
-    TtIndex *idx = &s->idx;
-
-    tt_extents_init(map);
-    for (size_t i = 0; i < idx->nb_recs && idx->recs[i].seq <= seq; i++) {
-        const TtRec *r = &idx->recs[i];
-
-        if (r->type == TT_REC_DATA) {
-            tt_extents_set(map, r->offset, r->length, TT_EXT_JOURNAL,
-                           r->data_pos);
-        } else if (tt_is_change(r->type)) {
-            tt_extents_set(map, r->offset, r->length, TT_EXT_ZERO, 0);
-        }
-    }
-    /* What no change before @seq says: the oldest point's content */
-    for (size_t i = 0; i < idx->nb_recs; i++) {
-        const TtRec *r = &idx->recs[i];
-
-        if (r->type == TT_REC_BASE) {
-            tt_extents_fill(map, r->offset, r->length,
-                            (r->flags & TT_FLAG_ZERO) ? TT_EXT_ZERO :
-                            TT_EXT_JOURNAL, r->data_pos);
-        }
-    }
-}
-
 /* The bytes records [@k, end) change, as extents (of any kind) */
 static void tt_changed_after(SoftdevTimetravel *s, size_t k, bool blocks,
                              TtExtents *changed)
@@ -104,7 +77,7 @@ static void tt_pieces(SoftdevTimetravel *s, uint64_t seq, size_t k,
 {
     TtExtents changed;
 
-    tt_build_map(s, seq, map);
+    tt_index_map(&s->idx, seq, map);
     tt_changed_after(s, k, blocks, &changed);
     *p = (TtPieces) {
         .pieces = g_array_new(false, false, sizeof(TtPiece)), .map = map,

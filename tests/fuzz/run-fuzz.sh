@@ -6,7 +6,7 @@
 # after RUNS executions or SECONDS, whichever comes first:
 # conn=3000/10000000), starting from a seed corpus made from the canonical
 # messages of tests/unit/tap-vectors.c (fuzz-slog: from the small images
-# of tests/fuzz/make-slog-seeds.c).  The corpus grows in
+# of tests/fuzz/make-slog-seeds.c; fuzz-tt: make-tt-seeds.c's journals).  The corpus grows in
 # build/fuzz/corpus-NAME across runs.  Exits non-zero if a target crashed
 # (the input is left as build/fuzz/NAME-crash-*).
 #
@@ -19,6 +19,10 @@
 #                slog-format.c, opened as block/softdev/slog.c does (header,
 #                slots, map with its hashes,
 #                log replay), with encode/decode round trips
+#   fuzz-tt      the start of a softdev-timetravel journal into
+#                tt-format.c, opened as block/softdev/tt-replay.c does
+#                (header copies, log replay into the history), with
+#                round trips and the extent map of every mark
 #
 # Needs clang and libclang-rt-14-dev (Debian 12).
 #
@@ -55,6 +59,12 @@ rm -rf "$out/seeds"
 $cc -std=gnu11 -I"$src" "$src/tests/fuzz/make-slog-seeds.c" \
     "$src/block/softdev/slog-format.c" -o "$out/make-slog-seeds"
 "$out/make-slog-seeds" "$out/seeds/slog"
+glib=$(pkg-config --cflags --libs glib-2.0)
+# shellcheck disable=SC2086
+$cc -std=gnu11 -I"$src" "$src/tests/fuzz/make-tt-seeds.c" \
+    "$src/block/softdev/tt-format.c" "$src/block/softdev/slog-format.c" \
+    $glib -o "$out/make-tt-seeds"
+"$out/make-tt-seeds" "$out/seeds/tt"
 
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-device.c" "$src/tests/fuzz/fuzz-devices.c" \
@@ -68,9 +78,13 @@ $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/libsoftdev/protocol/tap-protoc
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-slog.c" "$src/block/softdev/slog-format.c" \
     -o "$out/fuzz-slog"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-tt.c" "$src/block/softdev/tt-format.c" \
+    "$src/block/softdev/tt-extents.c" "$src/block/softdev/slog-format.c" \
+    $glib -o "$out/fuzz-tt"
 
 status=0
-for name in conn device client slog; do
+for name in conn device client slog tt; do
     case $times in
     *=*)
         seconds=$(echo "$times" | tr ',' '\n' | sed -n "s/^$name=//p")

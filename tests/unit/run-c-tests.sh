@@ -4,8 +4,8 @@
 # them: the codec's tests, the cross-check of its vectors, softdev-crypt's
 # cipher, libsoftdev's adaptive polling, the on-disk format of
 # softdev-compress and softdev-cas (slog-format-test), softdev-cas's index
-# (cas-index-test), and the fuzz targets of tests/fuzz (conn, device,
-# client, slog) replayed on their seed corpus (without libFuzzer;
+# (cas-index-test), softdev-timetravel's journal (tt-format-test), and the
+# fuzz targets of tests/fuzz (conn, device, client, slog, tt) replayed on their seed corpus (without libFuzzer;
 # tests/fuzz/run-fuzz.sh does the fuzzing).
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
@@ -50,6 +50,14 @@ $cc $cflags "$src/tests/unit/crypt-xts-test.c" \
 $cc $cflags "$src/tests/unit/slog-format-test.c" -o "$out/slog-format-test"
 "$out/slog-format-test"
 
+# softdev-timetravel's journal format, history and extent maps (the test
+# includes tt-format.c and tt-extents.c)
+glib=$(pkg-config --cflags --libs glib-2.0)
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/unit/tt-format-test.c" \
+    "$src/block/softdev/slog-format.c" $glib -o "$out/tt-format-test"
+"$out/tt-format-test"
+
 # softdev-cas's index against a model (the test includes cas-index.c)
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/unit/cas-index-test.c" -o "$out/cas-index-test"
@@ -74,6 +82,10 @@ $cc $cflags "$src/tests/fuzz/make-slog-seeds.c" \
     "$src/block/softdev/slog-format.c" -o "$out/make-slog-seeds"
 "$out/make-slog-seeds" "$out/fuzz-seeds/slog"
 # shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/make-tt-seeds.c" "$src/block/softdev/tt-format.c" \
+    "$src/block/softdev/slog-format.c" $glib -o "$out/make-tt-seeds"
+"$out/make-tt-seeds" "$out/fuzz-seeds/tt"
+# shellcheck disable=SC2086
 $cc $cflags -pthread -I"$src/libsoftdev" "$src/tests/fuzz/fuzz-device.c" \
     "$src/tests/fuzz/fuzz-devices.c" "$src/tests/fuzz/standalone.c" $lib \
     -o "$out/fuzz-device"
@@ -87,10 +99,14 @@ $cc $cflags "$src/tests/fuzz/fuzz-client.c" "$src/tests/fuzz/standalone.c" \
 # shellcheck disable=SC2086
 $cc $cflags "$src/tests/fuzz/fuzz-slog.c" "$src/tests/fuzz/standalone.c" \
     "$src/block/softdev/slog-format.c" -o "$out/fuzz-slog"
+# shellcheck disable=SC2086
+$cc $cflags "$src/tests/fuzz/fuzz-tt.c" "$src/tests/fuzz/standalone.c" \
+    "$src/block/softdev/tt-format.c" "$src/block/softdev/tt-extents.c" \
+    "$src/block/softdev/slog-format.c" $glib -o "$out/fuzz-tt"
 # ...and on what run-fuzz.sh found, if it ran here.  The device's
 # messages about bad input go to a log.
 # (fuzz-conn takes fuzz-device's inputs)
-for t in device conn client slog; do
+for t in device conn client slog tt; do
     seeds=$t
     [ "$t" = conn ] && seeds=device
     set -- "$out/fuzz-seeds/$seeds/"*
