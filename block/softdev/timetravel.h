@@ -37,7 +37,9 @@ typedef enum TtWriteState {
 /* One write of the log in flight: a batch of records, or one large one */
 typedef struct TtWrite {
     TtWriteState state;
-    uint64_t start, end;    /* log positions */
+    uint64_t start, end;    /* log positions it writes */
+    uint64_t covers;        /* the log up to here is in once it is done
+                             * (beyond @end after a pad) */
     uint8_t *buf;           /* a batch's records */
     size_t cap;
     QEMUIOVector qiov;      /* a large record: its header and payload */

@@ -173,13 +173,18 @@ int tt_header_decode(const uint8_t *buf, size_t len, uint64_t node_size,
         *why = "the journal is larger than its node";
         return -EINVAL;
     }
-    if (h->tail % TT_SECTOR || h->head % TT_SECTOR || h->head < h->tail ||
-        h->head - h->tail > h->ring_size || h->tail > (1ull << 62)) {
+    /* head and next_seq only count in a clean journal */
+    if (h->tail % TT_SECTOR || h->tail > (1ull << 62) ||
+        ((h->flags & TT_HDR_CLEAN) &&
+         (h->head % TT_SECTOR || h->head < h->tail ||
+          h->head - h->tail > h->ring_size))) {
         *why = "bad tail or head";
         return -EINVAL;
     }
     if (h->tail_seq == 0 || h->horizon_seq >= h->tail_seq ||
-        h->next_seq < h->tail_seq || h->next_seq > (1ull << 62)) {
+        h->tail_seq > (1ull << 62) ||
+        ((h->flags & TT_HDR_CLEAN) &&
+         (h->next_seq < h->tail_seq || h->next_seq > (1ull << 62)))) {
         *why = "bad sequence numbers";
         return -EINVAL;
     }

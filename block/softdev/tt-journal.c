@@ -39,7 +39,7 @@ static void tt_write_done(SoftdevTimetravel *s, TtWrite *w, int ret)
     }
     while ((it = QTAILQ_FIRST(&s->writes)) && it->state == TT_WRITE_DONE) {
         QTAILQ_REMOVE(&s->writes, it, next);
-        s->written_pos = it->end;
+        s->written_pos = it->covers;
         qemu_vfree(it->buf);
         g_free(it->hdr);
         if (it->qiov.nalloc) {
@@ -130,10 +130,13 @@ static void tt_batch_add(SoftdevTimetravel *s, TtRecord *r,
     TtWrite *b = s->batch;
     uint8_t *p;
 
+    if (r->type == TT_REC_PAD) {
+        size = TT_REC_HEADER;   /* only its header is written */
+    }
     if (!b || b->end != r->pos || b->end - b->start + size > b->cap) {
         b = g_new0(TtWrite, 1);
         b->state = TT_WRITE_OPEN;
-        b->start = b->end = r->pos;
+        b->start = b->end = b->covers = r->pos;
         b->cap = TT_BATCH_CAP;
         b->buf = qemu_memalign(4096, b->cap);
         QTAILQ_INSERT_TAIL(&s->writes, b, next);
@@ -147,13 +150,18 @@ static void tt_batch_add(SoftdevTimetravel *s, TtRecord *r,
                size - TT_REC_HEADER - r->data_len);
     }
     b->end += size;
+    b->covers = r->pos + tt_record_size(r);
+    if (r->type == TT_REC_PAD) {
+        /* The ring ends: what follows goes in another write */
+        s->batch = NULL;
+    }
 }
 
 static void tt_place(SoftdevTimetravel *s, TtRecord *r)
 {
     uint64_t size = tt_record_size(r);
     uint64_t room = s->h.ring_size - s->idx.next_pos % s->h.ring_size;
-    uint64_t now = MAX(tt_now(), s->idx.last_time);
+    uint64_t now;
 
     if (r->type != TT_REC_PAD && size > room) {
         TtRecord pad = { .type = TT_REC_PAD, .length = room };
@@ -161,6 +169,7 @@ static void tt_place(SoftdevTimetravel *s, TtRecord *r)
         tt_place(s, &pad);
         tt_batch_add(s, &pad, NULL, 0);
     }
+    now = MAX(tt_now(), s->idx.last_time);   /* after the pad's */
     r->seq = s->idx.next_seq++;
     r->pos = s->idx.next_pos;
     r->time = now;
@@ -205,7 +214,7 @@ tt_co_append(SoftdevTimetravel *s, TtRecord *r, QEMUIOVector *qiov,
     w = g_new0(TtWrite, 1);
     w->state = TT_WRITE_WRITING;
     w->start = r->pos;
-    w->end = r->pos + size;
+    w->end = w->covers = r->pos + size;
     w->hdr = g_malloc(TT_REC_HEADER);
     tt_record_encode(r, w->hdr);
     qemu_iovec_init(&w->qiov, qiov->niov + 2);
