@@ -6,18 +6,21 @@ pinning), with 'qemu-img bench' (io_uring, cache=writeback) on a
 page-cached 1 GiB disk of random data on tmpfs:
 
 - bare: json:{"driver":"file",...} on the disk;
-- timetravel: softdev-timetravel on the same disk, its journal a sparse
-  file on tmpfs large enough for every run's history (retention does not
-  run), every block of the disk already saved once (its base copy), so
-  the runs see the steady state of a disk that has been written before;
-- timetravel-full (informational): the same with a journal that fills,
-  so that retention compacts it during the runs (max-size: its default,
-  three quarters of a 2 GiB journal).
+- timetravel: softdev-timetravel on the same disk, its journal a new
+  sparse file on tmpfs ('qemu-img create -f raw', what a user makes)
+  large enough for every run's history (retention does not run), every
+  block of the disk already saved once (its base copy), so the runs see
+  the steady state of a disk that has been written before;
+- timetravel-prealloc (a tuned set-up, reported beside): the same with a
+  journal made with 'qemu-img create -o preallocation=full', so that the
+  journal's writes overwrite pages that exist instead of allocating new
+  ones.
 
 Workloads as bench/run-bench.sh's: rand-write and rand-read (4 KiB, queue
 depth 32, golden-ratio step), seq-write and seq-read (1 MiB, queue depth
-8).  Each repetition runs the two stacks back to back in alternating
-order; the ratio is the median of the per-repetition ratios.  Targets
+8).  Each repetition runs bare and timetravel back to back in
+alternating order, then timetravel-prealloc; ratios are medians of the
+per-repetition ratios against bare.  Targets
 (issue 21): writes through softdev-timetravel >= 0.77x bare, reads of
 the present >= 0.97x bare.
 
@@ -36,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -90,15 +94,15 @@ class Qsd:
         self.f.readline()
         self.cmd('qmp_capabilities')
 
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({'execute': name, 'arguments': args}) + '\n')
+    def cmd(self, command, **args):
+        self.f.write(json.dumps({"execute": command, "arguments": args}) + "\n")
         self.f.flush()
         while True:
             r = json.loads(self.f.readline())
             if 'return' in r:
                 return r['return']
             if 'error' in r:
-                raise RuntimeError(f'{name}: {r["error"]["desc"]}')
+                raise RuntimeError(f"{command}: {r['error']['desc']}")
 
     def close(self):
         self.cmd('quit')
@@ -106,45 +110,53 @@ class Qsd:
 
 
 def main():
+    tmp = tempfile.mkdtemp(prefix='bench-tt-', dir='/dev/shm'
+                           if os.path.isdir('/dev/shm') else None)
+    try:
+        measure(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(tmp):
     ap = argparse.ArgumentParser()
     ap.add_argument('--qemu-build', required=True)
-    ap.add_argument('--reps', type=int, default=5)
+    ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--results',
                     default=os.path.join(SRC, 'build/bench/timetravel.json'))
     a = ap.parse_args()
     qemu_img = os.path.join(a.qemu_build, 'qemu-img')
-    base = '/dev/shm' if os.path.isdir('/dev/shm') else None
-    tmp = tempfile.mkdtemp(prefix='bench-tt-', dir=base)
     disk = os.path.join(tmp, 'disk.img')
     journal = os.path.join(tmp, 'journal.img')
-    small = os.path.join(tmp, 'small.img')
+    pre = os.path.join(tmp, 'prealloc.img')
     with open(disk, 'wb') as f:
         for _ in range(IMG_MIB):
             f.write(os.urandom(MIB))
     blocks = IMG_MIB * MIB // 4096
     step = int(blocks * 0.618) | 1
     rand_step = step * 4096
-    # journals: sparse; 'big' holds every run's history
-    for path, size in ((journal, 16 << 30), (small, 2 << 30)):
-        run([qemu_img, 'create', '-f', 'raw', path, str(size)])
+    # journals that hold every run's history
+    run([qemu_img, 'create', '-f', 'raw', journal, str(8 << 30)])
+    run([qemu_img, 'create', '-f', 'raw', '-o', 'preallocation=full', pre,
+         str(5 << 30)])
     tt = spec_tt(disk, journal)
-    full = spec_tt(disk, small)
+    full = spec_tt(disk, pre)
     # the steady state: every block saved once
     for s in (tt, full):
         bench(qemu_img, s, True, MIB, 8, MIB, IMG_MIB)
 
     workloads = [
         # name, write, size, depth, step, count, unit
-        ('rand-write', True, 4096, 32, rand_step, 100000, 'IOPS'),
+        ('rand-write', True, 4096, 32, rand_step, 50000, 'IOPS'),
         ('rand-read', False, 4096, 32, rand_step, 100000, 'IOPS'),
-        ('seq-write', True, MIB, 8, MIB, 512, 'MiB/s'),
+        ('seq-write', True, MIB, 8, MIB, 256, 'MiB/s'),
         ('seq-read', False, MIB, 8, MIB, 1024, 'MiB/s'),
     ]
     results = {'workloads': {}}
     print('softdev-timetravel against bare (median of %d paired runs)'
           % a.reps)
     print(f'{"workload":<11} {"bare":>10} {"timetravel":>11} {"ratio":>6} '
-          f'{"spread":>12} {"target":>7}  {"full journal":>12} {"ratio":>6}')
+          f'{"spread":>12} {"target":>7}  {"prealloc":>10} {"ratio":>6}')
     for name, write, size, depth, stp, count, unit in workloads:
         t = {'bare': [], 'timetravel': [], 'full': []}
         for rep in range(a.reps):
@@ -169,14 +181,14 @@ def main():
                for k, v in t.items()}
         print(f'{name:<11} {med["bare"]:>10.0f} {med["timetravel"]:>11.0f} '
               f'{ratio:>6.2f} {min(ratios):>5.2f}-{max(ratios):<5.2f} '
-              f'{target:>5.2f} {verdict}  {med["full"]:>12.0f} '
+              f'{target:>5.2f} {verdict}  {med["full"]:>10.0f} '
               f'{full_ratio:>6.2f}')
         results['workloads'][name] = {
             'unit': unit, 'bare': med['bare'],
             'timetravel': med['timetravel'], 'ratio': ratio,
             'ratio_min': min(ratios), 'ratio_max': max(ratios),
             'target': target, 'verdict': verdict,
-            'full_journal': med['full'], 'full_journal_ratio': full_ratio,
+            'prealloc': med['full'], 'prealloc_ratio': full_ratio,
         }
 
     # View reads over NBD, against the bare disk over NBD
@@ -223,9 +235,6 @@ def main():
     os.makedirs(os.path.dirname(a.results), exist_ok=True)
     with open(a.results, 'w') as f:
         json.dump(results, f, indent=1)
-    for p in (disk, journal, small):
-        os.remove(p)
-    os.rmdir(tmp)
 
 
 if __name__ == '__main__':

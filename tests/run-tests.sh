@@ -73,6 +73,10 @@ run_iotests() {
 # kill -9 torture of the image formats (tests/crash/crash-torture.py):
 # small clusters and segments, so that trials recycle segments and write
 # checkpoints.  Discards of partial clusters keep the data (advisory).
+# softdev-timetravel: a raw disk through it with a 64 MiB journal, so that
+# retention compacts (and drops all) again and again; marks all along,
+# checked through views after each crash, and the newest point against
+# the disk.
 # Online compaction (softdev-compact over QMP) runs again and again
 # during the workload.  softdev-cas: half the writes share a few contents,
 # so that chunks are shared, lose their last reference and are collected.
@@ -82,7 +86,10 @@ run_crash() {
         --trim-may-keep --compact --trials "$1" &&
     $PY "$SRC/tests/crash/crash-torture.py" --qemu-build "$QEMU_BUILD" \
         --format softdev-cas --create-opts chunk-size=4k,segment-size=1M \
-        --dedup 0.5 --trim-may-keep --compact --trials "$1"
+        --dedup 0.5 --trim-may-keep --compact --trials "$1" &&
+    $PY "$SRC/tests/crash/crash-torture.py" --qemu-build "$QEMU_BUILD" \
+        --format raw --timetravel $((64 << 20)) --size $((16 << 20)) \
+        --trials "$1"
 }
 
 # The code blocks of the guides, run against this build
@@ -141,7 +148,7 @@ for s in $SUITES; do
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;
-    crash) suite "kill -9 torture of softdev-compress and softdev-cas (${CRASH_TRIALS:-50} trials each)" \
+    crash) suite "kill -9 torture of softdev-compress, softdev-cas and softdev-timetravel (${CRASH_TRIALS:-50} trials each)" \
         run_crash "${CRASH_TRIALS:-50}" ;;
     *) echo "run-tests.sh: unknown suite '$s'" >&2; exit 2 ;;
     esac

@@ -408,8 +408,13 @@ int tt_index_record(TtIndex *idx, const TtRecord *r, const char *name,
         };
         break;
     default:
-        if (r->type == TT_REC_BASE && r->aux > idx->horizon_seq) {
-            /* An unfinished compaction's copy: void */
+        if (r->type == TT_REC_BASE && r->aux != idx->horizon_seq) {
+            /*
+             * Only the base copies for the oldest point count: an earlier
+             * one's went stale when compaction moved it (it copied what
+             * it needs anew); a later one's are an unfinished
+             * compaction's
+             */
             break;
         }
         if (txn && idx->txn == TT_TXN_NONE) {
@@ -510,8 +515,14 @@ void tt_index_drop(TtIndex *idx, size_t n, uint64_t seq, size_t *marks)
 {
     size_t keep = 0;
 
-    memmove(idx->recs, idx->recs + n, (idx->nb_recs - n) * sizeof(TtRec));
-    idx->nb_recs -= n;
+    /* The records before @n, and the base copies for the old horizon */
+    for (size_t i = n; i < idx->nb_recs; i++) {
+        if (idx->recs[i].type != TT_REC_BASE) {
+            idx->recs[keep++] = idx->recs[i];
+        }
+    }
+    idx->nb_recs = keep;
+    keep = 0;
     if (idx->txn == TT_TXN_OPEN) {
         idx->txn_recs -= MIN(n, idx->txn_recs);
     }

@@ -173,7 +173,7 @@ typedef struct TtIndex {
     uint64_t last_time;
     uint64_t flushed_seq;       /* the newest FLUSH record's */
     uint64_t flushed_pos;       /* where the record after it is */
-    uint64_t horizon_seq;       /* BASE records for a later one are void */
+    uint64_t horizon_seq;       /* BASE records for another are void */
     uint64_t commit_seq, commit_pos;    /* the newest COMMIT record */
     /* Replay: where the open transaction began (its records are void) */
     TtTxnState txn;
@@ -215,7 +215,11 @@ uint64_t tt_index_seq_at(const TtIndex *idx, uint64_t time,
                          uint64_t horizon_seq);
 /* The first record with seq > @seq (nb_recs if none) */
 size_t tt_index_after(const TtIndex *idx, uint64_t seq);
-/* Drop records before index @n and marks with seq <= @seq */
+/*
+ * Compaction moved the oldest point to @seq: drop the records before
+ * index @n, every base copy (those of the new point come after) and the
+ * marks with seq <= @seq
+ */
 void tt_index_drop(TtIndex *idx, size_t n, uint64_t seq, size_t *marks);
 
 #endif /* SOFTDEV_TT_FORMAT_H */

@@ -3,10 +3,11 @@
  * map, retention (compaction of the journal's oldest part) and revert.
  *
  * Compaction to a new oldest point H: the records up to H are dropped;
- * where a byte changed after H, its content at H must stay in the
- * journal, so it is copied (from the dropped records, or from the disk)
- * into base records for H before the header moves the tail, which makes
- * it atomic.  Requests wait meanwhile (the lock is held exclusively).
+ * where a block changed after H, its content at H must stay in the
+ * journal, so it is copied (from the journal, or from the disk) into
+ * base records for H before the header moves the tail, which makes it
+ * atomic.  Only base records for the current oldest point count, so the
+ * copies replace every older one.  Requests wait meanwhile (the lock is held exclusively).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -37,6 +38,9 @@ static void tt_changed_after(SoftdevTimetravel *s, size_t k, bool blocks,
     }
 }
 
+/* The largest piece compaction and revert copy in one record */
+#define TT_PIECE_MAX            (TT_MAX_DATA / 2)
+
 /* A piece of the disk's past to write somewhere: where it is now */
 typedef struct TtPiece {
     uint64_t offset, len;
@@ -60,14 +64,12 @@ static void tt_collect(const TtExtent *e, void *opaque)
         TtExtent m;
         uint64_t len;
 
-        tt_extents_lookup(p->map, at, MIN(end - at, TT_MAX_DATA / 2), &m);
+        tt_extents_lookup(p->map, at, MIN(end - at, TT_PIECE_MAX), &m);
         len = m.len;
         g_array_append_val(p->pieces, ((TtPiece) {
             .offset = at, .len = len, .kind = m.kind, .loc = m.loc,
         }));
-        if (m.kind != TT_EXT_ZERO) {
-            p->bytes += len + TT_REC_HEADER;
-        }
+        p->bytes += TT_REC_HEADER + (m.kind != TT_EXT_ZERO ? len : 0);
         at += len;
     }
 }
@@ -149,11 +151,13 @@ tt_co_drop_before(SoftdevTimetravel *s, size_t k, Error **errp)
         return 0;
     }
     tt_pieces(s, horizon, k, true, &map, &p);
-    if (tt_used(s) + p.bytes + 2 * TT_MAX_DATA > s->h.ring_size) {
+    /* The copies go into the free part of the ring, a pad at worst first */
+    if (tt_used(s) + p.bytes + TT_PIECE_MAX + TT_REC_HEADER >
+        s->h.ring_size) {
         ret = -ENOSPC;
         goto out;
     }
-    buf = qemu_memalign(4096, TT_MAX_DATA / 2);
+    buf = qemu_memalign(4096, TT_PIECE_MAX);
     for (guint i = 0; i < p.pieces->len; i++) {
         TtPiece *pc = &g_array_index(p.pieces, TtPiece, i);
         TtRecord r = {
@@ -162,9 +166,6 @@ tt_co_drop_before(SoftdevTimetravel *s, size_t k, Error **errp)
         };
         QEMUIOVector qiov;
 
-        if (pc->kind == TT_EXT_JOURNAL && pc->loc >= tail) {
-            continue;   /* a base copy that stays */
-        }
         if (pc->kind == TT_EXT_ZERO) {
             r.flags = TT_FLAG_ZERO;
             tt_co_append(s, &r, NULL, 0);
@@ -394,8 +395,8 @@ int coroutine_fn GRAPH_RDLOCK tt_co_revert(SoftdevTimetravel *s,
     if (!p.pieces->len) {
         goto out;       /* nothing changed since */
     }
-    if (tt_used(s) + p.bytes + p.pieces->len * TT_REC_HEADER +
-        2 * TT_MAX_DATA > s->h.ring_size) {
+    if (tt_used(s) + p.bytes + TT_PIECE_MAX + 3 * TT_REC_HEADER >
+        s->h.ring_size) {
         error_setg(errp, "the journal has no room for this revert (it needs "
                    "%" PRIu64 " bytes); drop older history first",
                    p.bytes);
@@ -404,7 +405,7 @@ int coroutine_fn GRAPH_RDLOCK tt_co_revert(SoftdevTimetravel *s,
     }
 
     /* The content of the point, as a transaction of changes */
-    buf = qemu_memalign(4096, TT_MAX_DATA / 2);
+    buf = qemu_memalign(4096, TT_PIECE_MAX);
     for (guint i = 0; i < p.pieces->len; i++) {
         TtPiece *pc = &g_array_index(p.pieces, TtPiece, i);
         TtRecord r = {

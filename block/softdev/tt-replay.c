@@ -236,6 +236,7 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
     uint64_t end_u = idx->next_pos;
     size_t k = tt_index_after(idx, S), n_u;
     g_autofree TtRec *u = NULL;
+    g_autofree TtRec *bases = NULL;     /* of u, those that check out */
     g_autofree uint8_t *buf = g_malloc(TT_MAX_DATA);
     uint64_t need = 0, dropped_marks = 0, keep = 0, t0;
     size_t kept_marks = 0;
@@ -289,6 +290,7 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
     }
     n_u = idx->nb_recs - k;
     u = g_memdup2(idx->recs + k, n_u * sizeof(TtRec));
+    bases = g_new(TtRec, MAX(n_u, 1));
     /* What is left of the records after S: their base copies */
     idx->nb_recs = k;
     for (size_t i = 0; i < idx->nb_marks; i++) {
@@ -328,14 +330,14 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
                 continue;   /* torn: its change never reached the disk */
             }
         }
-        u[keep++] = u[i];
+        bases[keep++] = u[i];
         tt_set_based(s, u[i].offset, u[i].length);
         need += tt_room_for(s, u[i].length);
     }
     if (!writable) {
         /* Keep the good base copies where they are, in seq order */
         for (size_t i = 0; i < keep; i++) {
-            idx->recs[idx->nb_recs++] = u[i];
+            idx->recs[idx->nb_recs++] = bases[i];
         }
         return 0;
     }
@@ -359,14 +361,14 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
     }
     for (size_t i = 0; i < keep; i++) {
         TtRecord r = {
-            .type = TT_REC_BASE, .flags = u[i].flags & TT_FLAG_ZERO,
-            .offset = u[i].offset, .length = u[i].length,
+            .type = TT_REC_BASE, .flags = bases[i].flags & TT_FLAG_ZERO,
+            .offset = bases[i].offset, .length = bases[i].length,
             .aux = s->h.horizon_seq,
-            .data_len = (u[i].flags & TT_FLAG_ZERO) ? 0 : u[i].length,
+            .data_len = (bases[i].flags & TT_FLAG_ZERO) ? 0 : bases[i].length,
         };
 
         if (r.data_len) {
-            ret = bdrv_pread(s->journal, tt_phys(s, u[i].data_pos),
+            ret = bdrv_pread(s->journal, tt_phys(s, bases[i].data_pos),
                              r.data_len, buf, 0);
             if (ret < 0) {
                 error_setg_errno(errp, -ret, "cannot read the journal");
@@ -589,7 +591,29 @@ tt_journal_open(SoftdevTimetravel *s, bool writable, Error **errp)
     s->written_pos = s->idx.next_pos;
     s->state = writable ? TT_STATE_WRITABLE : TT_STATE_READ_ONLY;
     if (writable && !check) {
-        /* Until a clean close, a reopen replays and recovers */
+        /*
+         * Everything so far is in the journal and on the disk: say so, so
+         * that a crash recovery leaves it alone.  Until a clean close, a
+         * reopen replays and recovers.
+         */
+        TtRecord f = {
+            .type = TT_REC_FLUSH, .offset = s->idx.next_pos,
+            .aux = s->idx.next_seq - 1,
+        };
+
+        if (s->idx.next_seq - 1 > s->idx.flushed_seq) {
+            ret = tt_write_record_now(s, &f, NULL);
+            if (ret >= 0) {
+                ret = bdrv_flush(s->journal->bs);
+            }
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "cannot write the journal");
+                return ret;
+            }
+            tt_index_add(&s->idx, &f, NULL, &(const char *){ NULL });
+            s->synced_seq = s->flush_recorded = f.aux;
+        }
+        s->written_pos = s->idx.next_pos;
         s->h.flags &= ~TT_HDR_CLEAN;
         ret = tt_write_header(s);
         if (ret < 0) {

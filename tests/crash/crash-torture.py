@@ -33,6 +33,9 @@ import threading
 import time
 from functools import lru_cache
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import tt_points  # noqa: E402  (--timetravel)
+
 BLOCK = 4096
 MAX_BLOCKS = 64            # blocks per request
 DEPTH = 8                  # requests in flight
@@ -196,15 +199,24 @@ class Op:
         return block_data(self.content(), ANY_BLOCK, self.incompressible)
 
 
-class Compactor(threading.Thread):
-    """--compact: softdev-compact over QMP, again and again at random
-    intervals, while the workload runs and until the kill."""
+class QmpRepeater(threading.Thread):
+    """A QMP command on the node again and again at random intervals,
+    while the workload runs and until the kill: softdev-compact
+    (--compact), softdev-timetravel-mark (--timetravel; each mark is
+    recorded with the logical clock at its issue and acknowledgement)."""
 
-    def __init__(self, path, rng):
+    def __init__(self, path, rng, command, trial=None):
         super().__init__(daemon=True)
-        self.path, self.errors, self.done = path, [], 0
+        self.path, self.command, self.trial = path, command, trial
+        self.errors, self.done, self.marks = [], 0, []
         self.pauses = [rng.uniform(0.01, 0.15) for _ in range(1000)]
         self.start()
+
+    def args(self):
+        if self.command == 'softdev-timetravel-mark':
+            return {'node-name': 'fmt',
+                    'name': f'{self.trial.next_id}-{self.done}'}
+        return {'node-name': 'fmt'}
 
     def run(self):
         try:
@@ -213,11 +225,12 @@ class Compactor(threading.Thread):
             sock.connect(self.path)
             f = sock.makefile('rw')
             f.readline()                    # the greeting
-            for cmd in ['qmp_capabilities'] + ['softdev-compact'] * 1000:
+            for cmd in ['qmp_capabilities'] + [self.command] * 1000:
+                args = {}
                 if cmd != 'qmp_capabilities':
                     time.sleep(self.pauses[self.done % 1000])
-                args = {'node-name': 'fmt'} if cmd != 'qmp_capabilities' \
-                    else {}
+                    args = self.args()
+                    issued = self.trial.tick() if self.trial else None
                 f.write(json_dumps({'execute': cmd, 'arguments': args}) +
                         '\n')
                 f.flush()
@@ -229,8 +242,12 @@ class Compactor(threading.Thread):
                     if 'event' not in reply:
                         break
                 if 'error' in reply:
-                    self.errors.append(f'softdev-compact: {reply["error"]}')
+                    self.errors.append(f'{cmd}: {reply["error"]}')
                     return
+                if cmd != 'qmp_capabilities' and self.trial:
+                    self.marks.append((args['name'], issued,
+                                       self.trial.tick(),
+                                       reply['return']['time']))
                 self.done += cmd != 'qmp_capabilities'
         except (OSError, ValueError):
             return                          # the kill
@@ -255,15 +272,20 @@ class Trial:
         self.kinds, self.weights = zip(*kinds)
         self.hot = rng.randrange(self.nblocks - HOT_BLOCKS + 1)
         self.clock = 0
+        self.clock_lock = threading.Lock()
         self.ops = []
         self.per_block = {}        # block -> [Op] that change it, in order
         self.busy = bytearray(self.nblocks)
         self.read_errors = []
         self.compactions = None      # --compact: how many completed
+        self.marks = []              # --timetravel: (name, issued, acked,
+                                     # its time)
+        self.marks_checked = 0
 
     def tick(self):
-        self.clock += 1
-        return self.clock
+        with self.clock_lock:     # the marks' thread ticks it too
+            self.clock += 1
+            return self.clock
 
     def choose(self):
         cmd = self.rng.choices(self.kinds, self.weights)[0]
@@ -387,6 +409,18 @@ class Trial:
             result |= self.contents(b, i)
         return result
 
+    def candidates_at(self, b, issued, acked):
+        """Contents block b may hold at a point made between the clocks
+        issued and acked: the last op on it acknowledged before the point
+        was asked for, or one issued before it was there."""
+        ops = self.per_block.get(b, ())
+        last = self.last_flushed(b, issued)
+        result = {self.known[b]} if last is None else set()
+        for i in range(last or 0, len(ops)):
+            if ops[i].issued < acked:
+                result |= self.contents(b, i)
+        return result
+
     def lose_flushed_write(self, path, flushed):
         """--self-test-lose: put older content over a flushed write."""
         with open(path, 'r+b') as f:
@@ -454,13 +488,19 @@ def start_daemon(args, image, sock, log_path):
     argv = [os.path.join(args.qemu_build, 'storage-daemon',
                          'qemu-storage-daemon'),
             '--blockdev', 'driver=file,node-name=f,cache.direct=off,'
-            'discard=unmap,filename=' + image.replace(',', ',,'),
-            '--blockdev', f'driver={args.format},node-name=fmt,file=f,'
-            'discard=unmap',
-            '--nbd-server', 'addr.type=unix,addr.path=' +
-            sock.replace(',', ',,'),
-            '--export', 'type=nbd,id=e,node-name=fmt,name=disk,writable=on']
-    if args.compact:
+            'discard=unmap,filename=' + image.replace(',', ',,')]
+    if args.timetravel:
+        argv += ['--blockdev', 'driver=file,node-name=j,filename=' +
+                 (image + '.journal').replace(',', ',,'),
+                 '--blockdev', 'driver=softdev-timetravel,node-name=fmt,'
+                 'file=f,journal=j,discard=unmap']
+    else:
+        argv += ['--blockdev', f'driver={args.format},node-name=fmt,file=f,'
+                 'discard=unmap']
+    argv += ['--nbd-server', 'addr.type=unix,addr.path=' +
+             sock.replace(',', ',,'),
+             '--export', 'type=nbd,id=e,node-name=fmt,name=disk,writable=on']
+    if args.compact or args.timetravel:
         argv += ['--chardev', 'socket,id=qmp,server=on,wait=off,path=' +
                  (sock + '.qmp').replace(',', ',,'),
                  '--monitor', 'chardev=qmp']
@@ -491,17 +531,24 @@ def start_daemon(args, image, sock, log_path):
         raise
 
 
+def image_args(args, image):
+    """How the tools open the image"""
+    if args.timetravel:
+        return [tt_points.tt_json(image)]
+    return ['-f', args.format, image]
+
+
 def check_image(args, image, repair):
     """qemu-img check, after check -r all if repair; return the errors."""
     img = os.path.join(args.qemu_build, 'qemu-img')
     errors = []
     if repair:
-        r = run_tool(args, [img, 'check', '-r', 'all', '-f', args.format,
-                            image])
+        r = run_tool(args, [img, 'check', '-r', 'all'] +
+                     image_args(args, image))
         if r.returncode != 0:
             errors.append(f'check -r all exited with {r.returncode}:\n'
                           f'{r.stdout}')
-    r = run_tool(args, [img, 'check', '-f', args.format, image])
+    r = run_tool(args, [img, 'check'] + image_args(args, image))
     if args.allow_leaks and r.returncode == 3 and not repair:
         return errors       # exit code 3: leaked clusters, nothing worse
     if r.returncode != 0 or 'No errors were found' not in r.stdout:
@@ -525,12 +572,18 @@ def crash(args, n, workdir, image, known, next_id):
                              f'{len(known) * BLOCK}')
         trial = Trial(args, rng, known, next_id,
                       [(k, w) for k, w, need in MIX if flags & need == need])
-        compactor = Compactor(os.path.join(workdir, 'nbd.sock.qmp'), rng) \
+        qmp = os.path.join(workdir, 'nbd.sock.qmp')
+        compactor = QmpRepeater(qmp, rng, 'softdev-compact') \
             if args.compact else None
+        marker = QmpRepeater(qmp, rng, 'softdev-timetravel-mark', trial) \
+            if args.timetravel else None
         trial.run(client, daemon, delay)
         if compactor:
             trial.read_errors += compactor.finish()
             trial.compactions = compactor.done
+        if marker:
+            trial.read_errors += marker.finish()
+            trial.marks = marker.marks
     except TrialError as e:
         try:
             status = f'exit status {daemon.wait(timeout=1)}'
@@ -555,7 +608,17 @@ def run_trial(args, n, workdir, image, known, next_id, totals):
     repair = n % 2 == 0 and args.format != 'raw'
     errors = list(trial.read_errors)
     readback = image
-    if args.format != 'raw':
+    if args.timetravel:
+        # A read-write open recovers the journal; the disk is the image
+        r = run_tool(args, [os.path.join(args.qemu_build, 'qemu-io'), '-c',
+                            'flush', tt_points.tt_json(image)])
+        if r.returncode:
+            errors.append(f'reopening after the crash failed: {r.stdout}')
+        errors += check_image(args, image, False)
+        errors += tt_points.check_marks(sys.modules[__name__], args,
+                                        workdir, image, trial,
+                                        trial.flushed_clock())
+    elif args.format != 'raw':
         errors += check_image(args, image, repair)
         readback = os.path.join(workdir, 'readback.raw')
         r = run_tool(args, [os.path.join(args.qemu_build, 'qemu-img'),
@@ -587,7 +650,9 @@ def run_trial(args, n, workdir, image, known, next_id, totals):
             f'; {at_latest} of {len(trial.per_block)} blocks written hold '
             f'their latest content' +
             (f'; {trial.compactions} compactions completed'
-             if trial.compactions is not None else ''))
+             if trial.compactions is not None else '') +
+            (f'; {len(trial.marks)} marks, {trial.marks_checked} checked '
+             f'through views' if args.timetravel else ''))
     for line in lost[:20] + errors:
         print('  ' + line.rstrip().replace('\n', '\n    '))
     if len(lost) > 20:
@@ -609,6 +674,11 @@ def main():
     ap.add_argument('--dedup', type=float, default=0, metavar='SHARE',
                     help='share of the writes that put one of a few shared '
                          'contents on their blocks (default 0)')
+    ap.add_argument('--timetravel', type=int, metavar='JOURNAL_BYTES',
+                    help='serve a raw disk through softdev-timetravel with a '
+                         'journal of this size, mark it again and again, '
+                         'and check the marks through views after each '
+                         'crash (--format raw)')
     ap.add_argument('--size', type=int, default=64 << 20, metavar='BYTES')
     ap.add_argument('--seed', type=int)
     ap.add_argument('--workdir', metavar='DIR',
@@ -640,6 +710,9 @@ def main():
         argv += ['-o', args.create_opts]
     r = run_tool(args, argv + [image, str(args.size)])
     ok = r.returncode == 0
+    if ok and args.timetravel:
+        r = run_tool(args, argv + [image + '.journal', str(args.timetravel)])
+        ok = r.returncode == 0
     if not ok:
         print(f'crash-torture: qemu-img create failed:\n{r.stdout}')
 
