@@ -206,6 +206,7 @@ def measure(tmp):
                  'read-only': True})
         for node in ('v0', 'tt0'):
             q.cmd('block-export-add', type='nbd', id=node,
+                  writable=node == 'tt0',
                   **{'node-name': node, 'name': node})
         # change half the disk after the mark: those extents come from
         # the journal

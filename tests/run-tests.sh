@@ -119,6 +119,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-compress.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-cas.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-timetravel.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -144,7 +146,7 @@ for s in $SUITES; do
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress and softdev-cas)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress and softdev-cas; softdev-timetravel marks, views, revert)" \
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;

@@ -59,6 +59,7 @@ typedef struct SoftdevState {
     SoftdevDriver *sd;
     void *opaque;               /* sd->state_size bytes */
     bool content_preserving;
+    bool write_below;           /* softdev_hold_write_below() */
     Stat64 alerts;
     SoftdevOpCounters stats[SOFTDEV_OP__MAX];
 
@@ -321,7 +322,7 @@ static void softdev_child_perm(BlockDriverState *bs, BdrvChild *c,
     }
     bdrv_default_perms(bs, c, role, reopen_queue, perm, shared, nperm,
                        nshared);
-    if (s->sd->writes_below && below) {
+    if (s->write_below && below) {
         uint64_t p, sh;
 
         /* WRITE while the node is (or after the reopen will be) writable */
@@ -329,6 +330,23 @@ static void softdev_child_perm(BlockDriverState *bs, BdrvChild *c,
                            BLK_PERM_ALL, &p, &sh);
         *nperm |= p & BLK_PERM_WRITE;
     }
+}
+
+int softdev_hold_write_below(BlockDriverState *bs, bool hold, Error **errp)
+{
+    SoftdevState *s = bs->opaque;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (s->write_below == hold || !bs->file) {
+        return 0;
+    }
+    s->write_below = hold;
+    ret = bdrv_child_refresh_perms(bs, bs->file, errp);
+    if (ret < 0) {
+        s->write_below = !hold;
+    }
+    return ret;
 }
 
 static void GRAPH_RDLOCK

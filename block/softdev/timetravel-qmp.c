@@ -93,6 +93,14 @@ qmp_softdev_timetravel_revert(const char *node_name, const char *mark,
     }
     bdrv_ref(s->bs);
     bdrv_drained_begin(s->bs);
+    WITH_GRAPH_RDLOCK_GUARD() {
+        /* It writes the disk itself, whoever else uses the node */
+        ret = softdev_hold_write_below(s->bs, true, errp);
+    }
+    if (ret < 0) {
+        error_prepend(errp, "cannot revert: ");
+        goto out;
+    }
     old_ctx = bdrv_co_enter(s->bs);
     WITH_GRAPH_RDLOCK_GUARD() {
         qemu_co_rwlock_wrlock(&s->lock);
@@ -100,6 +108,10 @@ qmp_softdev_timetravel_revert(const char *node_name, const char *mark,
         qemu_co_rwlock_unlock(&s->lock);
     }
     bdrv_co_leave(s->bs, old_ctx);
+    WITH_GRAPH_RDLOCK_GUARD() {
+        softdev_hold_write_below(s->bs, false, NULL);
+    }
+out:
     bdrv_drained_end(s->bs);
     bdrv_co_unref(s->bs);
     return ret < 0 ? NULL : tt_point(mark, seq, at);

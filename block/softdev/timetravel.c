@@ -597,7 +597,6 @@ static void softdev_timetravel_query(BlockDriverState *bs, SoftdevInfo *info)
 static SoftdevDriver softdev_timetravel = {
     .name                   = "softdev-timetravel",
     .content_preserving     = true,
-    .writes_below           = true,
     .state_size             = sizeof(SoftdevTimetravel),
     .opts                   = &softdev_timetravel_opts,
     .zeroes                 = SOFTDEV_ZEROES_SEEN,

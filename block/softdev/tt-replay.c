@@ -252,6 +252,14 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
      */
     if (k < idx->nb_recs && (idx->recs[k].flags & TT_FLAG_TXN) &&
         idx->commit_seq > idx->recs[k].seq) {
+        if (writable) {
+            ret = softdev_hold_write_below(s->bs, true, errp);
+            if (ret < 0) {
+                error_prepend(errp, "a revert that a crash interrupted must "
+                              "be finished, which writes the disk: ");
+                return ret;
+            }
+        }
         for (; k < idx->nb_recs && (idx->recs[k].flags & TT_FLAG_TXN); k++) {
             const TtRec *r = &idx->recs[k];
 
@@ -276,6 +284,7 @@ tt_recover(SoftdevTimetravel *s, bool writable, Error **errp)
             }
         }
         if (writable) {
+            softdev_hold_write_below(s->bs, false, NULL);
             ret = bdrv_flush(s->bs->file->bs);
             if (ret < 0) {
                 error_setg_errno(errp, -ret, "cannot flush the disk");

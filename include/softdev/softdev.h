@@ -95,13 +95,6 @@ struct SoftdevDriver {
      */
     const char *content_preserving_opt;
 
-    /*
-     * The soft device writes the node below on its own, not only for its
-     * users (softdev-timetravel's revert): it holds WRITE there while the
-     * node is writable.
-     */
-    bool writes_below;
-
     /* Size of the soft device's state, see softdev_opaque() */
     size_t state_size;
 
@@ -235,6 +228,17 @@ struct SoftdevDriver {
 
 /* Register a soft device; call from a block_init() function. */
 void softdev_register(SoftdevDriver *sd);
+
+/*
+ * A content-preserving node passes its users' permissions to the node
+ * below, so it may write there only as they do.  A soft device that writes
+ * below on its own (softdev-timetravel's revert) holds write permission
+ * there meanwhile: @hold true takes it (an error if another user of the
+ * node below does not share writes), false gives it back.  Main loop,
+ * graph read-locked; 0 or -errno.
+ */
+int GRAPH_RDLOCK softdev_hold_write_below(BlockDriverState *bs, bool hold,
+                                          Error **errp);
 
 /* The soft device behind @bs, or NULL if @bs is not a soft device. */
 SoftdevDriver *softdev_driver(BlockDriverState *bs);
