@@ -48,8 +48,11 @@
  *             '*max-size': 'size' } }
  */
 
-/* The largest request, so that one base copy fits in one record */
-#define TT_MAX_REQUEST          (8 * MiB)
+/*
+ * The largest request: its base copy fits in one record, and what it
+ * needs in the journal (about three times itself) far below max-size
+ */
+#define TT_MAX_REQUEST          (4 * MiB)
 #define TT_RETENTION_MS         1000
 
 static QemuOptsList softdev_timetravel_opts = {
@@ -218,8 +221,9 @@ tt_co_change(SoftdevTimetravel *s, SoftdevRequest *req, SoftdevNextFn *next)
     }
 
     qemu_co_rwlock_rdlock(&s->lock);
-    ret = tt_co_make_room(s, tt_room_for(s, end - start) +
-                             tt_room_for(s, r.data_len));
+    /* a base copy, the record, and one pad at worst */
+    ret = tt_co_make_room(s, tt_room_for(s, MAX(end - start, r.data_len)) +
+                             TT_REC_HEADER + (end - start) + r.data_len);
     if (ret < 0) {
         goto out;
     }

@@ -299,6 +299,10 @@ int coroutine_fn GRAPH_RDLOCK tt_co_make_room(SoftdevTimetravel *s,
            tt_used(s) + need > s->max_size) {
         uint64_t before = tt_used(s);
 
+        if (!before) {
+            ret = -ENOSPC;  /* cannot be: requests are far below max-size */
+            break;
+        }
         ret = tt_co_shrink(s);
         if (ret >= 0 && tt_used(s) >= before) {
             ret = tt_co_drop_all(s);

@@ -97,7 +97,7 @@ int coroutine_fn GRAPH_RDLOCK tt_co_wait_written(SoftdevTimetravel *s,
 
 uint64_t tt_room_for(SoftdevTimetravel *s, uint64_t data_len)
 {
-    /* the record, and a pad before it at worst */
+    /* the record, and a pad before it at worst (smaller than the record) */
     return 2 * (TT_REC_HEADER + ROUND_UP(data_len, TT_SECTOR));
 }
 
