@@ -66,7 +66,7 @@ iotests_check() {
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
         softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress \
-        softdev-cas softdev-timetravel &&
+        softdev-cas softdev-timetravel softdev-fault &&
     run_crash "${CRASH_TRIALS:-50}"
 }
 
@@ -142,7 +142,7 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress, -cas, -timetravel; kill -9 torture" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress, -cas, -timetravel, -fault; kill -9 torture" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;

@@ -15,98 +15,15 @@
 #include "qapi/qapi-visit-block-core.h"
 #include "qapi/qobject-input-visitor.h"
 #include "qapi/visitor.h"
+#include "block/qdict.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "qemu/coroutine.h"
 #include "qemu/module.h"
 #include "softdev/softdev.h"
 #include "fault.h"
 
 /* QAPI schema of the options (scripts/softdev-drivers.py adds it)
- *
- * ##
- * # @SoftdevFaultAction:
- * #
- * # What a softdev-fault rule does to a request it picks.
- * #
- * # @fail: the request fails with @errno; nothing reaches the child
- * #
- * # @delay: the request waits @delay-ns (or a random time up to
- * #     @delay-max-ns), then goes on
- * #
- * # @corrupt: a read returns its data with @flip-bits random bits
- * #     flipped (the child's data is unchanged)
- * #
- * # @tear: only part of a write reaches the child (@tear-bytes of it, or
- * #     every other sector with @tear-sectors); the request then fails
- * #     with @errno, or succeeds with @tear-succeeds
- * #
- * # Since: 10.0 (softdev)
- * ##
- * { 'enum': 'SoftdevFaultAction',
- *   'data': [ 'fail', 'delay', 'corrupt', 'tear' ] }
- *
- * ##
- * # @SoftdevFaultRule:
- * #
- * # A softdev-fault rule: which requests it picks and what it does to
- * # them.  A request is matched by the first rule whose @op, @offset and
- * # @length and time window fit it; that rule's @after, @count and
- * # @probability decide whether it fires.
- * #
- * # @op: the operation (default: any)
- * #
- * # @offset: the first byte of the range a request must touch (default 0)
- * #
- * # @length: bytes in the range (default: to the end of the disk)
- * #
- * # @probability: chance that a matching request is picked, 0 to 1
- * #     (default 1)
- * #
- * # @seed: seed of the rule's random numbers (default 1): the same rules
- * #     on the same requests fire the same way
- * #
- * # @after: let this many matching requests pass first (default 0)
- * #
- * # @count: fire at most this many times (default: no limit)
- * #
- * # @start-ms: fire only this many milliseconds after the rule was set
- * #     or later (default 0)
- * #
- * # @stop-ms: and no later than this (default: no limit)
- * #
- * # @action: what the rule does
- * #
- * # @errno: fail and tear: the error, by name ("EIO", "ENOSPC", "EROFS",
- * #     "ETIMEDOUT", "EPERM", "EINVAL", "ENOMEM", "EAGAIN", "ECANCELED",
- * #     "ENOMEDIUM", "EBUSY"; default "EIO")
- * #
- * # @delay-ns: delay: how long (default 1000000)
- * #
- * # @delay-max-ns: delay: if set, a uniformly random time from @delay-ns
- * #     to this
- * #
- * # @flip-bits: corrupt: bits flipped per request (default 1)
- * #
- * # @tear-bytes: tear: bytes of the write's beginning that reach the
- * #     child, a multiple of 512 (default: half the write, rounded down)
- * #
- * # @tear-sectors: tear: every other 512-byte sector reaches the child
- * #     instead of a prefix (default false)
- * #
- * # @tear-succeeds: tear: the torn write reports success (default false:
- * #     it fails with @errno)
- * #
- * # Since: 10.0 (softdev)
- * ##
- * { 'struct': 'SoftdevFaultRule',
- *   'data': { '*op': 'SoftdevOp', '*offset': 'uint64', '*length': 'uint64',
- *             '*probability': 'number', '*seed': 'uint64',
- *             '*after': 'uint64', '*count': 'uint64',
- *             '*start-ms': 'uint64', '*stop-ms': 'uint64',
- *             'action': 'SoftdevFaultAction', '*errno': 'str',
- *             '*delay-ns': 'uint64', '*delay-max-ns': 'uint64',
- *             '*flip-bits': 'uint32', '*tear-bytes': 'uint64',
- *             '*tear-sectors': 'bool', '*tear-succeeds': 'bool' } }
  *
  * ##
  * # @SoftdevFaultOptions:
@@ -134,6 +51,17 @@ static int fault_parse_rules(QDict *options, SoftdevFaultRuleList **list,
     bool ok;
 
     *list = NULL;
+    if (qdict_haskey(options, "rules")) {
+        /* An empty list stays one key when the options are flattened */
+        QList *l = qobject_to(QList, qdict_get(options, "rules"));
+
+        if (!l || !qlist_empty(l)) {
+            error_setg(errp, "rules: a list of rules expected");
+            return -EINVAL;
+        }
+        qdict_del(options, "rules");
+        return 0;
+    }
     qdict_extract_subqdict(options, &sub, "rules.");
     if (!qdict_size(sub)) {
         return 0;
