@@ -43,13 +43,21 @@ def check_marks(ct, args, workdir, image, trial, flushed):
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.STDOUT)
     try:
-        for _ in range(500):
-            if os.path.exists(qmp_path):
+        # The socket file appears before the daemon listens on it
+        deadline = time.monotonic() + ct.SOCKET_TIMEOUT
+        while True:
+            qs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            qs.settimeout(ct.TOOL_TIMEOUT)
+            try:
+                qs.connect(qmp_path)
                 break
-            time.sleep(0.01)
-        qs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        qs.settimeout(ct.TOOL_TIMEOUT)
-        qs.connect(qmp_path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                qs.close()
+                if daemon.poll() is not None or \
+                        time.monotonic() > deadline:
+                    raise ct.TrialError('qemu-storage-daemon for the views '
+                                        'did not start') from None
+                time.sleep(0.01)
         f = qs.makefile('rw')
         f.readline()
 
