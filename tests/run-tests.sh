@@ -26,20 +26,39 @@ STOCK_IOTESTS_SKIP="160"
 passed=0
 failed=0
 failed_names=()
+failed_logs=()
+LOG_DIR=$SRC/build/test-logs
+mkdir -p "$LOG_DIR"
 
+# Each suite's output also goes to build/test-logs/N.log, so that the end
+# of the run can say why a suite failed: CI shows only the last lines.
 suite() {
     local name=$1
     shift
     echo "=== $name ==="
     local t0=$SECONDS
-    if "$@"; then
+    local log=$LOG_DIR/$((passed + failed)).log
+    "$@" 2>&1 | tee "$log"
+    if [ "${PIPESTATUS[0]}" -eq 0 ]; then
         echo "=== $name: PASS ($((SECONDS - t0)) s) ==="
         passed=$((passed + 1))
     else
         echo "=== $name: FAIL ($((SECONDS - t0)) s) ==="
         failed=$((failed + 1))
         failed_names+=("$name")
+        failed_logs+=("$log")
     fi
+}
+
+# The first lines of a failed suite's log that look like the reason (a
+# failing test, a diff against the expected output, an exception), then
+# its last lines.
+why() {
+    echo "--- why: $1 (whole log: $2)"
+    grep -E -m 12 '(FAIL|[Ff]ailed|[Ee]rror|Traceback|mismatch|^[-+][^-+])' "$2" |
+        grep -v '^=== ' | cut -c1-220
+    echo "... last lines:"
+    tail -n 4 "$2" | cut -c1-220
 }
 
 run_unit() {
@@ -66,7 +85,7 @@ iotests_check() {
 run_iotests() {
     iotests_check -raw softdev-stack softdev-tap softdev-tap-reconnect \
         softdev-reopen softdev-safe-defaults softdev-crypt softdev-compress \
-        softdev-cas softdev-timetravel softdev-fault &&
+        softdev-cas softdev-timetravel softdev-fault softdev-fault-cache &&
     run_crash "${CRASH_TRIALS:-50}"
 }
 
@@ -142,7 +161,7 @@ for s in $SUITES; do
     unit) suite "unit tests (trace reader, tap protocol)" run_unit ;;
     qtest) suite "qtest softdev-test (QMP insert/remove/query)" run_qtest ;;
     docs) suite "the guides' code blocks (user guide, docs/devel)" run_docs ;;
-    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress, -cas, -timetravel, -fault; kill -9 torture" \
+    iotests) suite "iotests softdev-stack, -tap, -tap-reconnect, -reopen, -safe-defaults, -crypt, -compress, -cas, -timetravel, -fault, -fault-cache; kill -9 torture" \
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
@@ -158,6 +177,9 @@ done
 
 echo
 if [ "$failed" -ne 0 ]; then
+    for i in "${!failed_logs[@]}"; do
+        why "${failed_names[$i]}" "${failed_logs[$i]}"
+    done
     echo "failed suites: ${failed_names[*]}"
 fi
 echo "$passed passed, $failed failed"

@@ -322,7 +322,9 @@ static void softdev_child_perm(BlockDriverState *bs, BdrvChild *c,
     }
     bdrv_default_perms(bs, c, role, reopen_queue, perm, shared, nperm,
                        nshared);
-    if (s->write_below && below) {
+    if ((s->write_below ||
+         (s->opaque && s->sd->holds_writes && s->sd->holds_writes(bs))) &&
+        below) {
         uint64_t p, sh;
 
         /* WRITE while the node is (or after the reopen will be) writable */

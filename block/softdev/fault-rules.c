@@ -39,8 +39,12 @@ static const struct {
     { "ENOMEDIUM", ENOMEDIUM }, { "EBUSY", EBUSY },
 };
 
-/* xorshift64*: small, seedable, the same everywhere */
-static uint64_t fault_rand(uint64_t *state)
+uint64_t fault_seed(uint64_t seed)
+{
+    return seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+uint64_t fault_rand(uint64_t *state)
 {
     uint64_t x = *state;
 
@@ -69,6 +73,22 @@ int fault_errno_parse(const char *name, Error **errp)
     return 0;
 }
 
+/*
+ * Whether @action can do anything to a request of @op: corrupt changes
+ * the data reads return, tear cuts the data of writes
+ */
+static bool fault_action_applies(SoftdevFaultAction action, SoftdevOp op)
+{
+    switch (action) {
+    case SOFTDEV_FAULT_ACTION_CORRUPT:
+        return op == SOFTDEV_OP_READ;
+    case SOFTDEV_FAULT_ACTION_TEAR:
+        return op == SOFTDEV_OP_WRITE;
+    default:
+        return true;
+    }
+}
+
 FaultRules *fault_rules_new(SoftdevFaultRuleList *list, Error **errp)
 {
     g_autoptr(FaultRules) rules = g_new0(FaultRules, 1);
@@ -85,8 +105,7 @@ FaultRules *fault_rules_new(SoftdevFaultRuleList *list, Error **errp)
         FaultRule *r = &rules->rules[rules->nb];
 
         r->def = QAPI_CLONE(SoftdevFaultRule, q);
-        r->rng = q->has_seed ? q->seed : 1;
-        r->rng = r->rng ? r->rng : 0x9e3779b97f4a7c15ull;
+        r->rng = fault_seed(q->has_seed ? q->seed : 1);
         r->err = EIO;
         if (q->has_probability &&
             !(q->probability >= 0 && q->probability <= 1)) {
@@ -117,12 +136,7 @@ FaultRules *fault_rules_new(SoftdevFaultRuleList *list, Error **errp)
                        rules->nb);
             return NULL;
         }
-        if (q->action != SOFTDEV_FAULT_ACTION_FAIL &&
-            q->action != SOFTDEV_FAULT_ACTION_DELAY && q->has_op &&
-            (q->action == SOFTDEV_FAULT_ACTION_CORRUPT) !=
-            (q->op == SOFTDEV_OP_READ) &&
-            !(q->action == SOFTDEV_FAULT_ACTION_TEAR &&
-              q->op == SOFTDEV_OP_WRITE)) {
+        if (q->has_op && !fault_action_applies(q->action, q->op)) {
             error_setg(errp, "rule %zu: %s applies to %s only", rules->nb,
                        SoftdevFaultAction_str(q->action),
                        q->action == SOFTDEV_FAULT_ACTION_CORRUPT ? "reads" :
@@ -145,7 +159,10 @@ void fault_rules_free(FaultRules *rules)
     g_free(rules);
 }
 
-/* Whether @r's op, range and window fit @req */
+/*
+ * Whether @r's op, range and window fit @req, and its action can act on
+ * it (a corrupt rule without an op matches reads only)
+ */
 static bool fault_matches(const FaultRules *rules, const FaultRule *r,
                           const SoftdevRequest *req, int64_t now)
 {
@@ -154,7 +171,8 @@ static bool fault_matches(const FaultRules *rules, const FaultRule *r,
     uint64_t end = q->has_length ? start + q->length : UINT64_MAX;
     int64_t ms = (now - rules->set_ns) / SCALE_MS;
 
-    if (q->has_op && q->op != req->op) {
+    if ((q->has_op && q->op != req->op) ||
+        !fault_action_applies(q->action, req->op)) {
         return false;
     }
     if (req->op != SOFTDEV_OP_FLUSH &&

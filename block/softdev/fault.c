@@ -12,6 +12,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/error-report.h"
 #include "qapi/qapi-visit-block-core.h"
 #include "qapi/qobject-input-visitor.h"
 #include "qapi/visitor.h"
@@ -20,6 +21,9 @@
 #include "qobject/qlist.h"
 #include "qemu/coroutine.h"
 #include "qemu/module.h"
+#include "qemu/option.h"
+#include "qemu/units.h"
+#include "qapi/qapi-visit-softdev-types.h"
 #include "softdev/softdev.h"
 #include "fault.h"
 
@@ -32,15 +36,40 @@
  * #
  * # @rules: the rules, first match wins (default: none)
  * #
+ * # @cache-model: the write cache to model (default: writethrough)
+ * #
+ * # @cache-size: the most a volatile cache holds, in bytes: data, and
+ * #     64 per write (default: 64 MiB).  When a write does not fit,
+ * #     the oldest writes are written back first; a write larger than
+ * #     the cache goes straight to the child after all of them.
+ * #
  * # Since: 10.0 (softdev)
  * ##
  * { 'struct': 'SoftdevFaultOptions',
- *   'data': { '*rules': [ 'SoftdevFaultRule' ] } }
+ *   'data': { '*rules': [ 'SoftdevFaultRule' ],
+ *             '*cache-model': 'SoftdevFaultCacheModel',
+ *             '*cache-size': 'size' } }
  */
 
-typedef struct SoftdevFault {
-    FaultRules *rules;          /* NULL: none; swapped while drained */
-} SoftdevFault;
+#define FAULT_CACHE_SIZE_DEFAULT (64 * MiB)
+
+static QemuOptsList softdev_fault_opts = {
+    .name = "softdev-fault",
+    .head = QTAILQ_HEAD_INITIALIZER(softdev_fault_opts.head),
+    .desc = {
+        {
+            .name = "cache-model",
+            .type = QEMU_OPT_STRING,
+            .help = "writethrough or volatile (default: writethrough)",
+        },
+        {
+            .name = "cache-size",
+            .type = QEMU_OPT_SIZE,
+            .help = "the most a volatile cache holds (default: 64 MiB)",
+        },
+        { /* end of list */ }
+    },
+};
 
 /* The "rules" list of the node's options (flat, as bdrv_open has them) */
 static int fault_parse_rules(QDict *options, SoftdevFaultRuleList **list,
@@ -79,13 +108,44 @@ static int fault_parse_rules(QDict *options, SoftdevFaultRuleList **list,
     return 0;
 }
 
+void fault_set_power(SoftdevFault *s, FaultPower power)
+{
+    s->power = power;
+}
+
+/* A power cut with action stop holds until the VM has stopped */
+static void fault_vm_state_changed(void *opaque, bool running,
+                                   RunState state)
+{
+    SoftdevFault *s = opaque;
+
+    if (!running && s->power == FAULT_POWER_OFF_UNTIL_STOP) {
+        fault_set_power(s, FAULT_POWER_ON);
+    }
+}
+
 static int softdev_fault_open(BlockDriverState *bs, QemuOpts *opts,
                               QDict *options, Error **errp)
 {
     SoftdevFault *s = softdev_opaque(bs);
+    const char *model = qemu_opt_get(opts, "cache-model");
+    uint64_t size = qemu_opt_get_size(opts, "cache-size",
+                                      FAULT_CACHE_SIZE_DEFAULT);
+    SoftdevFaultCacheModel m = qapi_enum_parse(
+        &SoftdevFaultCacheModel_lookup, model,
+        SOFTDEV_FAULT_CACHE_MODEL_WRITETHROUGH, errp);
     SoftdevFaultRuleList *list;
-    int ret = fault_parse_rules(options, &list, errp);
+    int ret;
 
+    if (m < 0) {
+        error_prepend(errp, "cache-model: ");
+        return -EINVAL;
+    }
+    if (size < 4096) {
+        error_setg(errp, "cache-size must be at least 4096");
+        return -EINVAL;
+    }
+    ret = fault_parse_rules(options, &list, errp);
     if (ret < 0) {
         return ret;
     }
@@ -96,6 +156,14 @@ static int softdev_fault_open(BlockDriverState *bs, QemuOpts *opts,
             return -EINVAL;
         }
     }
+    s->bs = bs;
+    fault_cache_init(&s->cache, m, size);
+    if (m == SOFTDEV_FAULT_CACHE_MODEL_VOLATILE) {
+        /* A drive without FUA: the block layer flushes after such writes */
+        bs->supported_write_flags &= ~BDRV_REQ_FUA;
+        bs->supported_zero_flags &= ~BDRV_REQ_FUA;
+    }
+    s->vm_state = qemu_add_vm_change_state_handler(fault_vm_state_changed, s);
     return 0;
 }
 
@@ -103,6 +171,19 @@ static void softdev_fault_close(BlockDriverState *bs)
 {
     SoftdevFault *s = softdev_opaque(bs);
 
+    /* Shut down cleanly: the cache reaches the disk even if flushes fail */
+    bdrv_graph_rdlock_main_loop();
+    if (s->cache.nb && fault_cache_write_back_all(bs, &s->cache) < 0) {
+        warn_report("softdev-fault: %s: %" PRIu64 " cached writes could not "
+                    "be written back at close", bdrv_get_node_name(bs),
+                    s->cache.nb);
+    }
+    bdrv_graph_rdunlock_main_loop();
+    fault_cache_drop(&s->cache);
+    if (s->vm_state) {
+        qemu_del_vm_change_state_handler(s->vm_state);
+        s->vm_state = NULL;
+    }
     fault_rules_free(s->rules);
     s->rules = NULL;
 }
@@ -124,8 +205,23 @@ int fault_set_rules(BlockDriverState *bs, SoftdevFaultRuleList *list,
     bdrv_drained_begin(bs);
     fault_rules_free(s->rules);
     s->rules = rules;
+    if (!list) {
+        fault_set_power(s, FAULT_POWER_ON);
+    }
     bdrv_drained_end(bs);
     return 0;
+}
+
+/* @req on to the cache (if volatile), and below */
+static int coroutine_fn GRAPH_RDLOCK
+fault_co_next(BlockDriverState *bs, SoftdevRequest *req, SoftdevNextFn *next)
+{
+    SoftdevFault *s = softdev_opaque(bs);
+
+    if (s->cache.model == SOFTDEV_FAULT_CACHE_MODEL_VOLATILE) {
+        return fault_cache_co_request(bs, &s->cache, req, next);
+    }
+    return next(bs, req);
 }
 
 /* Tear write @req: only some of it reaches the child */
@@ -144,7 +240,7 @@ fault_co_tear(BlockDriverState *bs, FaultRule *r, SoftdevRequest *req,
             part.offset = req->offset + at;
             part.bytes = MIN(512, req->bytes - at);
             part.qiov_offset = req->qiov_offset + at;
-            ret = next(bs, &part);
+            ret = fault_co_next(bs, &part, next);
         }
     } else {
         SoftdevRequest part = *req;
@@ -152,7 +248,7 @@ fault_co_tear(BlockDriverState *bs, FaultRule *r, SoftdevRequest *req,
         part.bytes = q->has_tear_bytes ? MIN(q->tear_bytes, req->bytes) :
                      QEMU_ALIGN_DOWN(req->bytes / 2, 512);
         if (part.bytes) {
-            ret = next(bs, &part);
+            ret = fault_co_next(bs, &part, next);
         }
     }
     if (ret < 0) {
@@ -166,28 +262,29 @@ softdev_fault_co_request(BlockDriverState *bs, SoftdevRequest *req,
                          SoftdevNextFn *next)
 {
     SoftdevFault *s = softdev_opaque(bs);
-    FaultRule *r = fault_pick(s->rules, req);
+    FaultRule *r;
     int ret;
 
+    if (s->power != FAULT_POWER_ON) {
+        return -EIO;
+    }
+    r = fault_pick(s->rules, req);
     if (!r) {
-        return next(bs, req);
+        return fault_co_next(bs, req, next);
     }
     switch (r->def->action) {
     case SOFTDEV_FAULT_ACTION_FAIL:
         return -r->err;
     case SOFTDEV_FAULT_ACTION_DELAY:
         qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, fault_delay_ns(r));
-        return next(bs, req);
+        return fault_co_next(bs, req, next);
     case SOFTDEV_FAULT_ACTION_CORRUPT:
-        ret = next(bs, req);
-        if (ret == 0 && req->op == SOFTDEV_OP_READ) {
+        ret = fault_co_next(bs, req, next);
+        if (ret == 0) {
             fault_corrupt(r, req->qiov, req->qiov_offset, req->bytes);
         }
         return ret;
     case SOFTDEV_FAULT_ACTION_TEAR:
-        if (req->op != SOFTDEV_OP_WRITE) {
-            return next(bs, req);
-        }
         return fault_co_tear(bs, r, req, next);
     default:
         g_assert_not_reached();
@@ -210,18 +307,36 @@ static void softdev_fault_query(BlockDriverState *bs, SoftdevInfo *info)
         f->injected += st->injected;
         QAPI_LIST_APPEND(tail, st);
     }
+    f->cache_model = s->cache.model;
+    f->cache_size = s->cache.size;
+    f->cached_writes = s->cache.nb;
+    f->cached_bytes = s->cache.bytes;
+    f->destaged = s->cache.destaged;
+    f->written_back = s->cache.written_back;
+    f->powercuts = s->cache.powercuts;
+    f->lost_writes = s->cache.lost;
+    f->powered = s->power == FAULT_POWER_ON;
+}
+
+static bool softdev_fault_holds_writes(BlockDriverState *bs)
+{
+    SoftdevFault *s = softdev_opaque(bs);
+
+    return s->cache.nb > 0;
 }
 
 static SoftdevDriver softdev_fault = {
     .name                   = "softdev-fault",
     .content_preserving     = true,
     .state_size             = sizeof(SoftdevFault),
+    .opts                   = &softdev_fault_opts,
     .zeroes                 = SOFTDEV_ZEROES_SEEN,
     .discard                = SOFTDEV_DISCARD_SEEN,
     .open                   = softdev_fault_open,
     .close                  = softdev_fault_close,
     .co_request             = softdev_fault_co_request,
     .query                  = softdev_fault_query,
+    .holds_writes           = softdev_fault_holds_writes,
 };
 
 static void softdev_fault_init(void)

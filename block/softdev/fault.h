@@ -9,6 +9,10 @@
 #define SOFTDEV_FAULT_H
 
 #include "qapi/qapi-types-block-core.h"
+#include "qapi/qapi-types-softdev.h"
+#include "qemu/coroutine.h"
+#include "qemu/queue.h"
+#include "system/runstate.h"
 #include "softdev/softdev.h"
 
 typedef struct FaultRule {
@@ -32,8 +36,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(FaultRules, fault_rules_free)
 int fault_errno_parse(const char *name, Error **errp);
 /*
  * The rule that fires on @req, or NULL: the first rule whose op, range
- * and window fit counts it as matched, and fires unless its after, count
- * or probability say no
+ * and window fit, and whose action can act on @req (corrupt: reads, tear:
+ * writes), counts it as matched, and fires unless its after, count or
+ * probability say no
  */
 FaultRule *fault_pick(FaultRules *rules, const SoftdevRequest *req);
 uint64_t fault_delay_ns(FaultRule *r);
@@ -41,7 +46,81 @@ uint64_t fault_delay_ns(FaultRule *r);
 void fault_corrupt(FaultRule *r, QEMUIOVector *qiov, size_t offset,
                    size_t bytes);
 
-/* fault.c, for fault-qmp.c: replace the node's rules (NULL: none) */
+/* xorshift64*: small, seedable, the same everywhere (0: a fixed seed) */
+uint64_t fault_rand(uint64_t *state);
+uint64_t fault_seed(uint64_t seed);
+
+/* A write, write-zeroes or discard in the volatile cache (fault-cache.c) */
+typedef struct FaultCachedWrite {
+    SoftdevOp op;
+    int64_t offset, bytes;
+    BdrvRequestFlags flags;
+    uint8_t *data;              /* write only */
+    QTAILQ_ENTRY(FaultCachedWrite) next;
+} FaultCachedWrite;
+
+typedef struct FaultCache {
+    SoftdevFaultCacheModel model;
+    uint64_t size;              /* cache-size */
+    /* Oldest first; what reads see over the child */
+    QTAILQ_HEAD(, FaultCachedWrite) writes;
+    uint64_t nb, bytes;
+    /* Shared: reads; exclusive: writing back, power cuts */
+    CoRwlock lock;
+    uint64_t destaged, written_back, powercuts, lost;
+} FaultCache;
+
+void fault_cache_init(FaultCache *c, SoftdevFaultCacheModel model,
+                      uint64_t size);
+/* Drop what the cache holds (power lost): returns how many writes */
+uint64_t fault_cache_drop(FaultCache *c);
+/* A request on a node with a volatile cache: @next runs a request below */
+int coroutine_fn GRAPH_RDLOCK
+fault_cache_co_request(BlockDriverState *bs, FaultCache *c,
+                       SoftdevRequest *req, SoftdevNextFn *next);
+/* Write back every cached write through @bs->file (no rules), at close */
+int coroutine_mixed_fn GRAPH_RDLOCK
+fault_cache_write_back_all(BlockDriverState *bs, FaultCache *c);
+/* The power cut of softdev-fault-powercut, with @c's lock held */
+int coroutine_fn GRAPH_RDLOCK
+fault_cache_co_cut(BlockDriverState *bs, FaultCache *c,
+                   SoftdevPowercutKeep keep, uint64_t seed, bool tear,
+                   SoftdevPowercut *res, Error **errp);
+
+/* The crash states of a window of writes (fault-crash.c) */
+typedef struct FaultCrashWindow {
+    uint32_t nb;
+    const int64_t *offset, *bytes;
+} FaultCrashWindow;
+/*
+ * The states: a GPtrArray of GArray of uint32_t (the writes applied, in
+ * order), prefixes first; *@exhaustive says whether they are all
+ */
+GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
+                                 uint32_t max_subsets, uint64_t seed,
+                                 bool *exhaustive);
+/* Write the window of @c and @states to @path (docs/specs/softdev-fault) */
+int fault_crash_write(const char *path, FaultCache *c, int64_t disk_size,
+                      GPtrArray *states, bool exhaustive, Error **errp);
+
+/* fault.c, for fault-qmp.c */
+typedef enum FaultPower {
+    FAULT_POWER_ON,
+    FAULT_POWER_OFF,            /* cut, action continue: until clear */
+    FAULT_POWER_OFF_UNTIL_STOP, /* cut, action stop: until the VM stops */
+} FaultPower;
+
+typedef struct SoftdevFault {
+    BlockDriverState *bs;
+    FaultRules *rules;          /* NULL: none; swapped while drained */
+    FaultCache cache;
+    FaultPower power;           /* off: every request fails with EIO */
+    VMChangeStateEntry *vm_state;
+} SoftdevFault;
+
+/* The one place the power changes */
+void fault_set_power(SoftdevFault *s, FaultPower power);
+/* Replace the node's rules (NULL: none); also ends a power cut */
 int fault_set_rules(BlockDriverState *bs, SoftdevFaultRuleList *list,
                     Error **errp);
 

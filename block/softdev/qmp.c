@@ -150,6 +150,18 @@ void qmp_softdev_remove(const char *node_name, Error **errp)
     bdrv_ref(bs);
     bdrv_ref(child);
     bdrv_drained_begin(child);
+    /* What the node holds in a write cache goes to the child first */
+    bdrv_graph_rdlock_main_loop();
+    ret = bdrv_flush(bs);
+    bdrv_graph_rdunlock_main_loop();
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "cannot remove '%s': its flush failed",
+                         node_name);
+        bdrv_drained_end(child);
+        bdrv_unref(child);
+        bdrv_unref(bs);
+        return;
+    }
     bdrv_graph_wrlock();
     ret = bdrv_replace_node(bs, child, errp);
     bdrv_graph_wrunlock();

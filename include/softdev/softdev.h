@@ -187,6 +187,14 @@ struct SoftdevDriver {
     bool (*busy)(BlockDriverState *bs, Error **errp);
 
     /*
+     * True while the node holds writes its child does not have yet (a
+     * write cache): it then keeps write permission on the node below
+     * when its users let theirs go, so that it can still write them
+     * back (at a flush, at close).
+     */
+    bool (*holds_writes)(BlockDriverState *bs);
+
+    /*
      * A soft device that owns its child's layout: an image format of its
      * own (softdev-compress), which the block layer treats as a format
      * driver and qemu-img creates, checks, amends and describes
