@@ -7,6 +7,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <string.h>
@@ -354,6 +355,19 @@ TtMark *tt_index_find_mark(TtIndex *idx, const char *name)
     return NULL;
 }
 
+static void tt_index_push(TtIndex *idx, const TtRecord *r)
+{
+    if (idx->nb_recs == idx->recs_alloc) {
+        idx->recs_alloc = MAX(1024, idx->recs_alloc * 2);
+        idx->recs = g_renew(TtRec, idx->recs, idx->recs_alloc);
+    }
+    idx->recs[idx->nb_recs++] = (TtRec) {
+        .seq = r->seq, .time = r->time, .offset = r->offset,
+        .length = r->length, .data_pos = r->pos + TT_REC_HEADER,
+        .type = r->type, .flags = r->flags,
+    };
+}
+
 int tt_index_record(TtIndex *idx, const TtRecord *r, const char *name,
                     const char **why)
 {
@@ -423,19 +437,17 @@ int tt_index_record(TtIndex *idx, const TtRecord *r, const char *name,
             idx->txn_pos = r->pos;
             idx->txn_seq = r->seq;
         }
-        if (idx->nb_recs == idx->recs_alloc) {
-            idx->recs_alloc = MAX(1024, idx->recs_alloc * 2);
-            idx->recs = g_renew(TtRec, idx->recs, idx->recs_alloc);
-        }
-        idx->recs[idx->nb_recs++] = (TtRec) {
-            .seq = r->seq, .time = r->time, .offset = r->offset,
-            .length = r->length, .data_pos = r->pos + TT_REC_HEADER,
-            .type = r->type, .flags = r->flags,
-        };
+        tt_index_push(idx, r);
         break;
     }
     idx->last_time = r->time;
     return 0;
+}
+
+void tt_index_count_base(TtIndex *idx, const TtRecord *r)
+{
+    assert(r->type == TT_REC_BASE && r->aux == idx->horizon_seq);
+    tt_index_push(idx, r);
 }
 
 int tt_index_add(TtIndex *idx, const TtRecord *r, const char *name,

@@ -193,6 +193,11 @@ void tt_index_free(TtIndex *idx);
 int tt_index_add(TtIndex *idx, const TtRecord *r, const char *name,
                  const char **why);
 /*
+ * Count base copy @r, appended earlier for the horizon that a compaction
+ * has just made the index's (its time is older than the newest record's)
+ */
+void tt_index_count_base(TtIndex *idx, const TtRecord *r);
+/*
  * The same for a record the device just placed in the log (it keeps
  * next_pos and next_seq itself); records come in sequence order.
  */

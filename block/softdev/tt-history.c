@@ -215,11 +215,9 @@ tt_co_drop_before(SoftdevTimetravel *s, size_t k, Error **errp)
         idx->flushed_seq = horizon;
         idx->flushed_pos = tail;
     }
+    /* Its copies count now (they did not while the old horizon stood) */
     for (guint i = 0; i < copies->len; i++) {
-        TtRecord *r = &g_array_index(copies, TtRecord, i);
-        const char *why;
-
-        tt_index_record(idx, r, NULL, &why);
+        tt_index_count_base(idx, &g_array_index(copies, TtRecord, i));
     }
     tt_rebuild_based(s);
     s->compactions++;
