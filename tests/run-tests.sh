@@ -140,6 +140,8 @@ run_guest() {
     timeout 1200 $PY "$SRC/tests/guest/test-cas.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
     timeout 1200 $PY "$SRC/tests/guest/test-timetravel.py" \
+        --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR" &&
+    timeout 1200 $PY "$SRC/tests/guest/test-fault.py" \
         --qemu "$QEMU_BUILD/qemu-system-x86_64" --guest-dir "$GUEST_DIR"
 }
 
@@ -165,7 +167,7 @@ for s in $SUITES; do
         run_iotests ;;
     stock) suite "stock QEMU iotests (no regressions from hook patches)" \
         run_stock ;;
-    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress and softdev-cas; softdev-timetravel marks, views, revert)" \
+    guest) suite "guest test bed (live insert/remove; C and Python taps; 20 SIGKILLs; soft devices in a VM; softdev-crypt and dm-crypt; ext4 on softdev-compress and softdev-cas; softdev-timetravel marks, views, revert; softdev-fault rules, power cut, ext4 crash states)" \
         run_guest ;;
     xen) suite "Xen 4.17 test bed (soft devices on PV disks, live insert/remove, PV NIC, a driver domain)" \
         run_xen ;;

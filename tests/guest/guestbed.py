@@ -346,6 +346,31 @@ class GuestBed:
 
 
 # -- helpers for tests -------------------------------------------------------
+class Shell:
+    """Commands on the guest's console shell, one at a time"""
+
+    def __init__(self, bed, timeout):
+        self.bed, self.timeout, self.n = bed, timeout, 0
+
+    def run(self, cmd, timeout=None):
+        """Run @cmd; return (exit status, its output lines)"""
+        self.n += 1
+        tag = f'@@{self.n}@@'
+        start = len(self.bed.lines())
+        self.bed.write(f'{cmd}; echo "{tag} $?"\n')
+        m = self.bed.wait_for(re.escape(tag) + r' (\d+)$',
+                              timeout or self.timeout)
+        lines = self.bed.lines()[start:]
+        out = [t for t in lines if tag not in t and not t.endswith(cmd)]
+        return int(m.group(1)), out
+
+    def ok(self, cmd, errors, what, timeout=None):
+        rc, out = self.run(cmd, timeout)
+        if rc:
+            errors.append(f'{what}: exit {rc}: {" | ".join(out[-5:])}')
+        return out
+
+
 def parse_regions(lines):
     """[(offset, length, md5)] from SOFTDEV-REGION console lines."""
     out = []

@@ -15,7 +15,6 @@ SPDX-License-Identifier: GPL-2.0-or-later
 """
 
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,31 +27,6 @@ import guestbed  # noqa: E402
 
 DISK_SIZE = 128 << 20
 JOURNAL_SIZE = 256 << 20
-
-
-class Shell:
-    """Commands on the guest's console shell, one at a time"""
-
-    def __init__(self, bed, timeout):
-        self.bed, self.timeout, self.n = bed, timeout, 0
-
-    def run(self, cmd, timeout=None):
-        """Run @cmd; return (exit status, its output lines)"""
-        self.n += 1
-        tag = f'@@{self.n}@@'
-        start = len(self.bed.lines())
-        self.bed.write(f'{cmd}; echo "{tag} $?"\n')
-        m = self.bed.wait_for(re.escape(tag) + r' (\d+)$',
-                              timeout or self.timeout)
-        lines = self.bed.lines()[start:]
-        out = [t for t in lines if tag not in t and not t.endswith(cmd)]
-        return int(m.group(1)), out
-
-    def ok(self, cmd, errors, what, timeout=None):
-        rc, out = self.run(cmd, timeout)
-        if rc:
-            errors.append(f'{what}: exit {rc}: {" | ".join(out[-5:])}')
-        return out
 
 
 def main():
@@ -80,7 +54,7 @@ def main():
         try:
             bed.wait_for(r'SOFTDEV-SHELL', args.timeout)
             time.sleep(1)
-            sh = Shell(bed, args.timeout)
+            sh = guestbed.Shell(bed, args.timeout)
             qmp = bed.qmp()
             run_phases(sh, qmp, journals, errors)
             bed.write('exit\n')
