@@ -75,6 +75,7 @@ bench: build
 	$(PY) $(SRC)/bench/bench-compress.py --qemu-build $(QEMU_BUILD)
 	$(PY) $(SRC)/bench/bench-cas.py --qemu-build $(QEMU_BUILD)
 	$(PY) $(SRC)/bench/bench-timetravel.py --qemu-build $(QEMU_BUILD)
+	$(PY) $(SRC)/bench/bench-fault.py --qemu-build $(QEMU_BUILD)
 
 # A PV domU's dd throughput on qdisk disks with and without a passthrough
 # soft device, in the Xen test bed (not part of 'make check')

@@ -19,6 +19,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/bswap.h"
+#include "block/block_int.h"
 #include "fault.h"
 
 #define FAULT_CRASH_MAGIC "SDCRASH1"
@@ -162,8 +163,9 @@ static bool fc_put(int fd, const void *buf, size_t len, Error **errp)
     return true;
 }
 
-int fault_crash_write(const char *path, FaultCache *c, int64_t disk_size,
-                      GPtrArray *states, bool exhaustive, Error **errp)
+static int fault_crash_write(const char *path, FaultCache *c,
+                             int64_t disk_size, GPtrArray *states,
+                             bool exhaustive, Error **errp)
 {
     struct {
         char magic[8];
@@ -218,4 +220,36 @@ int fault_crash_write(const char *path, FaultCache *c, int64_t disk_size,
     }
     qemu_close(fd);
     return ok ? 0 : -EIO;
+}
+
+SoftdevCrashStates * coroutine_fn GRAPH_RDLOCK
+fault_co_crash_states(BlockDriverState *bs, FaultCache *c, const char *file,
+                      uint32_t max_subsets, uint64_t seed, Error **errp)
+{
+    g_autoptr(SoftdevCrashStates) res = g_new0(SoftdevCrashStates, 1);
+    g_autoptr(GPtrArray) states = NULL;
+    g_autofree int64_t *offset = g_new(int64_t, c->nb + 1);
+    g_autofree int64_t *bytes = g_new(int64_t, c->nb + 1);
+    FaultCrashWindow w = { .offset = offset, .bytes = bytes };
+    int64_t size = bdrv_co_getlength(bs);
+    FaultCachedWrite *cw;
+    bool exhaustive;
+
+    if (size < 0) {
+        error_setg_errno(errp, -size, "cannot get the size of the node");
+        return NULL;
+    }
+    QTAILQ_FOREACH(cw, &c->writes, next) {
+        offset[w.nb] = cw->offset;
+        bytes[w.nb++] = cw->bytes;
+    }
+    states = fault_crash_enumerate(&w, max_subsets, seed, &exhaustive);
+    if (fault_crash_write(file, c, size, states, exhaustive, errp) < 0) {
+        return NULL;
+    }
+    res->writes = w.nb;
+    res->prefixes = w.nb + 1;
+    res->subsets = states->len - res->prefixes;
+    res->exhaustive = exhaustive;
+    return g_steal_pointer(&res);
 }

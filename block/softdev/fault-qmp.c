@@ -52,34 +52,54 @@ qmp_softdev_fault_powercut(const char *node_name,
                            SoftdevPowercutAction action,
                            bool has_keep, SoftdevPowercutKeep keep,
                            bool has_seed, uint64_t seed,
-                           bool has_tear, bool tear, Error **errp)
+                           bool has_tear, bool tear,
+                           const char *crash_states,
+                           bool has_max_subsets, uint32_t max_subsets,
+                           Error **errp)
 {
     BlockDriverState *bs = fault_find(node_name, errp);
     g_autoptr(SoftdevPowercut) res = g_new0(SoftdevPowercut, 1);
     SoftdevFault *s;
     AioContext *old_ctx;
-    int ret;
+    bool cut = false;
+    int ret = -EIO;
 
     if (!bs) {
         return NULL;
     }
     s = softdev_opaque(bs);
+    if (crash_states && s->cache.model != SOFTDEV_FAULT_CACHE_MODEL_VOLATILE) {
+        error_setg(errp, "node '%s' has no volatile write cache "
+                   "(cache-model)", node_name);
+        return NULL;
+    }
     bdrv_ref(bs);
     bdrv_drained_begin(bs);
     old_ctx = bdrv_co_enter(bs);
     WITH_GRAPH_RDLOCK_GUARD() {
         qemu_co_rwlock_wrlock(&s->cache.lock);
-        ret = fault_cache_co_cut(bs, &s->cache,
-                                 has_keep ? keep : SOFTDEV_POWERCUT_KEEP_NONE,
-                                 has_seed ? seed : 1, has_tear && tear, res,
-                                 errp);
+        if (crash_states) {
+            /* What this cut could leave; with keep none it leaves the base */
+            res->crash_states = fault_co_crash_states(
+                bs, &s->cache, crash_states,
+                has_max_subsets ? max_subsets : 64, has_seed ? seed : 1,
+                errp);
+        }
+        if (!crash_states || res->crash_states) {
+            cut = true;
+            ret = fault_cache_co_cut(bs, &s->cache,
+                                     has_keep ? keep :
+                                     SOFTDEV_POWERCUT_KEEP_NONE,
+                                     has_seed ? seed : 1, has_tear && tear,
+                                     res, errp);
+        }
         qemu_co_rwlock_unlock(&s->cache.lock);
     }
     bdrv_co_leave(bs, old_ctx);
     /* Whatever the cut could write, the power is gone */
-    if (action == SOFTDEV_POWERCUT_ACTION_CONTINUE) {
+    if (cut && action == SOFTDEV_POWERCUT_ACTION_CONTINUE) {
         fault_set_power(s, FAULT_POWER_OFF);
-    } else if (runstate_check(RUN_STATE_RUNNING)) {
+    } else if (cut && runstate_check(RUN_STATE_RUNNING)) {
         /* Requests fail until the VM has stopped (fault.c powers on) */
         fault_set_power(s, FAULT_POWER_OFF_UNTIL_STOP);
         qemu_system_vmstop_request_prepare();
@@ -96,16 +116,9 @@ qmp_softdev_fault_crash_states(const char *node_name, const char *file,
                                bool has_seed, uint64_t seed, Error **errp)
 {
     BlockDriverState *bs = fault_find(node_name, errp);
-    g_autoptr(SoftdevCrashStates) res = NULL;
-    g_autoptr(GPtrArray) states = NULL;
-    g_autofree int64_t *offset = NULL, *bytes = NULL;
-    FaultCrashWindow w = { 0 };
-    FaultCachedWrite *cw;
+    SoftdevCrashStates *res = NULL;
     SoftdevFault *s;
     AioContext *old_ctx;
-    bool exhaustive;
-    int64_t size;
-    int ret;
 
     if (!bs) {
         return NULL;
@@ -117,40 +130,17 @@ qmp_softdev_fault_crash_states(const char *node_name, const char *file,
         return NULL;
     }
     bdrv_ref(bs);
+    bdrv_drained_begin(bs);
     old_ctx = bdrv_co_enter(bs);
     WITH_GRAPH_RDLOCK_GUARD() {
-        size = bdrv_co_getlength(bs);
+        qemu_co_rwlock_wrlock(&s->cache.lock);
+        res = fault_co_crash_states(bs, &s->cache, file,
+                                    has_max_subsets ? max_subsets : 64,
+                                    has_seed ? seed : 1, errp);
+        qemu_co_rwlock_unlock(&s->cache.lock);
     }
-    /* No write-back meanwhile: the window and the disk belong together */
-    qemu_co_rwlock_wrlock(&s->cache.lock);
-    offset = g_new(int64_t, s->cache.nb + 1);
-    bytes = g_new(int64_t, s->cache.nb + 1);
-    QTAILQ_FOREACH(cw, &s->cache.writes, next) {
-        offset[w.nb] = cw->offset;
-        bytes[w.nb++] = cw->bytes;
-    }
-    w.offset = offset;
-    w.bytes = bytes;
-    states = fault_crash_enumerate(&w, has_max_subsets ? max_subsets : 64,
-                                   has_seed ? seed : 1, &exhaustive);
-    if (size < 0) {
-        error_setg_errno(errp, -size, "cannot get the size of '%s'",
-                         node_name);
-        ret = size;
-    } else {
-        ret = fault_crash_write(file, &s->cache, size, states, exhaustive,
-                                errp);
-    }
-    qemu_co_rwlock_unlock(&s->cache.lock);
     bdrv_co_leave(bs, old_ctx);
+    bdrv_drained_end(bs);
     bdrv_co_unref(bs);
-    if (ret < 0) {
-        return NULL;
-    }
-    res = g_new0(SoftdevCrashStates, 1);
-    res->writes = w.nb;
-    res->prefixes = w.nb + 1;
-    res->subsets = states->len - res->prefixes;
-    res->exhaustive = exhaustive;
-    return g_steal_pointer(&res);
+    return res;
 }

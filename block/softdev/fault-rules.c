@@ -189,11 +189,12 @@ static bool fault_matches(const FaultRules *rules, const FaultRule *r,
 
 FaultRule *fault_pick(FaultRules *rules, const SoftdevRequest *req)
 {
-    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    int64_t now;
 
     if (!rules) {
         return NULL;
     }
+    now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     for (size_t i = 0; i < rules->nb; i++) {
         FaultRule *r = &rules->rules[i];
         const SoftdevFaultRule *q = r->def;

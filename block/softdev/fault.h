@@ -99,9 +99,13 @@ typedef struct FaultCrashWindow {
 GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
                                  uint32_t max_subsets, uint64_t seed,
                                  bool *exhaustive);
-/* Write the window of @c and @states to @path (docs/specs/softdev-fault) */
-int fault_crash_write(const char *path, FaultCache *c, int64_t disk_size,
-                      GPtrArray *states, bool exhaustive, Error **errp);
+/*
+ * The crash states of @c's writes, written to @file
+ * (docs/specs/softdev-fault.rst), with @c's lock held: how many, or NULL
+ */
+SoftdevCrashStates * coroutine_fn GRAPH_RDLOCK
+fault_co_crash_states(BlockDriverState *bs, FaultCache *c, const char *file,
+                      uint32_t max_subsets, uint64_t seed, Error **errp);
 
 /* fault.c, for fault-qmp.c */
 typedef enum FaultPower {
