@@ -379,7 +379,9 @@ softdev_cas_co_log(BlockDriverState *bs, SoftdevRequest *req, uint64_t cl,
             }
         }
         if (ret == 0) {
-            cas_flush_run(&w);  /* if the batch is full: in the next one */
+            if (!full) {
+                cas_flush_run(&w);  /* if it does not fit: in the next */
+            }
             ret = slog_co_batch_submit(&c->log, &w.b);
         } else {
             slog_co_batch_submit(&c->log, &w.b);

@@ -10,6 +10,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/bitmap.h"
+#include "qemu/error-report.h"
 #include "qemu/memalign.h"
 #include "system/block-backend.h"
 #include "softdev/softdev.h"
@@ -125,6 +126,11 @@ uint8_t *slog_batch_reserve(Slog *s, SlogBatch *b, uint32_t max_payload)
     uint32_t need = slog_record_size(max_payload);
 
     assert(b->state == SLOG_BATCH_BUILDING && need <= s->h.max_record);
+    /* Once the log has moved on to the next segment, the batch is closed */
+    if (b->len && b->offset + b->len !=
+        slog_segment_offset(&s->h, s->head_seg) + s->head_off) {
+        return NULL;
+    }
     /* Room for a pad record too, always */
     if (b->len + need + SLOG_SECTOR > b->cap) {
         assert(b->len);
@@ -350,13 +356,24 @@ slog_checkpoint_locked(Slog *s, bool clean)
     uint8_t slot_buf[SLOG_SECTOR];
     SlogSlot slot = s->slot;
     unsigned area = s->slot.map_area;
-    uint64_t keep = s->nb_segments;
+    uint64_t keep;
+    SlogSlot check;
+    const char *why;
     int ret;
 
     assert(QTAILQ_EMPTY(&s->inflight));
     if (s->state != SLOG_STATE_WRITABLE) {
         return -EIO;
     }
+    if (s->head_off >= s->h.segment_size) {
+        /*
+         * The head segment is exactly full: the slot names where the next
+         * record goes, in the next segment (a slot's head offset is less
+         * than the segment size)
+         */
+        slog_next_segment(s);
+    }
+    keep = s->nb_segments;
     while (keep > 0 && keep - 1 != s->head_seg && !s->segs[keep - 1].live) {
         keep--;
     }
@@ -383,6 +400,17 @@ slog_checkpoint_locked(Slog *s, bool clean)
     };
     memset(slot_buf, 0, sizeof(slot_buf));
     slog_slot_encode(&slot, slot_buf);
+    /*
+     * Never a slot that opening refuses: the next checkpoint's map would
+     * go over the map of the only valid slot
+     */
+    if (slog_slot_decode(slot_buf, SLOG_SLOT_BYTES, &s->h, &check,
+                         &why) < 0) {
+        error_report("softdev: %s: refusing to write a bad checkpoint (%s)",
+                     bdrv_get_node_name(s->bs), why);
+        ret = -EIO;
+        goto fail;
+    }
     ret = bdrv_pwrite(s->file, SLOG_SLOT_OFFSET(s->slot_index ^ 1),
                       sizeof(slot_buf), slot_buf, 0);
     if (ret < 0) {
