@@ -14,7 +14,7 @@ applied in order.
 With --max-subsets or --seed the states are enumerated here, from the
 window, the same way QEMU does (so the same bounds give the same states);
 without, those of the file are used.  Images are raw, sparse copies of
-the base.  Also importable: read_file(), enumerate_states(), make_image().
+the base.  Also importable: read_file(), enumerate_subsets(), make_image().
 
 SPDX-License-Identifier: GPL-2.0-or-later
 """
@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+VERSION = 2
 MAGIC = b'SDCRASH1'
 HEADER = struct.Struct('<8sIIIIIIQ')
 WRITE = struct.Struct('<B7xQQ')
@@ -50,10 +51,19 @@ class Write:
 
 @dataclass
 class Window:
+    """The writes, and the states besides the prefixes: state k < n + 1
+    is the first k writes, state n + 1 + i is subsets[i]"""
     disk_size: int
     writes: List[Write]
-    states: List[List[int]] = field(default_factory=list)
+    subsets: List[List[int]] = field(default_factory=list)
     exhaustive: bool = False
+
+    def nb_states(self) -> int:
+        return len(self.writes) + 1 + len(self.subsets)
+
+    def state(self, i: int) -> List[int]:
+        n = len(self.writes) + 1
+        return list(range(i)) if i < n else self.subsets[i - n]
 
 
 def read_file(path: str) -> Window:
@@ -63,9 +73,9 @@ def read_file(path: str) -> Window:
         raise CrashStatesError(f'{path}: too short for a header')
     magic, version, flags, nb_writes, nb_prefixes, nb_states, _, size = \
         HEADER.unpack_from(buf)
-    if magic != MAGIC or version != 1:
+    if magic != MAGIC or version != VERSION:
         raise CrashStatesError(f'{path}: not a softdev crash-states file '
-                               f'(version 1)')
+                               f'(version {VERSION})')
     if nb_prefixes != nb_writes + 1 or nb_states < nb_prefixes:
         raise CrashStatesError(f'{path}: bad counts in the header')
     at = HEADER.size
@@ -84,7 +94,7 @@ def read_file(path: str) -> Window:
                 raise CrashStatesError(f'{path}: write {i} is cut short')
             at += length
         w.writes.append(Write(OPS[op], offset, length, data))
-    for i in range(nb_states):
+    for i in range(nb_prefixes, nb_states):
         if at + 4 > len(buf):
             raise CrashStatesError(f'{path}: state {i} is cut short')
         (nb,) = struct.unpack_from('<I', buf, at)
@@ -95,7 +105,7 @@ def read_file(path: str) -> Window:
         at += 4 * nb
         if any(j >= nb_writes for j in idx) or idx != sorted(set(idx)):
             raise CrashStatesError(f'{path}: state {i} is invalid')
-        w.states.append(idx)
+        w.subsets.append(idx)
     if at != len(buf):
         raise CrashStatesError(f'{path}: bytes after the last state')
     return w
@@ -111,33 +121,60 @@ def _rand(state: List[int]) -> int:
     return (x * 0x2545f4914f6cdd1d) & MASK64
 
 
-def enumerate_states(writes: List[Write], max_subsets: int = 64,
-                     seed: int = 1) -> Tuple[List[List[int]], bool]:
-    """All prefixes, then other subsets: all if there are at most
-    max_subsets, else random distinct ones; as block/softdev/fault-crash.c.
-    Returns the states and whether they are all."""
+def _mix(x: int) -> int:
+    """splitmix64's finaliser, as fault-crash.c's fc_mix()"""
+    x ^= x >> 30
+    x = (x * 0xbf58476d1ce4e5b9) & MASK64
+    x ^= x >> 27
+    x = (x * 0x94d049bb133111eb) & MASK64
+    return x ^ (x >> 31)
+
+
+def enumerate_subsets(writes: List[Write], max_subsets: int = 64,
+                      seed: int = 1) -> Tuple[List[List[int]], bool]:
+    """The states besides the n + 1 prefixes: all other subsets if there
+    are at most max_subsets, else random distinct ones; as
+    block/softdev/fault-crash.c.  Returns them and whether they are all.
+    A state's key is a 128-bit sum over segments of a hash of (segment,
+    write), kept up to date as writes are laid over."""
     n = len(writes)
     bounds = sorted({p for w in writes for p in (w.offset,
                                                  w.offset + w.length)})
-    seen, states = set(), []
+    nseg = max(len(bounds) - 1, 0)
+    src = [-1] * nseg
+    key = [0, 0]
+    seen, subsets = set(), []
+
+    def put(j, v):
+        old, new = j << 32 | (src[j] + 1), j << 32 | (v + 1)
+        key[0] = (key[0] + _mix(new) - _mix(old)) & MASK64
+        key[1] = (key[1] + _mix(new ^ 0x5bd1e9955bd1e995) -
+                  _mix(old ^ 0x5bd1e9955bd1e995)) & MASK64
+        src[j] = v
+
+    def apply(i):
+        w = writes[i]
+        j = bisect.bisect_left(bounds, w.offset)
+        while j < nseg and bounds[j] < w.offset + w.length:
+            put(j, i)
+            j += 1
 
     def add(inside):
-        src = [-1] * max(len(bounds) - 1, 0)
-        for i, w in enumerate(writes):
+        for j in range(nseg):
+            put(j, -1)
+        for i in range(n):
             if inside[i]:
-                j = bisect.bisect_left(bounds, w.offset)
-                while j < len(src) and bounds[j] < w.offset + w.length:
-                    src[j] = i
-                    j += 1
-        key = tuple(src)
-        if key in seen:
+                apply(i)
+        if tuple(key) in seen:
             return False
-        seen.add(key)
-        states.append([i for i in range(n) if inside[i]])
+        seen.add(tuple(key))
+        subsets.append([i for i in range(n) if inside[i]])
         return True
 
     for k in range(n + 1):
-        add([i < k for i in range(n)])
+        seen.add(tuple(key))
+        if k < n:
+            apply(k)
     exhaustive = n < ALL_MAX and (1 << n) - (n + 1) <= max_subsets
     if exhaustive:
         for mask in range(1 << n):
@@ -149,7 +186,7 @@ def enumerate_states(writes: List[Write], max_subsets: int = 64,
         while draw < 8 * max_subsets and added < max_subsets:
             added += add([bool(_rand(rng) >> 63) for _ in range(n)])
             draw += 1
-    return states, exhaustive
+    return subsets, exhaustive
 
 
 def make_image(window: Window, state: List[int], base: str, out: str):
@@ -205,21 +242,21 @@ def main(argv=None) -> int:
     except (OSError, CrashStatesError) as e:
         print(f'softdev_crashstates: {e}', file=sys.stderr)
         return 1
-    states, exhaustive = window.states, window.exhaustive
     if args.max_subsets is not None or args.seed is not None:
-        states, exhaustive = enumerate_states(
+        window.subsets, window.exhaustive = enumerate_subsets(
             window.writes, 64 if args.max_subsets is None
             else args.max_subsets, 1 if args.seed is None else args.seed)
     n = len(window.writes)
     if args.command == 'list':
-        print(f'{n} writes, {len(states)} states ({n + 1} prefixes, '
-              f'{len(states) - n - 1} other subsets'
-              f'{", all there are" if exhaustive else ""})')
+        print(f'{n} writes, {window.nb_states()} states ({n + 1} prefixes, '
+              f'{len(window.subsets)} other subsets'
+              f'{", all there are" if window.exhaustive else ""})')
         for i, w in enumerate(window.writes):
             print(f'write {i}: {w.op} {w.offset} +{w.length}')
-        for i, st in enumerate(states):
-            kind = 'prefix' if st == list(range(len(st))) else 'subset'
-            print(f'state {i}: {kind} [{",".join(map(str, st))}]')
+        for i in range(window.nb_states()):
+            kind = 'prefix' if i <= n else 'subset'
+            print(f'state {i}: {kind} '
+                  f'[{",".join(map(str, window.state(i)))}]')
         return 0
     if not args.base or not args.out_dir:
         print('softdev_crashstates: make needs --base and --out-dir',
@@ -230,15 +267,15 @@ def main(argv=None) -> int:
               f'{window.disk_size} bytes, the disk of the window',
               file=sys.stderr)
         return 1
-    pick = range(len(states)) if not args.states else \
+    pick = range(window.nb_states()) if not args.states else \
         [int(x) for x in args.states.split(',')]
     os.makedirs(args.out_dir, exist_ok=True)
     for i in pick:
-        if not 0 <= i < len(states):
+        if not 0 <= i < window.nb_states():
             print(f'softdev_crashstates: no state {i}', file=sys.stderr)
             return 1
         out = os.path.join(args.out_dir, f'state-{i}.raw')
-        make_image(window, states[i], args.base, out)
+        make_image(window, window.state(i), args.base, out)
         print(out)
     return 0
 

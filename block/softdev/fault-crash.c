@@ -12,6 +12,10 @@
  * in with probability 1/2, xorshift64* from the seed), up to max-subsets
  * distinct ones in 8 * max-subsets draws.  Two sets are one state if
  * every byte has the data of the same write (or of the disk) in both.
+ * The file lists only the subsets: prefix k is the first k writes.  A
+ * window of n writes and s segments (between the writes' ends) costs
+ * O(n * s) time for all the prefixes and as much per subset drawn, and
+ * O(n + s) memory besides the subsets' lists.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -23,18 +27,23 @@
 #include "fault.h"
 
 #define FAULT_CRASH_MAGIC "SDCRASH1"
-#define FAULT_CRASH_VERSION 1
+#define FAULT_CRASH_VERSION 2
 #define FAULT_CRASH_EXHAUSTIVE 1u
 /* The most writes for which every subset is tried */
 #define FAULT_CRASH_ALL_MAX 20
+
+typedef struct FcKey {
+    uint64_t h[2];
+} FcKey;
 
 typedef struct FcEnum {
     const FaultCrashWindow *w;
     int64_t *bounds;            /* the writes' ends, sorted, unique */
     uint32_t nb_bounds;
     int32_t *src;               /* per segment: the write whose data */
-    GHashTable *seen;           /* the states' src, as GBytes */
-    GPtrArray *states;
+    FcKey key;                  /* of src, kept as src changes */
+    GHashTable *seen;           /* the states' keys */
+    GPtrArray *subsets;
 } FcEnum;
 
 static int fc_cmp_i64(const void *a, const void *b)
@@ -54,41 +63,92 @@ static uint32_t fc_segment(const FcEnum *e, int64_t offset)
     return at - e->bounds;
 }
 
-/* Add the state of the writes in @in, unless it is one already */
-static bool fc_add(FcEnum *e, const bool *in)
+/* splitmix64's finaliser */
+static uint64_t fc_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/*
+ * A state's key is the sum over segments of a hash of (segment, write):
+ * 128 bits, so two states with different bytes share one with
+ * negligible odds, updated in O(1) per segment a write covers
+ */
+static void fc_set(FcEnum *e, uint32_t j, int32_t v)
+{
+    uint64_t old = (uint64_t)j << 32 | (uint32_t)(e->src[j] + 1);
+    uint64_t new = (uint64_t)j << 32 | (uint32_t)(v + 1);
+
+    e->key.h[0] += fc_mix(new) - fc_mix(old);
+    e->key.h[1] += fc_mix(new ^ 0x5bd1e9955bd1e995ull) -
+                   fc_mix(old ^ 0x5bd1e9955bd1e995ull);
+    e->src[j] = v;
+}
+
+/* Lay write @i over the state */
+static void fc_apply(FcEnum *e, uint32_t i)
 {
     const FaultCrashWindow *w = e->w;
-    uint32_t nb_seg = e->nb_bounds ? e->nb_bounds - 1 : 0;
-    GBytes *key;
-    GArray *state;
+    int64_t end = w->offset[i] + w->bytes[i];
 
-    for (uint32_t j = 0; j < nb_seg; j++) {
-        e->src[j] = -1;
+    for (uint32_t j = fc_segment(e, w->offset[i]);
+         j + 1 < e->nb_bounds && e->bounds[j] < end; j++) {
+        fc_set(e, j, i);
     }
-    for (uint32_t i = 0; i < w->nb; i++) {
-        int64_t end = w->offset[i] + w->bytes[i];
+}
 
-        if (!in[i]) {
-            continue;
-        }
-        for (uint32_t j = fc_segment(e, w->offset[i]);
-             j < nb_seg && e->bounds[j] < end; j++) {
-            e->src[j] = i;
-        }
+static void fc_reset(FcEnum *e)
+{
+    for (uint32_t j = 0; j + 1 < e->nb_bounds; j++) {
+        fc_set(e, j, -1);
     }
-    key = g_bytes_new(e->src, nb_seg * sizeof(int32_t));
-    if (g_hash_table_contains(e->seen, key)) {
-        g_bytes_unref(key);
+}
+
+static guint fc_key_hash(gconstpointer k)
+{
+    return ((const FcKey *)k)->h[0];
+}
+
+static gboolean fc_key_equal(gconstpointer a, gconstpointer b)
+{
+    return !memcmp(a, b, sizeof(FcKey));
+}
+
+/* Note the current state; false if it is one already */
+static bool fc_seen(FcEnum *e)
+{
+    if (g_hash_table_contains(e->seen, &e->key)) {
         return false;
     }
-    g_hash_table_add(e->seen, key);
+    g_hash_table_add(e->seen, g_memdup2(&e->key, sizeof(e->key)));
+    return true;
+}
+
+/* Add the subset of the writes in @in, unless it is a state already */
+static bool fc_add_subset(FcEnum *e, const bool *in)
+{
+    GArray *state;
+
+    fc_reset(e);
+    for (uint32_t i = 0; i < e->w->nb; i++) {
+        if (in[i]) {
+            fc_apply(e, i);
+        }
+    }
+    if (!fc_seen(e)) {
+        return false;
+    }
     state = g_array_new(false, false, sizeof(uint32_t));
-    for (uint32_t i = 0; i < w->nb; i++) {
+    for (uint32_t i = 0; i < e->w->nb; i++) {
         if (in[i]) {
             g_array_append_val(state, i);
         }
     }
-    g_ptr_array_add(e->states, state);
+    g_ptr_array_add(e->subsets, state);
     return true;
 }
 
@@ -101,10 +161,10 @@ GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
     g_autofree int32_t *src = g_new(int32_t, 2 * w->nb + 1);
     FcEnum e = {
         .w = w, .bounds = bounds, .src = src,
-        .seen = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-                                      (GDestroyNotify)g_bytes_unref, NULL),
-        .states = g_ptr_array_new_with_free_func(
-                      (GDestroyNotify)g_array_unref),
+        .seen = g_hash_table_new_full(fc_key_hash, fc_key_equal, g_free,
+                                      NULL),
+        .subsets = g_ptr_array_new_with_free_func(
+                       (GDestroyNotify)g_array_unref),
     };
     uint32_t n = w->nb, u = 0;
 
@@ -119,12 +179,19 @@ GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
         }
     }
     e.nb_bounds = u;
+    for (uint32_t j = 0; j < u; j++) {
+        src[j] = -1;
+    }
 
+    /*
+     * The prefixes, each the one before and a write: all distinct (the
+     * last write of each is the newest data of its bytes)
+     */
     for (uint32_t k = 0; k <= n; k++) {
-        for (uint32_t i = 0; i < n; i++) {
-            in[i] = i < k;
+        fc_seen(&e);
+        if (k < n) {
+            fc_apply(&e, k);
         }
-        fc_add(&e, in);
     }
     *exhaustive = n < FAULT_CRASH_ALL_MAX &&
                   (1ull << n) - (n + 1) <= max_subsets;
@@ -136,7 +203,7 @@ GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
             for (uint32_t i = 0; i < n; i++) {
                 in[i] = mask >> i & 1;
             }
-            fc_add(&e, in);
+            fc_add_subset(&e, in);
         }
     } else {
         uint64_t rng = fault_seed(seed);
@@ -147,11 +214,11 @@ GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
             for (uint32_t i = 0; i < n; i++) {
                 in[i] = fault_rand(&rng) >> 63;
             }
-            added += fc_add(&e, in);
+            added += fc_add_subset(&e, in);
         }
     }
     g_hash_table_destroy(e.seen);
-    return e.states;
+    return e.subsets;
 }
 
 static bool fc_put(int fd, const void *buf, size_t len, Error **errp)
@@ -164,7 +231,7 @@ static bool fc_put(int fd, const void *buf, size_t len, Error **errp)
 }
 
 static int fault_crash_write(const char *path, FaultCache *c,
-                             int64_t disk_size, GPtrArray *states,
+                             int64_t disk_size, GPtrArray *subsets,
                              bool exhaustive, Error **errp)
 {
     struct {
@@ -176,7 +243,7 @@ static int fault_crash_write(const char *path, FaultCache *c,
         .flags = cpu_to_le32(exhaustive ? FAULT_CRASH_EXHAUSTIVE : 0),
         .nb_writes = cpu_to_le32(c->nb),
         .nb_prefixes = cpu_to_le32(c->nb + 1),
-        .nb_states = cpu_to_le32(states->len),
+        .nb_states = cpu_to_le32(c->nb + 1 + subsets->len),
         .disk_size = cpu_to_le64(disk_size),
     };
     FaultCachedWrite *w;
@@ -203,8 +270,8 @@ static int fault_crash_write(const char *path, FaultCache *c,
         ok = ok && fc_put(fd, &rec, sizeof(rec), errp) &&
              (!w->data || fc_put(fd, w->data, w->bytes, errp));
     }
-    for (guint i = 0; ok && i < states->len; i++) {
-        GArray *st = g_ptr_array_index(states, i);
+    for (guint i = 0; ok && i < subsets->len; i++) {
+        GArray *st = g_ptr_array_index(subsets, i);
         uint32_t nb = cpu_to_le32(st->len);
 
         ok = fc_put(fd, &nb, sizeof(nb), errp);
@@ -227,7 +294,7 @@ fault_co_crash_states(BlockDriverState *bs, FaultCache *c, const char *file,
                       uint32_t max_subsets, uint64_t seed, Error **errp)
 {
     g_autoptr(SoftdevCrashStates) res = g_new0(SoftdevCrashStates, 1);
-    g_autoptr(GPtrArray) states = NULL;
+    g_autoptr(GPtrArray) subsets = NULL;
     g_autofree int64_t *offset = g_new(int64_t, c->nb + 1);
     g_autofree int64_t *bytes = g_new(int64_t, c->nb + 1);
     FaultCrashWindow w = { .offset = offset, .bytes = bytes };
@@ -243,13 +310,13 @@ fault_co_crash_states(BlockDriverState *bs, FaultCache *c, const char *file,
         offset[w.nb] = cw->offset;
         bytes[w.nb++] = cw->bytes;
     }
-    states = fault_crash_enumerate(&w, max_subsets, seed, &exhaustive);
-    if (fault_crash_write(file, c, size, states, exhaustive, errp) < 0) {
+    subsets = fault_crash_enumerate(&w, max_subsets, seed, &exhaustive);
+    if (fault_crash_write(file, c, size, subsets, exhaustive, errp) < 0) {
         return NULL;
     }
     res->writes = w.nb;
     res->prefixes = w.nb + 1;
-    res->subsets = states->len - res->prefixes;
+    res->subsets = subsets->len;
     res->exhaustive = exhaustive;
     return g_steal_pointer(&res);
 }

@@ -93,8 +93,9 @@ typedef struct FaultCrashWindow {
     const int64_t *offset, *bytes;
 } FaultCrashWindow;
 /*
- * The states: a GPtrArray of GArray of uint32_t (the writes applied, in
- * order), prefixes first; *@exhaustive says whether they are all
+ * The crash states other than the n + 1 prefixes: a GPtrArray of GArray
+ * of uint32_t (the writes applied, in order); *@exhaustive says whether
+ * they and the prefixes are all the states there are
  */
 GPtrArray *fault_crash_enumerate(const FaultCrashWindow *w,
                                  uint32_t max_subsets, uint64_t seed,

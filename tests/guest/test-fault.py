@@ -244,13 +244,15 @@ def crash_states(sh, qmp, disk, work, errors):
     window = cs.read_file(path)
     if r['writes'] < 1:
         errors.append(f'no write in the cache at the cut: {cut}')
-    if cs.enumerate_states(window.writes) != (window.states, r['exhaustive']):
+    if cs.enumerate_subsets(window.writes) != (window.subsets,
+                                               r['exhaustive']):
         errors.append('softdev_crashstates.py enumerates other states')
     ops = sorted({w.op for w in window.writes})
     clean = plain = 0
     bad = []
     img = os.path.join(work, 'state.raw')
-    for i, state in enumerate(window.states):
+    for i in range(window.nb_states()):
+        state = window.state(i)
         cs.make_image(window, state, base, img)
         plain += e2fsck(img, False).returncode == 0
         res = e2fsck(img, True)
@@ -261,7 +263,7 @@ def crash_states(sh, qmp, disk, work, errors):
                        f'{res.returncode}: {res.stdout[-300:]}')
         os.unlink(img)
     print(f'crash states: a window of {r["writes"]} writes ({", ".join(ops)}'
-          f") at the cut; {len(window.states)} states "
+          f") at the cut; {window.nb_states()} states "
           f"({r['prefixes']} prefixes, {r['subsets']} subsets"
           f"{', all there are' if r['exhaustive'] else ''}); e2fsck -fn "
           f'after replaying the journal: {clean} clean; without replaying '

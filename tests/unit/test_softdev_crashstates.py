@@ -23,52 +23,60 @@ import softdev_crashstates as cs  # noqa: E402
 
 
 def writes(*ranges):
-    return [cs.Write('write', off, n, bytes([i + 1]) * n)
+    return [cs.Write('write', off, n, bytes([(i + 1) % 256]) * n)
             for i, (off, n) in enumerate(ranges)]
 
 
-def encode(window, states, exhaustive=False, nb_prefixes=None):
-    out = cs.HEADER.pack(cs.MAGIC, 1, int(exhaustive), len(window.writes),
-                         len(window.writes) + 1 if nb_prefixes is None
-                         else nb_prefixes, len(states), 0, window.disk_size)
+def encode(window, subsets, exhaustive=False, nb_prefixes=None):
+    n = len(window.writes)
+    out = cs.HEADER.pack(cs.MAGIC, cs.VERSION, int(exhaustive), n,
+                         n + 1 if nb_prefixes is None else nb_prefixes,
+                         n + 1 + len(subsets), 0, window.disk_size)
     ops = {v: k for k, v in cs.OPS.items()}
     for w in window.writes:
         out += cs.WRITE.pack(ops[w.op], w.offset, w.length) + (w.data or b'')
-    for st in states:
+    for st in subsets:
         out += struct.pack(f'<I{len(st)}I', len(st), *st)
     return out
 
 
 class Enumerate(unittest.TestCase):
-    def test_prefixes_then_all_subsets(self):
-        states, exhaustive = cs.enumerate_states(
+    def test_all_subsets(self):
+        subsets, exhaustive = cs.enumerate_subsets(
             writes((0, 512), (4096, 512), (8192, 512)))
         self.assertTrue(exhaustive)
-        self.assertEqual(states[:4], [[], [0], [0, 1], [0, 1, 2]])
-        self.assertEqual(sorted(map(tuple, states)),
-                         sorted({tuple(i for i in range(3) if m >> i & 1)
-                                 for m in range(8)}))
+        # The prefixes are implicit: [], [0], [0, 1], [0, 1, 2]
+        self.assertEqual(sorted(map(tuple, subsets)),
+                         [(0, 2), (1,), (1, 2), (2,)])
 
     def test_overwrites_are_one_state(self):
-        # The second covers the first: {1} and {0, 1} leave the same bytes
-        states, exhaustive = cs.enumerate_states(writes((0, 4096),
-                                                        (0, 4096)))
-        self.assertTrue(exhaustive)
-        self.assertEqual(states, [[], [0], [0, 1]])
+        # The second covers the first: {1} is the prefix {0, 1}
+        self.assertEqual(cs.enumerate_subsets(writes((0, 4096), (0, 4096))),
+                         ([], True))
+        # Half covered: {1} leaves the first half as the disk was
+        self.assertEqual(cs.enumerate_subsets(writes((0, 8192), (0, 4096))),
+                         ([[1]], True))
 
     def test_bounded_and_seeded(self):
         w = writes(*[(i * 4096, 4096) for i in range(30)])
-        states, exhaustive = cs.enumerate_states(w, 10, 7)
+        subsets, exhaustive = cs.enumerate_subsets(w, 10, 7)
         self.assertFalse(exhaustive)
-        self.assertEqual(len(states), 31 + 10)
-        self.assertEqual(len({tuple(s) for s in states}), len(states))
-        self.assertEqual(cs.enumerate_states(w, 10, 7)[0], states)
-        self.assertNotEqual(cs.enumerate_states(w, 10, 8)[0], states)
-        self.assertEqual(cs.enumerate_states(w, 0, 7),
-                         (states[:31], False))
+        self.assertEqual(len(subsets), 10)
+        prefixes = {tuple(range(k)) for k in range(31)}
+        self.assertFalse({tuple(s) for s in subsets} & prefixes)
+        self.assertEqual(len({tuple(s) for s in subsets}), 10)
+        self.assertEqual(cs.enumerate_subsets(w, 10, 7)[0], subsets)
+        self.assertNotEqual(cs.enumerate_subsets(w, 10, 8)[0], subsets)
+        self.assertEqual(cs.enumerate_subsets(w, 0, 7), ([], False))
+
+    def test_large_window(self):
+        # 2000 writes: the keys stay small, the prefixes implicit
+        w = writes(*[((i * 7919) % 5000 * 512, 4096) for i in range(2000)])
+        subsets, exhaustive = cs.enumerate_subsets(w, 16, 3)
+        self.assertEqual((len(subsets), exhaustive), (16, False))
 
     def test_empty_window(self):
-        self.assertEqual(cs.enumerate_states([]), ([[]], True))
+        self.assertEqual(cs.enumerate_subsets([]), ([], True))
 
 
 class Read(unittest.TestCase):
@@ -76,7 +84,7 @@ class Read(unittest.TestCase):
         self.tmp = tempfile.mkdtemp()
         self.path = os.path.join(self.tmp, 'w.sdcrash')
         self.window = cs.Window(1 << 20, writes((0, 1024), (512, 1024)))
-        self.states = cs.enumerate_states(self.window.writes)[0]
+        self.states = cs.enumerate_subsets(self.window.writes)[0]
 
     def tearDown(self):
         for f in os.listdir(self.tmp):
@@ -90,8 +98,10 @@ class Read(unittest.TestCase):
     def test_round_trip(self):
         self.put(encode(self.window, self.states, True))
         w = cs.read_file(self.path)
-        self.assertEqual((w.writes, w.states, w.exhaustive),
+        self.assertEqual((w.writes, w.subsets, w.exhaustive),
                          (self.window.writes, self.states, True))
+        self.assertEqual([w.state(i) for i in range(w.nb_states())],
+                         [[], [0], [0, 1], [1]])
 
     def test_malformed(self):
         good = encode(self.window, self.states)
@@ -99,7 +109,7 @@ class Read(unittest.TestCase):
         bad = {
             'empty': b'',
             'magic': b'X' + good[1:],
-            'version': good[:8] + struct.pack('<I', 2) + good[12:],
+            'version': good[:8] + struct.pack('<I', 1) + good[12:],
             'prefixes': encode(self.window, self.states, nb_prefixes=1),
             'cut in a write': good[:hdr + 30],
             'cut in a state': good[:-2],
