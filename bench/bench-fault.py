@@ -10,6 +10,10 @@ cache=writeback) on a page-cached 1 GiB disk on tmpfs:
 - softdev-trace (reported beside): the soft-device core's own cost, a
   soft device that only counts (no trace file), to tell it from
   softdev-fault's;
+- raw (reported beside): stock QEMU's lightest node above a file, the
+  raw format with no offset: what any node in the graph costs, the
+  floor of every soft device's cost; fault/raw is softdev-fault's ratio
+  to it;
 - fault-rule (reported beside): with one rule that never matches (a
   write rule on a range past the requests'), so every request is matched
   against it;
@@ -59,6 +63,7 @@ def specs(disk):
         'bare': f,
         'fault': {'driver': 'softdev-fault', 'file': f},
         'softdev-trace': {'driver': 'softdev-trace', 'file': f},
+        'raw': {'driver': 'raw', 'file': f},
         'fault-rule': {'driver': 'softdev-fault', 'file': f,
                        'rules': [{'op': 'write', 'offset': 2 * IMG,
                                   'action': 'fail'}]},
@@ -93,22 +98,24 @@ def main():
         print(f'softdev-fault without a rule firing against bare (median of '
               f'{a.reps} paired runs; target >= {TARGET}x)')
         print(f'{"workload":<11} {"bare":>10} {"fault":>10} {"ratio":>6} '
-              f'{"":>4} {"trace":>7} {"fault-rule":>10} '
-              f'{"fault-volatile":>14}')
+              f'{"":>4} {"trace":>7} {"raw":>7} {"fault/raw":>9} '
+              f'{"fault-rule":>10} {"fault-volatile":>14}')
         for name, write, size, depth, step, count in workloads:
-            ratios = {k: [] for k in stacks if k != 'bare'}
+            ratios = {k: [] for k in list(stacks) + ['fault/raw']
+                      if k != 'bare'}
             speeds = {k: [] for k in stacks}
             for rep in range(a.reps):
                 order = ['bare', 'fault'] if rep % 2 == 0 else \
                     ['fault', 'bare']
                 secs = {k: bench(qemu_img, stacks[k], write, size, depth,
                                  step, count)
-                        for k in order + ['softdev-trace', 'fault-rule',
-                                            'fault-volatile']}
+                        for k in order + ['softdev-trace', 'raw',
+                                            'fault-rule', 'fault-volatile']}
                 for k, s in secs.items():
                     speeds[k].append(count / s)
                     if k != 'bare':
                         ratios[k].append(secs['bare'] / s)
+                ratios['fault/raw'].append(secs['raw'] / secs['fault'])
             med = {k: statistics.median(v) for k, v in speeds.items()}
             ratio = {k: statistics.median(v) for k, v in ratios.items()}
             unit = 'IOPS' if size == 4096 else 'MiB/s'
@@ -117,6 +124,7 @@ def main():
             print(f'{name:<11} {med["bare"] * scale:>10.0f} '
                   f'{med["fault"] * scale:>10.0f} {ratio["fault"]:>6.3f} '
                   f'{ok:>4} {ratio["softdev-trace"]:>6.3f}x '
+                  f'{ratio["raw"]:>6.3f}x {ratio["fault/raw"]:>8.3f}x '
                   f'{ratio["fault-rule"]:>9.3f}x '
                   f'{ratio["fault-volatile"]:>13.3f}x  ({unit})')
             results[name] = {'unit': unit, 'ratio': ratio, 'verdict': ok,
